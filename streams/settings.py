@@ -1,0 +1,103 @@
+"""One frozen, typed settings object, read from ``RIVERLINE_*`` environment variables.
+
+Built once (``Settings.from_env()``) at the edge of the program and passed down; nothing
+else in Riverline reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+__all__ = ["REPO_ROOT", "Settings"]
+
+#: The source checkout (Riverline is installed editable; schemas and pipelines live here).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the default a local user wants."""
+
+    model_config = SettingsConfigDict(env_prefix="RIVERLINE_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".riverline")
+    """Cache and data root: broker jars, broker data, Numba cache, registry, offline store."""
+
+    bootstrap: str | None = None
+    """An existing Kafka cluster (host:port,...). When set, Riverline starts no broker."""
+
+    kafka_version: str = "4.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+    kafka_start_timeout: float = 90.0
+
+    namespace: str = ""
+    """Prefix for every topic and consumer group name (tests use a random one)."""
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+
+    schemas_dir: Path = REPO_ROOT / "schemas"
+    pipelines_dir: Path = REPO_ROOT / "pipelines"
+
+    max_message_bytes: int = 1024 * 1024
+    """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""
+
+    batch_size: int = 500
+    batch_timeout: float = 0.05
+    """Micro-batching of agents: at most ``batch_size`` events or ``batch_timeout`` seconds."""
+
+    log_level: str = "info"
+    log_json: bool = False
+
+    signing_key: SecretStr = SecretStr("riverline-dev-key-change-me")
+    """HMAC key for model artifacts. Set your own in production."""
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read the environment (``RIVERLINE_*``) and apply explicit overrides."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid Riverline setting: {exc}. Check the RIVERLINE_* environment variables."
+            ) from exc
+
+    @property
+    def local_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def effective_bootstrap(self) -> str:
+        """The cluster to talk to: ``bootstrap`` if set, else the local broker."""
+        return self.bootstrap or self.local_bootstrap
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def numba_cache_dir(self) -> Path:
+        return self.home / "numba-cache"
+
+    def topic(self, name: str) -> str:
+        """A topic name with the namespace applied."""
+        return f"{self.namespace}{name}"
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process (worker) that should see these settings."""
+        env = dict(os.environ)
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"RIVERLINE_{name.upper()}"] = str(value)
+        env["NUMBA_CACHE_DIR"] = str(self.numba_cache_dir)
+        return env
