@@ -1,0 +1,41 @@
+"""Features agent: events topic -> features topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from agents.io import run_stage
+from streams.catalog import SchemaCatalog
+from streams.featurization import Featurization
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+from streams.spec import PipelineSpec
+
+__all__ = ["add_features_agent"]
+
+
+def add_features_agent(
+    app: faust.App,
+    settings: Settings,
+    spec: PipelineSpec,
+    catalog: SchemaCatalog,
+    metrics: WorkerMetrics,
+) -> Featurization:
+    topics = spec.topics(settings.namespace)
+    stage = Featurization(
+        spec,
+        catalog,
+        features_topic=topics.features,
+        dlq_topic=settings.topic("riverline.dlq"),
+    )
+
+    async def features(stream: faust.StreamT) -> Any:
+        async for _ in run_stage(
+            app, stream, stage, spec.name, metrics, settings.batch_size, settings.batch_timeout
+        ):
+            pass
+
+    app.agent(app.topic(topics.events), name=f"{spec.name}.features", concurrency=1)(features)
+    return stage

@@ -1,0 +1,47 @@
+"""Run a Faust worker with every agent of the given pipelines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import faust
+
+from agents.app import create_app
+from streams.catalog import SchemaCatalog
+from streams.features import warm_up
+from streams.settings import Settings
+from streams.spec import PipelineSpec
+from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger("riverline.worker")
+
+
+def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
+    """Prepare topics, compile kernels, then run until SIGTERM/SIGINT."""
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    configs = shared_topic_configs(settings)
+    for spec in specs:
+        catalog.latest(spec.subject)  # fail now, not on the first event
+        configs += pipeline_topic_configs(settings, spec)
+    created = ensure_topics(settings.effective_bootstrap, configs)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    # Compile every kernel before the first event (cached under RIVERLINE_HOME).
+    warm_up()
+    worker = create_app(settings, list(specs), catalog)
+    for spec in specs:
+        log.info(
+            "pipeline %s: spec %s, features %s, model %s",
+            spec.name,
+            spec.label,
+            worker.pipelines[spec.name].featurization.feature_set.label,
+            worker.pipelines[spec.name].predictor.model.label,
+        )
+    faust.Worker(
+        worker.app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+    ).execute_from_commandline()

@@ -1,0 +1,5 @@
+"""``python -m streams`` is the ``riverline`` command."""
+
+from streams.cli import main
+
+main()

@@ -1,0 +1,95 @@
+"""Lineage: the headers every message Riverline writes carries.
+
+A prediction can be traced to its raw offset, writer schema, feature set and model from
+these alone; the prediction record repeats them as fields for header-less consumers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "EVENT_ID",
+    "EVENT_TS",
+    "FEATURES",
+    "HEADERS",
+    "INGEST_TS",
+    "MODEL",
+    "PIPELINE",
+    "RAW_TS",
+    "SCHEMA",
+    "SOURCE",
+    "Lineage",
+]
+
+EVENT_ID = "rl.event_id"
+SCHEMA = "rl.schema"
+SOURCE = "rl.source"
+FEATURES = "rl.features"
+MODEL = "rl.model"
+PIPELINE = "rl.pipeline"
+EVENT_TS = "rl.event_ts"
+INGEST_TS = "rl.ingest_ts"
+#: Kafka timestamp of the raw message (the producer's create time), for end-to-end latency.
+RAW_TS = "rl.raw_ts"
+
+HEADERS = (EVENT_ID, SCHEMA, SOURCE, FEATURES, MODEL, PIPELINE, EVENT_TS, INGEST_TS)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where an event came from and what touched it. Timestamps are epoch milliseconds."""
+
+    event_id: str
+    schema: str
+    source: str
+    pipeline: str
+    event_ts: int
+    ingest_ts: int
+    raw_ts: int
+    features: str = ""
+    model: str = ""
+
+    def with_features(self, label: str) -> Lineage:
+        return replace(self, features=label)
+
+    def with_model(self, label: str) -> Lineage:
+        return replace(self, model=label)
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        pairs = [
+            (EVENT_ID, self.event_id),
+            (SCHEMA, self.schema),
+            (SOURCE, self.source),
+            (FEATURES, self.features),
+            (MODEL, self.model),
+            (PIPELINE, self.pipeline),
+            (EVENT_TS, str(self.event_ts)),
+            (INGEST_TS, str(self.ingest_ts)),
+            (RAW_TS, str(self.raw_ts)),
+        ]
+        return [(k, v.encode()) for k, v in pairs]
+
+    @classmethod
+    def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Lineage:
+        """Read lineage back; missing headers become empty strings or 0."""
+        found = {k: v.decode("utf-8", "replace") for k, v in headers}
+
+        def ms(key: str) -> int:
+            try:
+                return int(found.get(key, "0"))
+            except ValueError:
+                return 0
+
+        return cls(
+            event_id=found.get(EVENT_ID, ""),
+            schema=found.get(SCHEMA, ""),
+            source=found.get(SOURCE, ""),
+            pipeline=found.get(PIPELINE, ""),
+            event_ts=ms(EVENT_TS),
+            ingest_ts=ms(INGEST_TS),
+            raw_ts=ms(RAW_TS),
+            features=found.get(FEATURES, ""),
+            model=found.get(MODEL, ""),
+        )

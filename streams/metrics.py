@@ -1,0 +1,86 @@
+"""Prometheus metrics of a worker (prefix ``riverline_``), on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
+
+#: Seconds; dense in the millisecond range where a healthy pipeline lives.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+)
+
+
+class WorkerMetrics:
+    """Every metric family a worker exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "riverline_events",
+            "Events handled, by pipeline, stage and outcome (ok, dead_letter).",
+            ["pipeline", "stage", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "riverline_dead_letters",
+            "Messages sent to the dead-letter topic, by pipeline, stage and reason.",
+            ["pipeline", "stage", "reason"],
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "riverline_stage_latency_seconds",
+            "Time a stage spends on one micro-batch, per event.",
+            ["pipeline", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "riverline_end_to_end_latency_seconds",
+            "From the raw message's Kafka timestamp to its prediction being sent.",
+            ["pipeline"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "riverline_consumer_lag",
+            "Messages behind the end of the partition, per topic and partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_metric = Gauge(
+            "riverline_model_metric",
+            "Prequential metric of a model version.",
+            ["pipeline", "model", "version", "metric"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "riverline_model_info",
+            "Models served: 1 per (pipeline, model, version, stage).",
+            ["pipeline", "model", "version", "stage"],
+            registry=r,
+        )
+        self.model_samples = Gauge(
+            "riverline_model_samples_seen",
+            "Labelled samples a model version has learned from.",
+            ["pipeline", "model", "version"],
+            registry=r,
+        )
+        self.drift = Counter(
+            "riverline_drift_detections",
+            "Drift detections on a model's error stream.",
+            ["pipeline", "model", "version"],
+            registry=r,
+        )
+        self.registry_actions = Counter(
+            "riverline_registry_actions",
+            "Model registry actions (snapshot, promote, rollback, reset).",
+            ["pipeline", "model", "action"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)

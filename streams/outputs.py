@@ -1,0 +1,111 @@
+"""Read back what a pipeline wrote: predictions and dead letters (demo, tests, verify)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from river import metrics
+
+from streams.catalog import SchemaCatalog
+from streams.codec import decode_single_object
+from streams.model import label_from_key
+from streams.settings import Settings
+from streams.spec import PipelineSpec
+from streams.stage import now_ms
+
+__all__ = ["OutputCollector", "ReadPrediction", "score_predictions"]
+
+
+@dataclass(frozen=True)
+class ReadPrediction:
+    record: dict[str, Any]
+    headers: dict[str, str]
+    partition: int
+    offset: int
+    received_ms: int
+
+
+@dataclass
+class OutputCollector:
+    """Consumes ``P.predictions`` and the dead-letter topic from the beginning."""
+
+    settings: Settings
+    spec: PipelineSpec
+    catalog: SchemaCatalog
+    predictions: dict[str, ReadPrediction] = field(default_factory=dict)
+    duplicates: int = 0
+    dead_letters: list[dict[str, str]] = field(default_factory=list)
+    _consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        topics = self.spec.topics(self.settings.namespace)
+        self._pred_topic = topics.predictions
+        self._raw_topic = topics.raw
+        self._dlq_topic = self.settings.topic("riverline.dlq")
+        self._schema = self.catalog.record("prediction")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.effective_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        parts: list[TopicPartition] = []
+        for topic in (self._pred_topic, self._dlq_topic):
+            for p in sorted(consumer.partitions_for_topic(topic) or {0}):
+                parts.append(TopicPartition(topic, p))
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def poll(self, timeout_ms: int = 200) -> int:
+        """Read what is available; returns how many messages were read."""
+        assert self._consumer is not None, "call start() first"
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        received = now_ms()
+        n = 0
+        for tp, msgs in batches.items():
+            for m in msgs:
+                n += 1
+                headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
+                if tp.topic == self._dlq_topic:
+                    if headers.get("rl.error.topic") == self._raw_topic:
+                        self.dead_letters.append(headers)
+                    continue
+                _, record = decode_single_object(self.catalog, m.value, self._schema)
+                event_id = record["event_id"]
+                if event_id in self.predictions:
+                    self.duplicates += 1
+                    continue
+                self.predictions[event_id] = ReadPrediction(
+                    record, headers, tp.partition, m.offset, received
+                )
+        return n
+
+
+def score_predictions(task: str, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Prequential metrics recomputed from prediction records alone (label + what was said)."""
+    scores: dict[str, metrics.base.Metric] = {}
+    if task == "binary":
+        scores = {"accuracy": metrics.Accuracy(), "rocauc": metrics.ROCAUC()}
+    elif task == "multiclass":
+        scores = {"accuracy": metrics.Accuracy()}
+    elif task == "regression":
+        scores = {"mae": metrics.MAE()}
+    for r in records:
+        y = r["label"]
+        if y is None:
+            continue
+        for name, metric in scores.items():
+            if name == "rocauc":
+                metric.update(y, {label_from_key(k, y): v for k, v in r["proba"].items()})
+            elif r["prediction"] is not None:
+                metric.update(y, r["prediction"])
+    return {name: float(m.get()) for name, m in scores.items()}

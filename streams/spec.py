@@ -1,0 +1,160 @@
+"""Pipeline specs: one TOML file per pipeline, versioned by the hash of its content.
+
+A spec names the schema subject, the topics' partitioning, the feature set and the model.
+Its hash goes into every message Riverline writes (``rl.pipeline``), so a changed spec
+never mixes silently with the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from streams.errors import SpecError
+
+__all__ = ["ModelSpec", "PipelineSpec", "PipelineTopics", "load_spec"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_TASKS = ("binary", "multiclass", "regression", "anomaly")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What model to learn, from which inputs, towards which target."""
+
+    name: str
+    task: str
+    target: str
+    inputs: tuple[str, ...]
+    steps: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class PipelineTopics:
+    """The pipeline's topic names (namespace already applied)."""
+
+    raw: str
+    events: str
+    features: str
+    predictions: str
+    labels: str
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A parsed, validated pipeline spec."""
+
+    name: str
+    description: str
+    subject: str
+    partitions: int
+    dataset: str
+    id_field: str
+    time_field: str
+    key_field: str
+    features: Mapping[str, Any]
+    model: ModelSpec
+    source: dict[str, Any] = field(repr=False, compare=False, hash=False)
+    path: Path | None = None
+
+    @property
+    def hash(self) -> str:
+        """12 hex digits of sha256 over the canonical JSON of the spec's content."""
+        canonical = json.dumps(self.source, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.hash}"
+
+    def topics(self, namespace: str = "") -> PipelineTopics:
+        base = f"{namespace}{self.name}"
+        return PipelineTopics(
+            raw=f"{base}.raw",
+            events=f"{base}.events",
+            features=f"{base}.features",
+            predictions=f"{base}.predictions",
+            labels=f"{base}.labels",
+        )
+
+    def renamed(self, name: str) -> PipelineSpec:
+        """The same spec under another pipeline name (tests use random names)."""
+        source = json.loads(json.dumps(self.source))
+        source["pipeline"]["name"] = name
+        return replace(self, name=name, source=source)
+
+
+def _require(table: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise SpecError(f"{where}: missing '{key}'. Add it to the spec.")
+    value = table[key]
+    if not isinstance(value, kind):
+        raise SpecError(
+            f"{where}: '{key}' must be {kind.__name__}, got {type(value).__name__} {value!r}."
+        )
+    return value
+
+
+def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec:
+    """Validate a spec already read from TOML."""
+    where = str(path) if path else "spec"
+    pipeline = _require(source, "pipeline", dict, where)
+    name = _require(pipeline, "name", str, f"{where} [pipeline]")
+    if not _NAME.match(name):
+        raise SpecError(
+            f"{where} [pipeline]: name {name!r} must match {_NAME.pattern} "
+            "(lowercase letters, digits, '_' or '-'; it prefixes topic names)."
+        )
+    subject = _require(pipeline, "subject", str, f"{where} [pipeline]")
+    partitions = pipeline.get("partitions", 1)
+    if not isinstance(partitions, int) or partitions < 1:
+        raise SpecError(f"{where} [pipeline]: partitions must be a positive integer.")
+    features = source.get("features", {"name": f"{name}_features", "derived": []})
+    if not isinstance(features, dict):
+        raise SpecError(f"{where}: [features] must be a table.")
+    model = _require(source, "model", dict, where)
+    task = _require(model, "task", str, f"{where} [model]")
+    if task not in _TASKS:
+        raise SpecError(f"{where} [model]: task {task!r} is not one of {', '.join(_TASKS)}.")
+    inputs = _require(model, "inputs", list, f"{where} [model]")
+    steps = _require(model, "steps", list, f"{where} [model]")
+    if not steps:
+        raise SpecError(f"{where} [model]: at least one [[model.steps]] is needed.")
+    return PipelineSpec(
+        name=name,
+        description=str(pipeline.get("description", "")),
+        subject=subject,
+        partitions=partitions,
+        dataset=str(pipeline.get("dataset", "")),
+        id_field=str(pipeline.get("id_field", "event_id")),
+        time_field=str(pipeline.get("time_field", "event_time")),
+        key_field=str(pipeline.get("key_field", "")),
+        features=features,
+        model=ModelSpec(
+            name=_require(model, "name", str, f"{where} [model]"),
+            task=task,
+            target=str(model.get("target", "")),
+            inputs=tuple(str(i) for i in inputs),
+            steps=tuple(steps),
+        ),
+        source=source,
+        path=path,
+    )
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Read and validate a pipeline spec file."""
+    path = Path(path)
+    try:
+        source = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"pipeline spec {path} does not exist. See pipelines/ for examples.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"pipeline spec {path} is not valid TOML: {exc}") from exc
+    return parse_spec(source, path)

@@ -1,0 +1,122 @@
+"""Topic administration: Riverline creates its topics explicitly (no broker auto-creation)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from streams.errors import KafkaSetupError
+from streams.settings import Settings
+from streams.spec import PipelineSpec
+
+__all__ = [
+    "TopicConfig",
+    "delete_topics",
+    "ensure_topics",
+    "pipeline_topic_configs",
+    "shared_topic_configs",
+]
+
+#: Retention for Riverline's data topics; long enough for replay in a demo or a test.
+_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+    def new_topic(self) -> NewTopic:
+        configs = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if not self.compacted:
+            configs["retention.ms"] = _RETENTION_MS
+        return NewTopic(self.name, self.partitions, 1, topic_configs=configs)
+
+
+def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
+    """``riverline.dlq``, ``riverline.models`` (compacted), ``riverline.audit``, ``riverline.alerts``."""
+    return [
+        TopicConfig(settings.topic("riverline.dlq"), 1),
+        TopicConfig(settings.topic("riverline.models"), 1, compacted=True),
+        TopicConfig(settings.topic("riverline.audit"), 1),
+        TopicConfig(settings.topic("riverline.alerts"), 1),
+    ]
+
+
+def pipeline_topic_configs(settings: Settings, spec: PipelineSpec) -> list[TopicConfig]:
+    topics = spec.topics(settings.namespace)
+    n = spec.partitions
+    return [
+        TopicConfig(topics.raw, n),
+        TopicConfig(topics.events, n),
+        TopicConfig(topics.features, n),
+        TopicConfig(topics.predictions, n),
+        TopicConfig(f"{topics.predictions}.shadow", n),
+        TopicConfig(topics.labels, n),
+    ]
+
+
+async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise KafkaSetupError(
+            f"cannot reach Kafka at {bootstrap}: {exc}. Start it with `riverline kafka up` "
+            "or set RIVERLINE_BOOTSTRAP to a running cluster."
+        ) from exc
+    return admin
+
+
+async def _ensure(bootstrap: str, configs: Sequence[TopicConfig]) -> list[str]:
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [c for c in configs if c.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([c.new_topic() for c in missing])
+            except TopicAlreadyExistsError:
+                pass  # another worker created it between list and create
+        # Creation is asynchronous in the controller; wait until metadata shows them.
+        for _ in range(100):
+            if {c.name for c in configs} <= set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.1)
+        return [c.name for c in missing]
+    finally:
+        await admin.close()
+
+
+async def _delete(bootstrap: str, names: Iterable[str]) -> None:
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            try:
+                await admin.delete_topics(doomed)
+            except UnknownTopicOrPartitionError:
+                pass
+        for _ in range(100):
+            if not set(doomed) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+def ensure_topics(bootstrap: str, configs: Sequence[TopicConfig]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    return asyncio.run(_ensure(bootstrap, configs))
+
+
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    """Delete topics if they exist and wait until they are gone."""
+    asyncio.run(_delete(bootstrap, list(names)))
