@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".riverline")
     """Cache and data root: broker jars, broker data, Numba cache, registry, offline store."""
 
+    cache_dir: Path | None = None
+    """Where downloaded and compiled artifacts live (broker jars, Numba cache); ``home`` if
+    unset. Tests give each test its own ``home`` and share this cache."""
+
     bootstrap: str | None = None
     """An existing Kafka cluster (host:port,...). When set, Riverline starts no broker."""
 
@@ -36,6 +40,8 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
     kafka_start_timeout: float = 90.0
+    kafka_stop_timeout: float = 30.0
+    """Seconds ``kafka down`` waits after SIGTERM before it sends SIGKILL."""
 
     namespace: str = ""
     """Prefix for every topic and consumer group name (tests use a random one)."""
@@ -79,12 +85,22 @@ class Settings(BaseSettings):
         return self.bootstrap or self.local_bootstrap
 
     @property
+    def cache_root(self) -> Path:
+        """Root of downloaded and compiled artifacts: ``cache_dir`` if set, else ``home``."""
+        return self.cache_dir or self.home
+
+    @property
     def kafka_dir(self) -> Path:
         return self.home / "kafka"
 
     @property
+    def kafka_libs_dir(self) -> Path:
+        """The broker jars for ``kafka_version`` (shared by every broker data dir)."""
+        return self.cache_root / "kafka" / self.kafka_version / "libs"
+
+    @property
     def numba_cache_dir(self) -> Path:
-        return self.home / "numba-cache"
+        return self.cache_root / "numba-cache"
 
     def topic(self, name: str) -> str:
         """A topic name with the namespace applied."""

@@ -1,0 +1,65 @@
+# Riverline: `make demo` and `make test` work on a fresh machine (see README Quickstart).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Touched after a successful install; pyproject.toml changes trigger a reinstall.
+STAMP := $(VENV)/.riverline-installed
+
+# "command:debian-package" pairs that `make apt` installs when the command is missing.
+# With RIVERLINE_BOOTSTRAP set, Riverline runs no broker and needs neither Java nor Maven.
+APT_NEEDS ?=
+ifeq ($(strip $(RIVERLINE_BOOTSTRAP)),)
+APT_NEEDS += java:default-jre-headless mvn:maven
+endif
+
+.PHONY: help venv install apt kafka demo test lint
+
+help:
+	@echo "make demo     set up, start a local Kafka, run the worker and demo producer, report"
+	@echo "make test     set up, then run the whole test suite against a real broker"
+	@echo "make install  create $(VENV) and install Riverline with its dev tools"
+	@echo "make apt      install missing system packages (as root: apt-get)"
+	@echo "make kafka    download the Kafka broker jars (once)"
+	@echo "make lint     ruff and mypy"
+
+venv install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+apt:
+	@missing=""; \
+	for need in $(APT_NEEDS); do \
+	  command -v "$${need%%:*}" >/dev/null 2>&1 || missing="$$missing $${need#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "missing system packages:$$missing" >&2; \
+	  echo "install them with: sudo apt-get install -y --no-install-recommends$$missing" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
+
+kafka: $(STAMP) apt
+ifeq ($(strip $(RIVERLINE_BOOTSTRAP)),)
+	$(BIN)/riverline kafka fetch
+else
+	@echo "RIVERLINE_BOOTSTRAP=$(RIVERLINE_BOOTSTRAP): no local broker needed"
+endif
+
+demo: $(STAMP) apt
+	$(BIN)/riverline demo
+
+test: $(STAMP) apt kafka
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
