@@ -47,6 +47,8 @@ def _broker_url(bootstrap: str) -> str:
 def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog) -> Worker:
     """Build the Faust app for these pipelines. Topics must exist already."""
     app_id = settings.topic("riverline")
+    datadir = settings.home / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=_broker_url(settings.effective_bootstrap),
@@ -58,7 +60,7 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         store="memory://",
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
-        datadir=str(settings.home / "faust" / app_id),
+        datadir=str(datadir),
         web_enabled=True,
         web_host=settings.web_host,
         web_port=settings.web_port,

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DecodeError",
+    "FeatureError",
     "KafkaSetupError",
     "RiverlineError",
     "SpecError",
@@ -24,6 +25,10 @@ class ConfigError(RiverlineError):
 
 class SpecError(RiverlineError):
     """A pipeline spec (TOML) is invalid."""
+
+
+class FeatureError(RiverlineError):
+    """A batch or a saved feature state that the feature engine cannot use."""
 
 
 class KafkaSetupError(RiverlineError):

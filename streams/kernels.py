@@ -30,6 +30,7 @@ Kinds: :func:`window_count`, :func:`window_sum`, :func:`window_mean`, :func:`ewm
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -848,7 +849,7 @@ def _py_frequency(
 
 
 #: Kind name -> Numba kernel.
-KERNELS = {
+KERNELS: dict[str, Callable[..., None]] = {
     "window_count": window_count,
     "window_sum": window_sum,
     "window_mean": window_mean,
@@ -861,7 +862,7 @@ KERNELS = {
 }
 
 #: Kind name -> plain-Python twin, same arguments, same results.
-REFERENCES = {
+REFERENCES: dict[str, Callable[..., None]] = {
     "window_count": _py_window_count,
     "window_sum": _py_window_sum,
     "window_mean": _py_window_mean,

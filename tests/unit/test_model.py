@@ -33,8 +33,9 @@ def test_unknown_estimator_lists_the_valid_ones() -> None:
 
 
 def test_unknown_parameter_lists_the_valid_ones() -> None:
-    with pytest.raises(SpecError, match="has no parameter 'lr'.*optimizer"):
-        build_estimator(_spec({"estimator": "linear_model.LogisticRegression", "params": {"lr": 1}}))
+    step = {"estimator": "linear_model.LogisticRegression", "params": {"lr": 1}}
+    with pytest.raises(SpecError, match=r"has no parameter 'lr'.*optimizer"):
+        build_estimator(_spec(step))
 
 
 def test_non_scalar_parameter_is_refused() -> None:

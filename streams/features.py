@@ -1,0 +1,819 @@
+"""Online features: a pipeline's ``[features]`` table, compiled to Numba kernels over per-key state.
+
+A :class:`FeatureSet` is built once from the spec; a :class:`FeatureState` holds what it
+has learned per entity key (and is what a checkpoint saves). Each micro-batch calls every
+kernel once::
+
+    fs = FeatureSet.from_spec(spec["features"])
+    state = fs.new_state()
+    derived = fs.compute(state, keys, times, columns)   # {output name: float64[n]}
+
+The ``[features]`` table
+------------------------
+``name`` (required) and ``derived``, a list of tables with ``name``, ``kind`` and the
+kind's parameters:
+
+==============  ===========================  ==============================================
+kind            reads                        parameters
+==============  ===========================  ==============================================
+window_count    ``field`` (optional)         ``window`` (s), ``max_events`` (64)
+window_sum      ``field``                    ``window`` (s), ``max_events`` (64)
+window_mean     ``field``                    ``window`` (s), ``max_events`` (64)
+ewm_mean        ``field``                    ``half_life`` (s)
+ewm_var         ``field``                    ``half_life`` (s)
+since_last      nothing                      none
+zscore          ``field``                    none
+ratio           ``fields = [num, denom]``    none
+frequency       ``field`` (categorical)      ``max_categories`` (32)
+==============  ===========================  ==============================================
+
+Semantics (event time, per key; details in :mod:`streams.kernels`):
+
+* Windows cover the key's events seen so far with time in ``(t - window, t]``, this event
+  included. At most ``max_events`` events per key are kept (those with the latest times);
+  results are exact while no window needs more. ``window_count`` without ``field`` counts
+  events; with ``field`` it counts events whose value is not missing.
+* ``ewm_mean`` / ``ewm_var``: every value weighs 1 when it arrives and half as much per
+  ``half_life`` seconds of event time since; late events count as arriving now.
+* ``since_last``: seconds since the key's latest earlier event (NaN first, 0.0 if late).
+* ``zscore``: against the key's values before this event (sample std; NaN until two).
+* ``ratio``: NaN on a zero denominator. ``frequency``: share of the key's events so far
+  with this value; exact up to ``max_categories`` distinct values per key, Space-Saving
+  approximation beyond.
+* Missing values (``None``/NaN) are skipped by every aggregate (output NaN where there is
+  nothing to report); the event still counts for ``since_last``.
+* Keys are strings; ``""`` (or ``None``) is the single global key. Event times are finite
+  float seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import sys
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streams import kernels
+from streams.errors import FeatureError, SpecError
+
+__all__ = [
+    "DEFAULT_MAX_CATEGORIES",
+    "DEFAULT_MAX_EVENTS",
+    "ENGINE_VERSION",
+    "KINDS",
+    "FeatureError",
+    "FeatureSet",
+    "FeatureState",
+    "warm_up",
+]
+
+#: Part of every feature-set hash: bump when a kernel's results change for the same spec,
+#: so lineage (``name@hash``) and checkpoints tell the two apart.
+ENGINE_VERSION = 1
+DEFAULT_MAX_EVENTS = 64
+DEFAULT_MAX_CATEGORIES = 32
+#: Upper bound of ``max_events`` / ``max_categories``: per-key state must stay small.
+MAX_BUFFER = 4096
+DEFAULT_CAPACITY = 1024
+
+_STATE_FORMAT = "riverline.feature_state"
+_STATE_VERSION = 1
+#: Fixed zip entry timestamp, so equal states serialize to equal bytes.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+
+# --------------------------------------------------------------------------------------
+# Kinds: what each reads, its parameters, its state arrays
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    unit: Literal["seconds", "count"]
+    default: float | int | None  # None: required
+
+    def describe(self) -> str:
+        what = "seconds > 0" if self.unit == "seconds" else f"integer 1..{MAX_BUFFER}"
+        need = "required" if self.default is None else f"default {self.default}"
+        return f"{self.name} ({what}, {need})"
+
+
+@dataclass(frozen=True)
+class _Array:
+    """One per-key state array: ``dtype``, row width (a parameter name, or scalar rows)."""
+
+    name: str
+    dtype: Literal["float64", "int64"]
+    width: str | None
+    fill: float
+
+
+@dataclass(frozen=True)
+class _Kind:
+    name: str
+    reads: Literal["field", "optional field", "nothing", "two fields"]
+    params: tuple[_Param, ...]
+    state: tuple[_Array, ...]
+    categorical: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        field = {"field": ("field",), "optional field": ("field",), "two fields": ("fields",)}
+        return ("name", "kind", *field.get(self.reads, ()), *(p.name for p in self.params))
+
+    def describe(self) -> str:
+        reads = {
+            "field": 'field = "<raw field>"',
+            "optional field": 'field = "<raw field>" (optional)',
+            "nothing": "no field",
+            "two fields": 'fields = ["<numerator>", "<denominator>"]',
+        }[self.reads]
+        params = ", ".join(p.describe() for p in self.params) or "no parameters"
+        return f"{self.name} takes {reads}; {params}"
+
+
+_WINDOW = _Param("window", "seconds", None)
+_MAX_EVENTS = _Param("max_events", "count", DEFAULT_MAX_EVENTS)
+_HALF_LIFE = _Param("half_life", "seconds", None)
+_MAX_CATEGORIES = _Param("max_categories", "count", DEFAULT_MAX_CATEGORIES)
+_RING = (
+    _Array("ring_times", "float64", "max_events", 0.0),
+    _Array("ring_values", "float64", "max_events", 0.0),
+    _Array("ring_len", "int64", None, 0),
+)
+
+_KINDS: dict[str, _Kind] = {
+    k.name: k
+    for k in (
+        _Kind("window_count", "optional field", (_WINDOW, _MAX_EVENTS), _RING),
+        _Kind("window_sum", "field", (_WINDOW, _MAX_EVENTS), _RING),
+        _Kind("window_mean", "field", (_WINDOW, _MAX_EVENTS), _RING),
+        _Kind(
+            "ewm_mean",
+            "field",
+            (_HALF_LIFE,),
+            (
+                _Array("weight", "float64", None, 0.0),
+                _Array("mean", "float64", None, 0.0),
+                _Array("clock", "float64", None, math.nan),
+            ),
+        ),
+        _Kind(
+            "ewm_var",
+            "field",
+            (_HALF_LIFE,),
+            (
+                _Array("weight", "float64", None, 0.0),
+                _Array("mean", "float64", None, 0.0),
+                _Array("m2", "float64", None, 0.0),
+                _Array("clock", "float64", None, math.nan),
+            ),
+        ),
+        _Kind("since_last", "nothing", (), (_Array("clock", "float64", None, math.nan),)),
+        _Kind(
+            "zscore",
+            "field",
+            (),
+            (
+                _Array("count", "int64", None, 0),
+                _Array("mean", "float64", None, 0.0),
+                _Array("m2", "float64", None, 0.0),
+            ),
+        ),
+        _Kind("ratio", "two fields", (), ()),
+        _Kind(
+            "frequency",
+            "field",
+            (_MAX_CATEGORIES,),
+            (
+                _Array("table_codes", "int64", "max_categories", 0),
+                _Array("table_counts", "int64", "max_categories", 0),
+                _Array("table_len", "int64", None, 0),
+                _Array("totals", "int64", None, 0),
+            ),
+            categorical=True,
+        ),
+    )
+}
+
+#: The feature kinds a spec may use.
+KINDS: tuple[str, ...] = tuple(sorted(_KINDS))
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """One validated ``[[features.derived]]`` entry, defaults filled in."""
+
+    name: str
+    kind: _Kind
+    fields: tuple[str, ...]
+    params: Mapping[str, float | int]
+
+    def canonical(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, "kind": self.kind.name}
+        if self.kind.reads == "two fields":
+            entry["fields"] = list(self.fields)
+        elif self.fields:
+            entry["field"] = self.fields[0]
+        entry.update(self.params)
+        return entry
+
+
+@dataclass(frozen=True)
+class _ArraySpec:
+    dtype: str
+    width: int  # 0: one scalar per key
+    fill: float
+
+    def row_bytes(self) -> int:
+        return np.dtype(self.dtype).itemsize * max(self.width, 1)
+
+    def shape(self) -> tuple[str, int]:
+        """What must match between a state and a feature set (fills are NaN-valued)."""
+        return (self.dtype, self.width)
+
+
+# --------------------------------------------------------------------------------------
+# Spec parsing
+# --------------------------------------------------------------------------------------
+
+
+def _parse_entry(index: int, entry: Any, seen: set[str]) -> _Derived:
+    where = f"[features] derived[{index}]"
+    if not isinstance(entry, Mapping):
+        raise SpecError(f"{where}: must be a table with name and kind, got {entry!r}.")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise SpecError(f'{where}: needs name = "<output feature name>" (a non-empty string).')
+    if name in seen:
+        raise SpecError(f"{where}: duplicate feature name {name!r}; names must be unique.")
+    kind_name = entry.get("kind")
+    kind = _KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        raise SpecError(
+            f"{where} ({name!r}): unknown kind {kind_name!r}; valid kinds: {', '.join(KINDS)}."
+        )
+    where = f"{where} ({name!r}, kind {kind.name})"
+    usage = f"{kind.describe()}; valid keys: {', '.join(kind.keys)}"
+    unknown = sorted(str(k) for k in entry if k not in kind.keys)
+    if unknown:
+        raise SpecError(f"{where}: unknown parameter {', '.join(unknown)}; {usage}.")
+
+    fields: tuple[str, ...] = ()
+    if kind.reads == "two fields":
+        raw = entry.get("fields")
+        if (
+            not isinstance(raw, list)
+            or len(raw) != 2
+            or not all(isinstance(f, str) and f for f in raw)
+        ):
+            raise SpecError(f"{where}: fields must list two field names, got {raw!r}; {usage}.")
+        fields = (raw[0], raw[1])
+    elif kind.reads in ("field", "optional field"):
+        raw = entry.get("field")
+        if raw is None and kind.reads == "optional field":
+            fields = ()
+        elif isinstance(raw, str) and raw:
+            fields = (raw,)
+        else:
+            raise SpecError(f"{where}: field must name a raw field, got {raw!r}; {usage}.")
+
+    params: dict[str, float | int] = {}
+    for p in kind.params:
+        value = entry.get(p.name, p.default)
+        if value is None:
+            raise SpecError(f"{where}: missing {p.name}; {usage}.")
+        if p.unit == "seconds":
+            ok = (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
+            )
+            if not ok:
+                raise SpecError(
+                    f"{where}: {p.name} must be a positive number of seconds, "
+                    f"got {value!r}; {usage}."
+                )
+            params[p.name] = float(value)
+        else:
+            if not (isinstance(value, int) and not isinstance(value, bool)) or not (
+                1 <= value <= MAX_BUFFER
+            ):
+                raise SpecError(
+                    f"{where}: {p.name} must be an integer from 1 to {MAX_BUFFER}, "
+                    f"got {value!r}; {usage}."
+                )
+            params[p.name] = int(value)
+    return _Derived(name, kind, fields, params)
+
+
+# --------------------------------------------------------------------------------------
+# Input columns
+# --------------------------------------------------------------------------------------
+
+
+def _float_column(what: str, column: Any, n: int) -> F64:
+    """A C-contiguous, writeable float64 copy-or-view (the one array type kernels see)."""
+    try:
+        arr = np.asarray(column, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise FeatureError(
+            f"{what} has a value that is not a number ({exc}); numeric feature kinds need "
+            "numbers, booleans or None. Use kind = 'frequency' for a categorical field."
+        ) from exc
+    if arr.shape != (n,):
+        raise FeatureError(f"{what} has shape {arr.shape}, expected ({n},) like the keys.")
+    if not (arr.flags.c_contiguous and arr.flags.writeable):
+        # Numba compiles one specialization per array layout and writeability; always
+        # handing it the same kind keeps compilation out of the hot path.
+        arr = np.array(arr, dtype=np.float64, order="C", copy=True)
+    return arr
+
+
+def _category_code(text: str) -> int:
+    """Stable non-negative 63-bit code of a category (same in every process and run).
+
+    A hash rather than a lookup table: the state then needs no growing dictionary of every
+    value ever seen, and two workers agree on codes without sharing anything. Two values of
+    one key collide with probability ~ max_categories**2 / 2**64.
+    """
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+#: Recently seen category strings -> codes (a process-local cache, not state).
+_CODE_CACHE: dict[str, int] = {}
+_CODE_CACHE_SIZE = 1 << 16
+
+
+def _code(value: Any) -> int:
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return -1
+    text = value if isinstance(value, str) else str(value)
+    code = _CODE_CACHE.get(text)
+    if code is None:
+        if len(_CODE_CACHE) >= _CODE_CACHE_SIZE:
+            _CODE_CACHE.clear()
+        code = _CODE_CACHE[text] = _category_code(text)
+    return code
+
+
+def _code_column(what: str, column: Any, n: int) -> I64:
+    try:
+        # Fast path: every value a cached string. Only str keys are cached, so any other
+        # value (1, 1.0 and True hash alike but are different categories) raises KeyError.
+        codes = [_CODE_CACHE[v] for v in column]
+    except (KeyError, TypeError):
+        codes = [_code(v) for v in column]
+    if len(codes) != n:
+        raise FeatureError(f"{what} has {len(codes)} values, expected {n} like the keys.")
+    return np.array(codes, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Per-key state
+# --------------------------------------------------------------------------------------
+
+
+class FeatureState:
+    """What a :class:`FeatureSet` has learned per key: a key->slot map and state arrays.
+
+    Made by :meth:`FeatureSet.new_state` or :meth:`from_bytes`; grows (doubling) when new
+    keys appear. Not thread-safe: one state belongs to one agent.
+    """
+
+    def __init__(
+        self, label: str, layout: Mapping[str, _ArraySpec], capacity: int = DEFAULT_CAPACITY
+    ) -> None:
+        self.label = label
+        self._layout = dict(layout)
+        self._capacity = max(int(capacity), 1)
+        self._slots: dict[str, int] = {}
+        self._keys: list[str] = []
+        self.arrays: dict[str, np.ndarray] = {
+            name: self._allocate(spec, self._capacity) for name, spec in self._layout.items()
+        }
+
+    @staticmethod
+    def _allocate(spec: _ArraySpec, rows: int) -> np.ndarray:
+        shape = (rows, spec.width) if spec.width else (rows,)
+        return np.full(shape, spec.fill, dtype=spec.dtype)
+
+    @property
+    def n_keys(self) -> int:
+        """Number of keys seen."""
+        return len(self._keys)
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated in every state array (>= ``n_keys``)."""
+        return self._capacity
+
+    @property
+    def keys(self) -> list[str]:
+        """Keys in slot order (a copy)."""
+        return list(self._keys)
+
+    def layout(self) -> dict[str, tuple[str, int]]:
+        """State array name -> (dtype, row width; 0 for one value per key)."""
+        return {name: spec.shape() for name, spec in self._layout.items()}
+
+    def slot(self, key: str) -> int | None:
+        """The state row of ``key``, or None if it has not been seen."""
+        return self._slots.get(key)
+
+    def _grow(self, rows: int) -> None:
+        capacity = max(rows, 2 * self._capacity)
+        for name, spec in self._layout.items():
+            bigger = self._allocate(spec, capacity)
+            bigger[: self._capacity] = self.arrays[name]
+            self.arrays[name] = bigger
+        self._capacity = capacity
+
+    def slots_for(self, keys: Sequence[str]) -> I64:
+        """Rows of ``keys`` (int64), adding unseen keys and growing the arrays as needed.
+
+        New keys get rows in order of first appearance, so the rows do not depend on how a
+        stream is cut into batches. ``None`` is the global key ``""``.
+        """
+        try:
+            return np.fromiter(map(self._slots.__getitem__, keys), np.int64, count=len(keys))
+        except (KeyError, TypeError):  # an unseen, None or unhashable key
+            pass
+        try:
+            new = [k for k in dict.fromkeys(keys) if k is None or k not in self._slots]
+        except TypeError as exc:
+            raise FeatureError(f"entity keys must be strings: {exc}.") from exc
+        bad = [k for k in new if k is not None and not isinstance(k, str)]
+        if bad:
+            raise FeatureError(
+                f"entity keys must be strings ('' for the global key), got {bad[0]!r}."
+            )
+        for key in new:
+            text = "" if key is None else str(key)  # numpy.str_ is stored as plain str
+            if text not in self._slots:
+                if len(self._keys) >= self._capacity:
+                    self._grow(len(self._keys) + 1)
+                self._slots[text] = len(self._keys)
+                self._keys.append(text)
+        slot = self._slots.__getitem__
+        return np.fromiter((slot("" if k is None else k) for k in keys), np.int64, count=len(keys))
+
+    def nbytes_per_key(self) -> float:
+        """Bytes of state per key: one row of every state array plus the key map's share.
+
+        The key map share (dict entry, key string, slot int) is measured with
+        ``sys.getsizeof``; spare array capacity (below 2x after growth) is not counted.
+        """
+        row = sum(spec.row_bytes() for spec in self._layout.values())
+        if not self._keys:
+            return float(row)
+        keymap = sys.getsizeof(self._slots) + sys.getsizeof(self._keys)
+        keymap += sum(sys.getsizeof(k) + sys.getsizeof(s) for k, s in self._slots.items())
+        return row + keymap / len(self._keys)
+
+    def to_bytes(self) -> bytes:
+        """Everything needed to continue exactly where this state is, as deterministic bytes.
+
+        A zip of ``meta.json`` (label, keys in slot order, array layout) and one ``.npy``
+        per state array (the first ``n_keys`` rows). Equal states give equal bytes.
+        """
+        names = sorted(self._layout)
+        meta = {
+            "format": _STATE_FORMAT,
+            "version": _STATE_VERSION,
+            "label": self.label,
+            "keys": self._keys,
+            "arrays": [
+                {
+                    "name": name,
+                    "dtype": self._layout[name].dtype,
+                    "width": self._layout[name].width,
+                    "fill": self._layout[name].fill,
+                }
+                for name in names
+            ],
+        }
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(_entry("meta.json"), json.dumps(meta, sort_keys=True).encode())
+            for i, name in enumerate(names):
+                npy = io.BytesIO()
+                rows = np.ascontiguousarray(self.arrays[name][: self.n_keys])
+                np.lib.format.write_array(npy, rows, allow_pickle=False)
+                zf.writestr(_entry(f"arrays/{i}.npy"), npy.getvalue())
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FeatureState:
+        """The state saved by :meth:`to_bytes`.
+
+        Raises
+        ------
+        FeatureError
+            If ``data`` is not a feature state written by this format version.
+        """
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                meta = json.loads(zf.read("meta.json"))
+                if meta.get("format") != _STATE_FORMAT or meta.get("version") != _STATE_VERSION:
+                    raise ValueError(
+                        f"format {meta.get('format')!r} version {meta.get('version')!r}"
+                    )
+                keys = [str(k) for k in meta["keys"]]
+                layout = {
+                    a["name"]: _ArraySpec(str(a["dtype"]), int(a["width"]), float(a["fill"]))
+                    for a in meta["arrays"]
+                }
+                state = cls(str(meta["label"]), layout, capacity=max(len(keys), 1))
+                for i, a in enumerate(meta["arrays"]):
+                    rows = np.lib.format.read_array(
+                        io.BytesIO(zf.read(f"arrays/{i}.npy")), allow_pickle=False
+                    )
+                    target = state.arrays[a["name"]][: len(keys)]
+                    if rows.shape != target.shape or rows.dtype != target.dtype:
+                        raise ValueError(
+                            f"array {a['name']!r} is {rows.dtype}{rows.shape}, "
+                            f"expected {target.dtype}{target.shape}"
+                        )
+                    target[...] = rows
+        except (zipfile.BadZipFile, KeyError, TypeError, ValueError, OSError) as exc:
+            raise FeatureError(
+                f"cannot read feature state: {exc}. The checkpoint is damaged or was written by "
+                "another Riverline version; start from FeatureSet.new_state()."
+            ) from exc
+        if len(set(keys)) != len(keys):
+            raise FeatureError("cannot read feature state: duplicate keys in the key map.")
+        state._keys = keys
+        state._slots = {k: i for i, k in enumerate(keys)}
+        return state
+
+    def __repr__(self) -> str:
+        return f"FeatureState({self.label!r}, n_keys={self.n_keys}, capacity={self.capacity})"
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+# --------------------------------------------------------------------------------------
+# The feature set
+# --------------------------------------------------------------------------------------
+
+
+class FeatureSet:
+    """Derived features of a pipeline, computed per micro-batch by Numba kernels.
+
+    Build it with :meth:`from_spec`. ``label`` (``name@hash``) identifies the feature set in
+    lineage headers and in saved states: the hash covers the normalized spec (defaults
+    filled in) and :data:`ENGINE_VERSION`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fs = FeatureSet.from_spec({
+    ...     "name": "clicks",
+    ...     "derived": [
+    ...         {"name": "amount_10s", "kind": "window_sum", "field": "amount", "window": 10},
+    ...         {"name": "gap", "kind": "since_last"},
+    ...     ],
+    ... })
+    >>> fs.outputs, fs.inputs
+    (['amount_10s', 'gap'], ['amount'])
+    >>> state = fs.new_state()
+    >>> out = fs.compute(state, ["a", "b", "a"], np.array([0.0, 1.0, 4.0]),
+    ...                  {"amount": [1.0, 5.0, 2.0]})
+    >>> out["amount_10s"].tolist(), out["gap"].tolist()
+    ([1.0, 5.0, 3.0], [nan, nan, 4.0])
+    >>> state.n_keys
+    2
+    """
+
+    def __init__(self, name: str, derived: Sequence[_Derived]) -> None:
+        self.name = name
+        self._derived = tuple(derived)
+        self.outputs: list[str] = [d.name for d in self._derived]
+        self.inputs: list[str] = list(dict.fromkeys(f for d in self._derived for f in d.fields))
+        self._numeric = list(
+            dict.fromkeys(f for d in self._derived if not d.kind.categorical for f in d.fields)
+        )
+        self._categorical = list(
+            dict.fromkeys(f for d in self._derived if d.kind.categorical for f in d.fields)
+        )
+        canonical = json.dumps(
+            self.to_spec() | {"engine": ENGINE_VERSION},
+            sort_keys=True,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+        self.hash = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        self.label = f"{self.name}@{self.hash}"
+        self._layout: dict[str, _ArraySpec] = {
+            f"{d.name}/{a.name}": _ArraySpec(
+                a.dtype, int(d.params[a.width]) if a.width else 0, float(a.fill)
+            )
+            for d in self._derived
+            for a in d.kind.state
+        }
+
+    @classmethod
+    def from_spec(cls, section: Mapping[str, Any]) -> FeatureSet:
+        """Validate a ``[features]`` table (see the module docstring) and build the set.
+
+        Raises
+        ------
+        SpecError
+            Naming the bad entry, and the valid kinds or that kind's valid parameters.
+        """
+        if not isinstance(section, Mapping):
+            raise SpecError(f"[features] must be a table with name and derived, got {section!r}.")
+        unknown = sorted(str(k) for k in section if k not in ("name", "derived"))
+        if unknown:
+            raise SpecError(
+                f"[features]: unknown key {', '.join(unknown)}; valid keys: name, derived."
+            )
+        name = section.get("name")
+        if not isinstance(name, str) or not name:
+            raise SpecError('[features]: needs name = "<feature set name>" (a non-empty string).')
+        entries = section.get("derived", [])
+        if not isinstance(entries, list):
+            raise SpecError(
+                "[features]: derived must be a list of tables ([[features.derived]]), "
+                f"got {entries!r}."
+            )
+        derived: list[_Derived] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            d = _parse_entry(i, entry, seen)
+            seen.add(d.name)
+            derived.append(d)
+        fs = cls(name, derived)
+        clash = sorted(set(fs.outputs) & set(fs.inputs))
+        if clash:
+            raise SpecError(
+                f"[features]: derived name {', '.join(clash)} is also an input field; "
+                "rename the derived feature so it does not hide the raw value."
+            )
+        return fs
+
+    def to_spec(self) -> dict[str, Any]:
+        """The normalized ``[features]`` table (defaults filled in) that the hash covers."""
+        return {"name": self.name, "derived": [d.canonical() for d in self._derived]}
+
+    def new_state(self, capacity: int = DEFAULT_CAPACITY) -> FeatureState:
+        """Empty state with room for ``capacity`` keys before it first grows."""
+        return FeatureState(self.label, self._layout, capacity)
+
+    def compute(
+        self,
+        state: FeatureState,
+        keys: Sequence[str],
+        times: npt.ArrayLike,
+        columns: Mapping[str, Sequence[Any]],
+    ) -> dict[str, F64]:
+        """Derived features of one batch, in event order, updating ``state`` in place.
+
+        Parameters
+        ----------
+        state
+            From :meth:`new_state` or :meth:`FeatureState.from_bytes` of this feature set.
+        keys
+            Entity key per event (``""`` is the global key).
+        times
+            Event time per event, finite float seconds since the epoch.
+        columns
+            Values per event for every name in :attr:`inputs`; numbers, booleans or None
+            (missing) for numeric kinds, any value for ``frequency`` (compared as ``str``).
+
+        Returns
+        -------
+        dict
+            One float64 array per name in :attr:`outputs`, in spec order.
+
+        Raises
+        ------
+        FeatureError
+            If the state belongs to another feature set, a column is missing or not
+            numeric, lengths differ, or a time is not finite. Nothing is learned then.
+        """
+        return self._run(state, keys, times, columns, kernels.KERNELS)
+
+    def compute_reference(
+        self,
+        state: FeatureState,
+        keys: Sequence[str],
+        times: npt.ArrayLike,
+        columns: Mapping[str, Sequence[Any]],
+    ) -> dict[str, F64]:
+        """:meth:`compute` with the plain-Python ``_py_`` twins (tests and benchmark only).
+
+        Examples
+        --------
+        >>> fs = FeatureSet.from_spec({"name": "p", "derived": [
+        ...     {"name": "u", "kind": "ewm_mean", "field": "x", "half_life": 60.0}]})
+        >>> out = fs.compute_reference(fs.new_state(), ["", ""], [0.0, 60.0], {"x": [0, 1]})
+        >>> out["u"].round(6).tolist()
+        [0.0, 0.666667]
+        """
+        return self._run(state, keys, times, columns, kernels.REFERENCES)
+
+    def _run(
+        self,
+        state: FeatureState,
+        keys: Sequence[str],
+        times: npt.ArrayLike,
+        columns: Mapping[str, Sequence[Any]],
+        impl: Mapping[str, Callable[..., None]],
+    ) -> dict[str, F64]:
+        layout = {name: spec.shape() for name, spec in self._layout.items()}
+        if state.label != self.label or state.layout() != layout:
+            raise FeatureError(
+                f"feature state belongs to {state.label}, not {self.label}; restore a "
+                "checkpoint of this feature set or start from new_state()."
+            )
+        n = len(keys)
+        t = _float_column("event times", times, n)
+        if not np.isfinite(t).all():
+            bad = int(np.flatnonzero(~np.isfinite(t))[0])
+            raise FeatureError(
+                f"event time {t[bad]!r} at position {bad} is not finite; times must be "
+                "seconds since the epoch."
+            )
+        missing = [f for f in self.inputs if f not in columns]
+        if missing:
+            raise FeatureError(
+                f"batch lacks column {', '.join(missing)}; {self.label} reads "
+                f"{', '.join(self.inputs)}."
+            )
+        numeric = {f: _float_column(f"field {f!r}", columns[f], n) for f in self._numeric}
+        codes = {f: _code_column(f"field {f!r}", columns[f], n) for f in self._categorical}
+        slots = state.slots_for(keys)
+
+        results: dict[str, F64] = {}
+        for d in self._derived:
+            values: list[np.ndarray]
+            if d.kind.categorical:
+                values = [codes[f] for f in d.fields]
+            elif d.kind.reads == "optional field" and not d.fields:
+                values = [np.zeros(n)]  # never NaN: every event counts
+            else:
+                values = [numeric[f] for f in d.fields]
+            arrays = [state.arrays[f"{d.name}/{a.name}"] for a in d.kind.state]
+            scalars = [d.params[p.name] for p in d.kind.params if p.unit == "seconds"]
+            out = np.empty(n, dtype=np.float64)
+            impl[d.kind.name](slots, t, *values, *arrays, *scalars, out)
+            results[d.name] = out
+        return results
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({self.label!r}, outputs={self.outputs})"
+
+
+#: One feature of every kind, with the parameter types every real spec uses.
+_WARM_UP_SPEC: dict[str, Any] = {
+    "name": "warm_up",
+    "derived": [
+        {"name": "wc", "kind": "window_count", "window": 1.0, "max_events": 2},
+        {"name": "ws", "kind": "window_sum", "field": "x", "window": 1.0, "max_events": 2},
+        {"name": "wm", "kind": "window_mean", "field": "x", "window": 1.0, "max_events": 2},
+        {"name": "em", "kind": "ewm_mean", "field": "x", "half_life": 1.0},
+        {"name": "ev", "kind": "ewm_var", "field": "x", "half_life": 1.0},
+        {"name": "sl", "kind": "since_last"},
+        {"name": "zs", "kind": "zscore", "field": "x"},
+        {"name": "ra", "kind": "ratio", "fields": ["x", "y"]},
+        {"name": "fr", "kind": "frequency", "field": "c", "max_categories": 2},
+    ],
+}
+
+
+def warm_up() -> None:
+    """Compile (or load from the Numba cache) every kernel, through :meth:`FeatureSet.compute`.
+
+    Call once at worker start so no event waits for compilation. The cache directory is
+    ``NUMBA_CACHE_DIR``, set by whoever starts the process.
+    """
+    fs = FeatureSet.from_spec(_WARM_UP_SPEC)
+    state = fs.new_state(capacity=1)
+    fs.compute(
+        state,
+        ["a", "b", "a"],
+        np.array([0.0, 0.5, 1.0]),
+        {"x": [1.0, None, 2.0], "y": [2.0, 0.0, 1.0], "c": ["u", "v", None]},
+    )
