@@ -48,6 +48,7 @@ class DemoReport:
     latencies_ms: list[float]
     scores: dict[str, float]
     sample: ReadPrediction | None
+    predictions: list[ReadPrediction] = field(default_factory=list, repr=False)
     dead_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -139,6 +140,7 @@ async def run_pipeline(
             scores=score_predictions(spec.model.task, [p.record for p in preds]),
             sample=preds[-1] if preds else None,
             dead_reasons=reasons,
+            predictions=preds,
         )
     finally:
         await collector.stop()

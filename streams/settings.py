@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""
 
     batch_size: int = 500
-    batch_timeout: float = 0.05
+    batch_timeout: float = 0.01
     """Micro-batching of agents: at most ``batch_size`` events or ``batch_timeout`` seconds."""
 
     log_level: str = "info"
