@@ -58,6 +58,9 @@ demo: $(STAMP) apt
 	$(BIN)/riverline demo
 
 test: $(STAMP) apt kafka
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/riverline schemas check
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)

@@ -23,7 +23,8 @@ class Stage(Protocol):
 
 def to_in_message(event: faust.types.EventT) -> InMessage:
     m = event.message
-    headers = tuple((k, bytes(v)) for k, v in (m.headers or ()))
+    raw_headers: Any = m.headers or ()
+    headers = tuple((str(k), bytes(v)) for k, v in raw_headers)
     return InMessage(
         topic=m.topic,
         partition=m.partition,
@@ -58,7 +59,9 @@ async def run_stage(
     """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol)."""
     latency = metrics.stage_latency.labels(pipeline, stage.stage)
     ok = metrics.events.labels(pipeline, stage.stage, "ok")
-    async for events in stream.take_events(batch_size, within=batch_timeout):
+    # take_events exists on faust.Stream; the StreamT protocol does not declare it.
+    batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
+    async for events in batches:
         batch = [to_in_message(e) for e in events]
         started = time.perf_counter()
         result = stage.process(batch)

@@ -114,7 +114,10 @@ def kafka_status(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option(
-    "--pipeline", "pipelines", multiple=True, type=click.Path(path_type=Path),
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
     help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
 )
 @click.pass_context
@@ -156,7 +159,12 @@ def produce(
     with console.status(f"producing to {spec.topics(settings.namespace).raw} ..."):
         report = asyncio.run(
             produce_dataset(
-                settings, spec, catalog, dataset=dataset, rate=rate, limit=limit,
+                settings,
+                spec,
+                catalog,
+                dataset=dataset,
+                rate=rate,
+                limit=limit,
                 wire_format=wire_format,
             )
         )
@@ -168,7 +176,10 @@ def produce(
 
 @cli.command()
 @click.option(
-    "--pipeline", "pipelines", multiple=True, type=click.Path(path_type=Path),
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
     help="Pipeline spec(s) to run. Default: the bundled demo pipelines.",
 )
 @click.option("--rate", type=float, default=500.0, show_default=True, help="Events per second.")

@@ -70,7 +70,7 @@ async def run_pipeline(
     *,
     rate: float | None,
     limit: int | None = None,
-    timeout: float = 300.0,
+    wait_s: float = 300.0,
     console: Console | None = None,
 ) -> DemoReport:
     """Produce the pipeline's dataset and collect every prediction, with live progress."""
@@ -96,7 +96,7 @@ async def run_pipeline(
             producing = asyncio.ensure_future(
                 produce_dataset(settings, spec, catalog, rate=rate, limit=limit, on_sent=on_sent)
             )
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + wait_s
             report_sent: int | None = None
             while True:
                 await collector.poll(200)
@@ -115,7 +115,7 @@ async def run_pipeline(
                 if time.monotonic() > deadline:
                     raise RiverlineError(
                         f"{spec.name}: only {accounted} of {report_sent or len(sent_at)} events "
-                        f"were accounted for after {timeout:.0f} s. Check the worker log."
+                        f"were accounted for after {wait_s:.0f} s. Check the worker log."
                     )
             progress.update(predicted, total=report_sent, completed=len(collector.predictions))
         seconds = time.monotonic() - started
@@ -127,7 +127,8 @@ async def run_pipeline(
         ]
         reasons: dict[str, int] = {}
         for d in collector.dead_letters:
-            reasons[d.get("rl.error.class", "?")] = reasons.get(d.get("rl.error.class", "?"), 0) + 1
+            reason = d.get("rl.error.class", "?")
+            reasons[reason] = reasons.get(reason, 0) + 1
         preds.sort(key=lambda p: (p.partition, p.offset))
         return DemoReport(
             pipeline=spec.name,
@@ -167,7 +168,8 @@ def print_report(console: Console, report: DemoReport) -> None:
         for k, v in report.sample.headers.items():
             lineage.add_row(k, v)
         r: dict[str, Any] = report.sample.record
-        lineage.add_row("prediction", f"{r['prediction']!r}  proba={r['proba']}  label={r['label']!r}")
+        said = f"{r['prediction']!r}  proba={r['proba']}  label={r['label']!r}"
+        lineage.add_row("prediction", said)
         console.print(lineage)
 
 
@@ -185,9 +187,11 @@ def run_demo(
     broker = LocalBroker(settings)
     started_broker = False
     if settings.bootstrap:
-        console.print(f"Using the Kafka cluster at [bold]{settings.bootstrap}[/] (RIVERLINE_BOOTSTRAP).")
+        console.print(f"Using the Kafka cluster at {settings.bootstrap} (RIVERLINE_BOOTSTRAP).")
     elif not broker.status().reachable:
-        console.print("Starting a local Kafka broker (first run downloads it from Maven Central)...")
+        console.print(
+            "Starting a local Kafka broker (first run downloads it from Maven Central)..."
+        )
         broker.up(log=console.print)
         started_broker = True
     else:
@@ -209,7 +213,8 @@ def run_demo(
         worker.wait_ready()
         console.print(f"Worker ready; metrics at {worker.url}/metrics")
         for spec in specs:
-            reports.append(asyncio.run(run_pipeline(settings, spec, catalog, rate=rate, console=console)))
+            run = run_pipeline(settings, spec, catalog, rate=rate, console=console)
+            reports.append(asyncio.run(run))
         for report in reports:
             print_report(console, report)
     finally:

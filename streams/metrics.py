@@ -8,7 +8,21 @@ __all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
 
 #: Seconds; dense in the millisecond range where a healthy pipeline lives.
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
 )
 
 

@@ -57,7 +57,8 @@ def _build_step(step: Mapping[str, Any], where: str) -> base.Estimator:
     name = step.get("estimator")
     if name not in ESTIMATORS:
         raise SpecError(
-            f"{where}: unknown estimator {name!r}. Valid estimators: {', '.join(sorted(ESTIMATORS))}."
+            f"{where}: unknown estimator {name!r}. "
+            f"Valid estimators: {', '.join(sorted(ESTIMATORS))}."
         )
     cls = ESTIMATORS[name]
     params = step.get("params", {})
@@ -78,7 +79,7 @@ def _build_step(step: Mapping[str, Any], where: str) -> base.Estimator:
                 f"{where}: parameter {key!r} of {name} must be a number, string or boolean."
             )
     try:
-        return cls(**params)  # type: ignore[no-any-return]
+        return cls(**params)  # type: ignore[no-any-return,unused-ignore]
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {name}({params}) was refused by River: {exc}") from exc
 
@@ -113,7 +114,8 @@ class OnlineModel:
     def __init__(self, spec: ModelSpec, version: int = 1) -> None:
         self.spec = spec
         self.version = version
-        self.estimator = build_estimator(spec)
+        # River's base classes do not declare predict/learn methods; duck-typed on purpose.
+        self.estimator: Any = build_estimator(spec)
         self.samples_seen = 0
         self.metrics: dict[str, metrics.base.Metric] = self._new_metrics(spec.task)
 

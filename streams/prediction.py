@@ -52,9 +52,7 @@ class Predictor:
         model = self.model
         for msg in batch:
             try:
-                _, vector = decode_single_object(
-                    self.catalog, msg.value or b"", self.vector_schema
-                )
+                _, vector = decode_single_object(self.catalog, msg.value or b"", self.vector_schema)
                 values = vector["values"]
                 x: dict[str, Any] = {name: values[name] for name in inputs}
             except (DecodeError, KeyError) as exc:

@@ -154,7 +154,9 @@ def load_spec(path: Path | str) -> PipelineSpec:
     try:
         source = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise SpecError(f"pipeline spec {path} does not exist. See pipelines/ for examples.") from exc
+        raise SpecError(
+            f"pipeline spec {path} does not exist. See pipelines/ for examples."
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"pipeline spec {path} is not valid TOML: {exc}") from exc
     return parse_spec(source, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ class TopicConfig:
 
 
 def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
-    """``riverline.dlq``, ``riverline.models`` (compacted), ``riverline.audit``, ``riverline.alerts``."""
+    """The shared topics: dlq, models (compacted), audit and alerts."""
     return [
         TopicConfig(settings.topic("riverline.dlq"), 1),
         TopicConfig(settings.topic("riverline.models"), 1, compacted=True),
@@ -80,10 +81,9 @@ async def _ensure(bootstrap: str, configs: Sequence[TopicConfig]) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [c for c in configs if c.name not in existing]
         if missing:
-            try:
+            # Another worker may create one between list and create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([c.new_topic() for c in missing])
-            except TopicAlreadyExistsError:
-                pass  # another worker created it between list and create
         # Creation is asynchronous in the controller; wait until metadata shows them.
         for _ in range(100):
             if {c.name for c in configs} <= set(await admin.list_topics()):
@@ -100,10 +100,8 @@ async def _delete(bootstrap: str, names: Iterable[str]) -> None:
         existing = set(await admin.list_topics())
         doomed = [n for n in names if n in existing]
         if doomed:
-            try:
+            with contextlib.suppress(UnknownTopicOrPartitionError):
                 await admin.delete_topics(doomed)
-            except UnknownTopicOrPartitionError:
-                pass
         for _ in range(100):
             if not set(doomed) & set(await admin.list_topics()):
                 break

@@ -51,9 +51,9 @@ class WorkerProcess:
     def get_json(self, path: str, timeout: float = 2.0) -> dict[str, object]:
         try:
             with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-                return json.loads(resp.read())  # type: ignore[no-any-return]
+                return dict(json.loads(resp.read()))
         except urllib.error.HTTPError as exc:
-            return json.loads(exc.read() or b"{}")  # type: ignore[no-any-return]
+            return dict(json.loads(exc.read() or b"{}"))
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Wait until the worker has its partitions; raise with its log tail if it died."""

@@ -4,15 +4,19 @@ from streams.lineage import HEADERS, Lineage
 
 
 def test_headers_round_trip() -> None:
-    lineage = Lineage(
-        event_id="e1",
-        schema="phishing/v1/abcd",
-        source="phishing.raw:0:42",
-        pipeline="phishing@123",
-        event_ts=1,
-        ingest_ts=2,
-        raw_ts=3,
-    ).with_features("fs@9").with_model("m@1")
+    lineage = (
+        Lineage(
+            event_id="e1",
+            schema="phishing/v1/abcd",
+            source="phishing.raw:0:42",
+            pipeline="phishing@123",
+            event_ts=1,
+            ingest_ts=2,
+            raw_ts=3,
+        )
+        .with_features("fs@9")
+        .with_model("m@1")
+    )
     headers = lineage.to_headers()
     assert {k for k, _ in headers} >= set(HEADERS)
     assert Lineage.from_headers(headers) == lineage
