@@ -95,6 +95,13 @@ class WorkerMetrics:
             registry=r,
         )
 
+        self.checkpoint_age = Gauge(
+            "riverline_checkpoint_age_seconds",
+            "Seconds since a stage's last checkpoint of state and offsets.",
+            ["pipeline", "stage"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
