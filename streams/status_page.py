@@ -1,0 +1,130 @@
+"""The worker's status page: server-rendered HTML (no front-end build) and its JSON twin.
+
+The page is a pure function of the status document, so it is tested without a worker;
+every value is HTML-escaped because dead-letter messages quote untrusted input.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["Notice", "RecentNotices", "render_status_html"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A recent dead letter or alert, as shown on the status page."""
+
+    ts: float
+    pipeline: str
+    kind: str
+    reason: str
+    message: str
+    where: str = ""
+
+
+class RecentNotices:
+    """The last ``size`` notices, newest first."""
+
+    def __init__(self, size: int = 20) -> None:
+        self._items: deque[Notice] = deque(maxlen=size)
+
+    def add(self, notice: Notice) -> None:
+        self._items.appendleft(notice)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(n) for n in self._items]
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2733;background:#f7f9fb}
+h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.4rem 0 .4rem}
+.sub{color:#5b6b7c;margin-bottom:1rem}
+table{border-collapse:collapse;background:#fff;margin-bottom:.6rem;min-width:40%}
+th,td{border:1px solid #d5dde5;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#eef2f6}.ok{color:#1a7f37}.bad{color:#b42318}
+.card{background:#fff;border:1px solid #d5dde5;border-radius:6px;padding:.6rem 1rem;
+margin-bottom:1rem}
+"""
+
+
+def render_status_html(status: Mapping[str, Any]) -> str:
+    """The status page for a status document (the same one ``/status.json`` serves)."""
+    worker = status.get("worker", {})
+    ready = bool(worker.get("ready"))
+    state = "<span class=ok>ready</span>" if ready else "<span class=bad>not ready</span>"
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        "<meta http-equiv='refresh' content='5'>",
+        f"<title>Riverline worker</title><style>{_STYLE}</style></head><body>",
+        "<h1>Riverline worker</h1>",
+        f"<div class='sub'>{state}"
+        f" · Kafka {_e(worker.get('bootstrap', '?'))}"
+        f" · up {float(worker.get('uptime_s', 0)):.0f} s"
+        f" · <a href='/status.json'>JSON</a> · <a href='/metrics'>metrics</a></div>",
+    ]
+    for name, p in status.get("pipelines", {}).items():
+        parts.append(f"<div class='card'><h2>Pipeline {_e(name)}</h2>")
+        parts.append(
+            _table(
+                ["spec", "feature set", "events ok", "dead letters", "topics"],
+                [
+                    [
+                        p.get("spec", ""),
+                        p.get("features", ""),
+                        p.get("events_ok", 0),
+                        p.get("dead_letters", 0),
+                        ", ".join(p.get("topics", [])),
+                    ]
+                ],
+            )
+        )
+        rows = []
+        for m in p.get("models", []):
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in m.get("metrics", {}).items())
+            rows.append(
+                [
+                    f"{m['name']}@{m['version']}",
+                    m.get("stage", ""),
+                    m.get("samples_seen", 0),
+                    metrics,
+                ]
+            )
+        parts.append(_table(["model", "stage", "samples seen", "prequential metrics"], rows))
+        parts.append("</div>")
+    for title, key in (("Recent dead letters", "dead_letters"), ("Recent alerts", "alerts")):
+        items = status.get(key, [])
+        parts.append(f"<h2>{title}</h2>")
+        if not items:
+            parts.append("<p>none</p>")
+            continue
+        parts.append(
+            _table(
+                ["time", "pipeline", "reason", "where", "message"],
+                [
+                    [_when(n["ts"]), n["pipeline"], n["reason"], n.get("where", ""), n["message"]]
+                    for n in items
+                ],
+            )
+        )
+    parts.append("</body></html>")
+    return "".join(parts)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import time
+
+from streams.status_page import Notice, RecentNotices, render_status_html
+
+
+def _status() -> dict:
+    notices = RecentNotices(size=2)
+    for i in range(3):
+        notices.add(Notice(time.time(), "phishing", "dead_letter", "not_json", f"bad {i}"))
+    notices.add(
+        Notice(
+            time.time(), "phishing", "dead_letter", "wrong_type", "<script>x</script>", "raw:0:9"
+        )
+    )
+    return {
+        "worker": {"ready": True, "bootstrap": "127.0.0.1:9092", "uptime_s": 12},
+        "pipelines": {
+            "phishing": {
+                "spec": "phishing@abc",
+                "features": "phishing_features@def",
+                "events_ok": 1250,
+                "dead_letters": 2,
+                "topics": ["phishing.raw"],
+                "models": [
+                    {
+                        "name": "phishing-lr",
+                        "version": 3,
+                        "stage": "champion",
+                        "samples_seen": 1250,
+                        "metrics": {"accuracy": 0.8928},
+                    },
+                ],
+            }
+        },
+        "dead_letters": notices.as_dicts(),
+        "alerts": [],
+    }
+
+
+def test_page_shows_pipelines_models_and_recent_notices() -> None:
+    page = render_status_html(_status())
+    assert "Pipeline phishing" in page
+    assert "phishing-lr@3" in page
+    assert "champion" in page
+    assert "accuracy 0.8928" in page
+    assert "wrong_type" in page
+    assert "raw:0:9" in page
+
+
+def test_recent_notices_keep_the_newest_only() -> None:
+    reasons = [n["message"] for n in _status()["dead_letters"]]
+    assert reasons == ["<script>x</script>", "bad 2"]
+
+
+def test_untrusted_text_is_escaped() -> None:
+    page = render_status_html(_status())
+    assert "<script>x</script>" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page
