@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from streams.errors import RiverlineError
@@ -51,11 +50,14 @@ class OfflineStore:
         offsets: Sequence[int],
         timestamps_ms: Sequence[int],
         rows: Sequence[Mapping[str, Any]],
+        *,
+        offset_range: tuple[int, int] | None = None,
     ) -> Path:
         """Write rows read from one topic partition; returns the file written.
 
         ``offsets`` and ``timestamps_ms`` give each row's source offset and Kafka time;
-        they become the columns ``_offset`` and ``_timestamp_ms``.
+        they become the columns ``_offset`` and ``_timestamp_ms``. The file is named by
+        ``offset_range`` (default: the rows' first and last offsets).
         """
         if not rows:
             raise RiverlineError("nothing to write: an offline-store batch needs rows.")
@@ -63,24 +65,46 @@ class OfflineStore:
             raise RiverlineError("rows, offsets and timestamps must have the same length.")
         folder = self._folder(kind, pipeline, int(timestamps_ms[0]))
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{_SAFE.sub('_', topic)}+{partition}+{min(offsets)}-{max(offsets)}.parquet"
+        first, last = offset_range or (min(offsets), max(offsets))
+        name = f"{_SAFE.sub('_', topic)}+{partition}+{first}-{last}.parquet"
         path = folder / name
         columns: dict[str, list[Any]] = {"_offset": list(offsets)}
         columns["_timestamp_ms"] = list(timestamps_ms)
         for key in rows[0]:
             columns[key] = [row.get(key) for row in rows]
         table = pa.table(columns)
+        # Same offsets, same file: a later, fuller write of a block replaces it.
         tmp = path.with_suffix(".parquet.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)
         return path
 
+    def file_for(self, kind: str, topic: str, partition: int, first: int, last: int) -> Path | None:
+        """The file holding exactly this offset range, if one was written (any date)."""
+        name = f"{_SAFE.sub('_', topic)}+{partition}+{first}-{last}.parquet"
+        matches = sorted((self.root / kind).glob(f"pipeline=*/date=*/{name}"))
+        return matches[0] if matches else None
+
     def read(self, kind: str, pipeline: str | None = None) -> pa.Table:
-        """Everything of one kind (optionally one pipeline), with hive partition columns."""
-        folder = self.root / kind
-        if not folder.is_dir():
+        """Everything of one kind (optionally one pipeline), with its partition columns.
+
+        Files written at different times may type a column differently (all-null in one
+        block, boolean in the next); their schemas are unified permissively.
+        """
+        pattern = (
+            f"pipeline={pipeline}/date=*/*.parquet" if pipeline else "pipeline=*/date=*/*.parquet"
+        )
+        tables = []
+        for path in sorted((self.root / kind).glob(pattern)):
+            table = pq.read_table(path, partitioning=None)
+            # The hive partition values, unless a record already has such a column.
+            for column, value in (
+                ("pipeline", path.parent.parent.name[9:]),
+                ("date", path.parent.name[5:]),
+            ):
+                if column not in table.column_names:
+                    table = table.append_column(column, pa.array([value] * table.num_rows))
+            tables.append(table)
+        if not tables:
             return pa.table({})
-        dataset = ds.dataset(folder, format="parquet", partitioning="hive")
-        if pipeline is None:
-            return dataset.to_table()
-        return dataset.to_table(filter=ds.field("pipeline") == pipeline)
+        return pa.concat_tables(tables, promote_options="permissive")
