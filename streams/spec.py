@@ -18,7 +18,14 @@ from typing import Any
 
 from streams.errors import SpecError
 
-__all__ = ["ModelSpec", "PipelineSpec", "PipelineTopics", "load_spec"]
+__all__ = [
+    "DriftSpec",
+    "ModelSpec",
+    "PipelineSpec",
+    "PipelineTopics",
+    "PromotionPolicy",
+    "load_spec",
+]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _TASKS = ("binary", "multiclass", "regression", "anomaly")
@@ -33,6 +40,29 @@ class ModelSpec:
     target: str
     inputs: tuple[str, ...]
     steps: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """Promote the shadow when it beats the champion by ``margin`` over the last ``window``
+    labels (on ``metric``: accuracy for classifiers, MAE for regressors)."""
+
+    metric: str = "accuracy"
+    margin: float = 0.02
+    window: int = 500
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    """A drift detector on each model's error stream, and what to do on an increase."""
+
+    detector: str = "ADWIN"
+    action: str = "none"  # none | reset | promote_shadow
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+_DRIFT_ACTIONS = ("none", "reset", "promote_shadow")
 
 
 @dataclass(frozen=True)
@@ -61,6 +91,9 @@ class PipelineSpec:
     features: Mapping[str, Any]
     model: ModelSpec
     source: dict[str, Any] = field(repr=False, compare=False, hash=False)
+    shadows: tuple[ModelSpec, ...] = ()
+    promotion: PromotionPolicy = PromotionPolicy()
+    drift: DriftSpec = DriftSpec()
     path: Path | None = None
 
     @property
@@ -101,6 +134,26 @@ def _require(table: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _model_spec(table: Mapping[str, Any], where: str, like: ModelSpec | None = None) -> ModelSpec:
+    """A [model] or [[shadow]] table; a shadow inherits task, target and inputs."""
+    task = table.get("task", like.task if like else None)
+    if not isinstance(task, str) or task not in _TASKS:
+        raise SpecError(f"{where}: task {task!r} is not one of {', '.join(_TASKS)}.")
+    inputs = table.get("inputs", list(like.inputs) if like else None)
+    if not isinstance(inputs, list):
+        raise SpecError(f"{where}: missing 'inputs' (a list of field names). Add it to the spec.")
+    steps = _require(table, "steps", list, where)
+    if not steps:
+        raise SpecError(f"{where}: at least one [[model.steps]] is needed.")
+    return ModelSpec(
+        name=_require(table, "name", str, where),
+        task=task,
+        target=str(table.get("target", like.target if like else "")),
+        inputs=tuple(str(i) for i in inputs),
+        steps=tuple(steps),
+    )
+
+
 def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec:
     """Validate a spec already read from TOML."""
     where = str(path) if path else "spec"
@@ -118,14 +171,31 @@ def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec
     features = source.get("features", {"name": f"{name}_features", "derived": []})
     if not isinstance(features, dict):
         raise SpecError(f"{where}: [features] must be a table.")
-    model = _require(source, "model", dict, where)
-    task = _require(model, "task", str, f"{where} [model]")
-    if task not in _TASKS:
-        raise SpecError(f"{where} [model]: task {task!r} is not one of {', '.join(_TASKS)}.")
-    inputs = _require(model, "inputs", list, f"{where} [model]")
-    steps = _require(model, "steps", list, f"{where} [model]")
-    if not steps:
-        raise SpecError(f"{where} [model]: at least one [[model.steps]] is needed.")
+    model = _model_spec(_require(source, "model", dict, where), f"{where} [model]")
+    shadows = source.get("shadow", [])
+    if not isinstance(shadows, list):
+        raise SpecError(f"{where}: shadow models are [[shadow]] tables.")
+    shadow_specs = tuple(
+        _model_spec(t, f"{where} [[shadow]] #{i + 1}", model) for i, t in enumerate(shadows)
+    )
+    names = [model.name, *(m.name for m in shadow_specs)]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: model names must be unique, got {names}.")
+    promotion = source.get("promotion", {})
+    drift = source.get("drift", {})
+    try:
+        policy = (
+            PromotionPolicy(**{"enabled": True, **promotion}) if promotion else PromotionPolicy()
+        )
+        drift_spec = DriftSpec(**drift)
+    except TypeError as exc:
+        raise SpecError(
+            f"{where}: [promotion] takes metric, margin, window, enabled; [drift] takes "
+            f"detector, action, params ({exc})."
+        ) from exc
+    if drift_spec.action not in _DRIFT_ACTIONS:
+        valid = ", ".join(_DRIFT_ACTIONS)
+        raise SpecError(f"{where} [drift]: action {drift_spec.action!r} is not one of {valid}.")
     return PipelineSpec(
         name=name,
         description=str(pipeline.get("description", "")),
@@ -136,13 +206,10 @@ def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec
         time_field=str(pipeline.get("time_field", "event_time")),
         key_field=str(pipeline.get("key_field", "")),
         features=features,
-        model=ModelSpec(
-            name=_require(model, "name", str, f"{where} [model]"),
-            task=task,
-            target=str(model.get("target", "")),
-            inputs=tuple(str(i) for i in inputs),
-            steps=tuple(steps),
-        ),
+        model=model,
+        shadows=shadow_specs,
+        promotion=policy,
+        drift=drift_spec,
         source=source,
         path=path,
     )
