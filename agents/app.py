@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from agents.checkpoints import FeatureCheckpoints
 from agents.features import add_features_agent
 from agents.ingest import add_ingest_agent
 from agents.learn import add_learn_agent
@@ -27,6 +28,7 @@ class PipelineStages:
     spec: PipelineSpec
     ingestion: Ingestion
     featurization: Featurization
+    checkpoints: FeatureCheckpoints
     predictor: Predictor
 
 
@@ -67,13 +69,20 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         web_bind=settings.web_host,
         autodiscover=False,
         producer_max_request_size=max(settings.max_message_bytes * 2, 1 << 20),
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
     worker = Worker(app, settings, WorkerMetrics())
     for spec in specs:
+        ingestion = add_ingest_agent(app, settings, spec, catalog, worker.metrics)
+        featurization, checkpoints = add_features_agent(
+            app, settings, spec, catalog, worker.metrics
+        )
         worker.pipelines[spec.name] = PipelineStages(
             spec,
-            add_ingest_agent(app, settings, spec, catalog, worker.metrics),
-            add_features_agent(app, settings, spec, catalog, worker.metrics),
+            ingestion,
+            featurization,
+            checkpoints,
             add_learn_agent(app, settings, spec, catalog, worker.metrics),
         )
     _add_views(worker)
@@ -88,7 +97,7 @@ def _add_views(worker: Worker) -> None:
         async def get(self, request: Request) -> Response:
             return self.bytes(
                 worker.metrics.exposition(),
-                content_type="text/plain; version=0.0.4; charset=utf-8",
+                content_type="text/plain; version=0.0.4",
             )
 
     @app.page("/ready")
@@ -109,6 +118,10 @@ def _add_views(worker: Worker) -> None:
                 body["pipelines"][name] = {
                     "spec": stages.spec.label,
                     "features": stages.featurization.feature_set.label,
+                    "feature_partitions": stages.featurization.positions(),
+                    "checkpoints_written": stages.checkpoints.written,
+                    "events_replayed": stages.featurization.replayed,
+                    "events_reingested": stages.featurization.reingested,
                     "model": model.label,
                     "samples_seen": model.samples_seen,
                     "metrics": model.metric_values(),

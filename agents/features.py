@@ -1,4 +1,4 @@
-"""Features agent: events topic -> features topic."""
+"""Features agent: events topic -> features topic, with feature state checkpointed."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import faust
 
+from agents.checkpoints import FeatureCheckpoints
 from agents.io import run_stage
 from streams.catalog import SchemaCatalog
 from streams.featurization import Featurization
@@ -22,20 +23,32 @@ def add_features_agent(
     spec: PipelineSpec,
     catalog: SchemaCatalog,
     metrics: WorkerMetrics,
-) -> Featurization:
+) -> tuple[Featurization, FeatureCheckpoints]:
     topics = spec.topics(settings.namespace)
     stage = Featurization(
         spec,
         catalog,
         features_topic=topics.features,
         dlq_topic=settings.topic("riverline.dlq"),
+        hold_new_partitions=False,  # partitions come from checkpoints on assignment
     )
+    checkpoints = FeatureCheckpoints(app, settings, stage, topics.events)
 
     async def features(stream: faust.StreamT) -> Any:
         async for _ in run_stage(
-            app, stream, stage, spec.name, metrics, settings.batch_size, settings.batch_timeout
+            app,
+            stream,
+            stage,
+            spec.name,
+            metrics,
+            settings.batch_size,
+            settings.batch_timeout,
+            guard=checkpoints,
         ):
             pass
 
-    app.agent(app.topic(topics.events), name=f"{spec.name}.features", concurrency=1)(features)
-    return stage
+    # acks=False: Faust never commits P.events; FeatureCheckpoints commits the offsets of
+    # each checkpoint once it is written (see streams.checkpoint).
+    source = app.topic(topics.events, acks=False)
+    app.agent(source, name=f"{spec.name}.features", concurrency=1)(features)
+    return stage, checkpoints

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -12,7 +13,7 @@ from streams.messages import InMessage, OutMessage
 from streams.metrics import WorkerMetrics
 from streams.stage import StageResult
 
-__all__ = ["Stage", "run_stage", "send_all", "to_in_message"]
+__all__ = ["Guard", "Stage", "run_stage", "send_all", "to_in_message"]
 
 
 class Stage(Protocol):
@@ -47,6 +48,17 @@ async def send_all(app: faust.App, sends: list[OutMessage]) -> None:
         await asyncio.gather(*futures)
 
 
+class Guard(Protocol):
+    """What a checkpointed stage wraps each batch in (see agents.checkpoints)."""
+
+    lock: asyncio.Lock
+
+    @property
+    def open(self) -> bool: ...
+
+    async def after_batch(self, batch: list[InMessage], result: StageResult) -> None: ...
+
+
 async def run_stage(
     app: faust.App,
     stream: faust.StreamT,
@@ -55,17 +67,29 @@ async def run_stage(
     metrics: WorkerMetrics,
     batch_size: int,
     batch_timeout: float,
+    guard: Guard | None = None,
 ) -> Any:
-    """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol)."""
+    """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol).
+
+    With a ``guard``, each batch is processed, sent and followed by
+    ``guard.after_batch`` under ``guard.lock`` (so rebalance and shutdown handlers never
+    see a half-done batch), and skipped once the guard is closed (shutdown).
+    """
     latency = metrics.stage_latency.labels(pipeline, stage.stage)
     ok = metrics.events.labels(pipeline, stage.stage, "ok")
+    lock = guard.lock if guard is not None else contextlib.nullcontext()
     # take_events exists on faust.Stream; the StreamT protocol does not declare it.
     batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
     async for events in batches:
         batch = [to_in_message(e) for e in events]
         started = time.perf_counter()
-        result = stage.process(batch)
-        await send_all(app, result.sends)
+        async with lock:
+            if guard is not None and not guard.open:
+                continue
+            result = stage.process(batch)
+            await send_all(app, result.sends)
+            if guard is not None:
+                await guard.after_batch(batch, result)
         per_event = (time.perf_counter() - started) / max(1, len(batch))
         latency.observe(per_event)
         ok.inc(result.ok)

@@ -27,6 +27,13 @@ ratio           ``fields = [num, denom]``    none
 frequency       ``field`` (categorical)      ``max_categories`` (32)
 ==============  ===========================  ==============================================
 
+Late events: ``allowed_lateness`` (seconds, optional) and ``late_policy`` (``"process"``,
+the default, or ``"dead_letter"``). An event is *late* if its time is more than
+``allowed_lateness`` before the latest event time its key has seen. With ``"process"`` it
+is computed like any other (the kernels' out-of-order rules below apply); with
+``"dead_letter"`` :meth:`FeatureSet.late` flags it, it touches no state and the features
+stage sends it to the dead-letter topic with reason ``late``. Both keys enter the hash.
+
 Semantics (event time, per key; details in :mod:`streams.kernels`):
 
 * Windows cover the key's events seen so far with time in ``(t - window, t]``, this event
@@ -69,6 +76,7 @@ __all__ = [
     "DEFAULT_MAX_EVENTS",
     "ENGINE_VERSION",
     "KINDS",
+    "LATE_POLICIES",
     "FeatureError",
     "FeatureSet",
     "FeatureState",
@@ -84,6 +92,10 @@ DEFAULT_MAX_CATEGORIES = 32
 MAX_BUFFER = 4096
 DEFAULT_CAPACITY = 1024
 
+#: What ``late_policy`` may say about events later than ``allowed_lateness``.
+LATE_POLICIES = ("process", "dead_letter")
+_LATEST = "_late/latest_time"
+
 _STATE_FORMAT = "riverline.feature_state"
 _STATE_VERSION = 1
 #: Fixed zip entry timestamp, so equal states serialize to equal bytes.
@@ -91,6 +103,7 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
 
 
 # --------------------------------------------------------------------------------------
@@ -605,9 +618,20 @@ class FeatureSet:
     2
     """
 
-    def __init__(self, name: str, derived: Sequence[_Derived]) -> None:
+    def __init__(
+        self,
+        name: str,
+        derived: Sequence[_Derived],
+        *,
+        allowed_lateness: float | None = None,
+        late_policy: str = "process",
+    ) -> None:
         self.name = name
         self._derived = tuple(derived)
+        #: Seconds an event may be older than its key's latest event time (None: any).
+        self.allowed_lateness = allowed_lateness
+        #: ``"process"`` or ``"dead_letter"``: what happens to a later event.
+        self.late_policy = late_policy
         self.outputs: list[str] = [d.name for d in self._derived]
         self.inputs: list[str] = list(dict.fromkeys(f for d in self._derived for f in d.fields))
         self._numeric = list(
@@ -631,6 +655,9 @@ class FeatureSet:
             for d in self._derived
             for a in d.kind.state
         }
+        if self.drops_late:
+            # Latest event time per key, for the lateness test (part of every checkpoint).
+            self._layout[_LATEST] = _ArraySpec("float64", 0, math.nan)
 
     @classmethod
     def from_spec(cls, section: Mapping[str, Any]) -> FeatureSet:
@@ -643,10 +670,29 @@ class FeatureSet:
         """
         if not isinstance(section, Mapping):
             raise SpecError(f"[features] must be a table with name and derived, got {section!r}.")
-        unknown = sorted(str(k) for k in section if k not in ("name", "derived"))
+        valid = ("name", "derived", "allowed_lateness", "late_policy")
+        unknown = sorted(str(k) for k in section if k not in valid)
         if unknown:
             raise SpecError(
-                f"[features]: unknown key {', '.join(unknown)}; valid keys: name, derived."
+                f"[features]: unknown key {', '.join(unknown)}; valid keys: {', '.join(valid)}."
+            )
+        lateness = section.get("allowed_lateness")
+        if lateness is not None and (
+            not isinstance(lateness, int | float)
+            or isinstance(lateness, bool)
+            or not math.isfinite(lateness)
+            or lateness < 0
+        ):
+            raise SpecError(f"[features]: allowed_lateness must be seconds >= 0, got {lateness!r}.")
+        policy = section.get("late_policy", "process")
+        if policy not in LATE_POLICIES:
+            raise SpecError(
+                f"[features]: late_policy must be one of {', '.join(LATE_POLICIES)}, "
+                f"got {policy!r}."
+            )
+        if policy != "process" and lateness is None:
+            raise SpecError(
+                f'[features]: late_policy = "{policy}" needs allowed_lateness (seconds).'
             )
         name = section.get("name")
         if not isinstance(name, str) or not name:
@@ -663,7 +709,12 @@ class FeatureSet:
             d = _parse_entry(i, entry, seen)
             seen.add(d.name)
             derived.append(d)
-        fs = cls(name, derived)
+        fs = cls(
+            name,
+            derived,
+            allowed_lateness=None if lateness is None else float(lateness),
+            late_policy=str(policy),
+        )
         clash = sorted(set(fs.outputs) & set(fs.inputs))
         if clash:
             raise SpecError(
@@ -674,7 +725,51 @@ class FeatureSet:
 
     def to_spec(self) -> dict[str, Any]:
         """The normalized ``[features]`` table (defaults filled in) that the hash covers."""
-        return {"name": self.name, "derived": [d.canonical() for d in self._derived]}
+        spec: dict[str, Any] = {
+            "name": self.name,
+            "derived": [d.canonical() for d in self._derived],
+        }
+        if self.allowed_lateness is not None:
+            spec["allowed_lateness"] = self.allowed_lateness
+            spec["late_policy"] = self.late_policy
+        return spec
+
+    @property
+    def drops_late(self) -> bool:
+        """True if late events go to the dead-letter topic instead of being computed."""
+        return self.allowed_lateness is not None and self.late_policy == "dead_letter"
+
+    def late(self, state: FeatureState, keys: Sequence[str], times: npt.ArrayLike) -> BOOL:
+        """Which events of a batch are late, updating the keys' latest event times.
+
+        An event is late if its time is more than :attr:`allowed_lateness` seconds before
+        the latest time of its key's earlier events (late events excluded). Without
+        ``late_policy = "dead_letter"`` nothing is late and ``state`` is not touched; else
+        call this before :meth:`compute` and compute only the events that are not late.
+
+        Examples
+        --------
+        >>> fs = FeatureSet.from_spec({"name": "l", "allowed_lateness": 5,
+        ...                            "late_policy": "dead_letter"})
+        >>> state = fs.new_state()
+        >>> fs.late(state, ["a", "a", "b", "a", "a"], [10.0, 4.0, 0.0, 5.0, 20.0]).tolist()
+        [False, True, False, False, False]
+        """
+        n = len(keys)
+        flags = np.zeros(n, dtype=np.bool_)
+        if not self.drops_late:
+            return flags
+        t = _float_column("event times", times, n)
+        slots = state.slots_for(keys)
+        latest = state.arrays[_LATEST]
+        limit = float(self.allowed_lateness or 0.0)
+        for i in range(n):
+            seen = latest[slots[i]]
+            if seen == seen and t[i] < seen - limit:  # seen == seen: not NaN (seen before)
+                flags[i] = True
+            elif not seen >= t[i]:
+                latest[slots[i]] = t[i]
+        return flags
 
     def new_state(self, capacity: int = DEFAULT_CAPACITY) -> FeatureState:
         """Empty state with room for ``capacity`` keys before it first grows."""

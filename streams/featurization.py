@@ -1,28 +1,43 @@
 """Featurization: canonical events -> feature vectors (raw fields + derived features).
 
-One call of each Numba kernel per micro-batch; per-key state lives in ``FeatureState``.
+Per-key state lives in one ``FeatureState`` per partition of ``P.events`` it holds, with
+the partition's next offset, so each partition can be checkpointed on its own
+(:mod:`streams.checkpoint`). A micro-batch is decoded, turned into columns and each Numba
+kernel is called once per partition in the batch.
+
+Events already reflected in a partition's state (a replay after a restart) and events of
+partitions not held are skipped: see :func:`streams.checkpoint.select_unseen`.
+
+Late events: with ``late_policy = "dead_letter"`` in ``[features]``, an event more than
+``allowed_lateness`` seconds older than its key's latest event time goes to the dead-letter
+topic with reason ``late`` (its original bytes, stage ``features``) and changes no state.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from streams.catalog import SchemaCatalog
+from streams.checkpoint import Checkpoint, CheckpointError, select_unseen
 from streams.codec import decode_single_object, encode_single_object
-from streams.errors import DecodeError
+from streams.errors import DecodeError, FeatureError
 from streams.features import FeatureSet, FeatureState
 from streams.ingestion import epoch_ms
 from streams.lineage import Lineage
 from streams.messages import InMessage, OutMessage
 from streams.spec import PipelineSpec
-from streams.stage import DeadLetter, StageResult
+from streams.stage import DeadLetter, StageResult, now_ms
 
-__all__ = ["Featurization"]
+__all__ = ["Featurization", "HeldPartition"]
+
+LATE = "late"
 
 
 def _plain(value: Any) -> Any:
@@ -31,8 +46,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass
+class HeldPartition:
+    """A partition's feature state, the next offset it has not seen, and per raw partition
+    the last raw offset it reflects."""
+
+    state: FeatureState
+    offset: int
+    sources: dict[str, int] = field(default_factory=dict)
+
+    def first_time(self, source: str) -> bool:
+        """False if the event from raw ``topic:partition:offset`` is already reflected.
+
+        Ingest is at-least-once: after a crash it writes some events to ``P.events`` again,
+        later in the same partition (same key). It reads each raw partition in order, so an
+        event whose raw offset is not above the last one seen from its raw partition is
+        such a copy. Unparseable sources count as new.
+        """
+        where, _, offset = source.rpartition(":")
+        if not where or not offset.isdigit():
+            return True
+        last = self.sources.get(where, -1)
+        if int(offset) <= last:
+            return False
+        self.sources[where] = int(offset)
+        return True
+
+
 class Featurization:
-    """Compute a pipeline's feature set over micro-batches of events."""
+    """Compute a pipeline's feature set over micro-batches of events.
+
+    With ``hold_new_partitions`` (the default) a partition is held, with empty state, from
+    the first event seen of it. A worker with checkpoints passes False and calls
+    :meth:`restore` / :meth:`start` on assignment and :meth:`release` on revocation.
+    """
 
     stage = "features"
 
@@ -43,52 +90,167 @@ class Featurization:
         *,
         features_topic: str,
         dlq_topic: str,
-        state: FeatureState | None = None,
+        hold_new_partitions: bool = True,
     ) -> None:
         self.spec = spec
         self.catalog = catalog
         self.reader = catalog.latest(spec.subject)
         self.vector_schema = catalog.record("feature_vector")
         self.feature_set = FeatureSet.from_spec(spec.features)
-        self.state = state if state is not None else self.feature_set.new_state()
         self.features_topic = features_topic
         self.dlq_topic = dlq_topic
+        self.hold_new_partitions = hold_new_partitions
+        self.held: dict[int, HeldPartition] = {}
+        #: Events skipped (totals since start): the state already reflects them, one
+        #: before them is missing, their partition is not held (streams.checkpoint).
+        self.replayed = 0
+        self.ahead = 0
+        self.unowned = 0
+        #: Events ingest wrote twice (same raw source), skipped.
+        self.reingested = 0
         self._skip = {spec.id_field, spec.time_field, spec.model.target}
+
+    # -- partitions and checkpoints ------------------------------------------------------
+
+    def start(self, partition: int, offset: int = 0) -> None:
+        """Hold ``partition`` with empty state, from ``offset``."""
+        self.held[partition] = HeldPartition(self.feature_set.new_state(), offset)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Hold the checkpoint's partition with its state and offset.
+
+        Raises
+        ------
+        CheckpointError
+            If the checkpoint belongs to another pipeline or feature set, or its state
+            cannot be read; the caller decides whether to :meth:`start` afresh.
+        """
+        fs = self.feature_set
+        if checkpoint.pipeline != self.spec.name:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.key} belongs to pipeline {checkpoint.pipeline!r}, "
+                f"not {self.spec.name!r}."
+            )
+        if checkpoint.feature_set != fs.label:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.key} holds state of feature set "
+                f"{checkpoint.feature_set}, not {fs.label}: the [features] table changed."
+            )
+        try:
+            state = FeatureState.from_bytes(checkpoint.state)
+        except FeatureError as exc:
+            raise CheckpointError(f"checkpoint {checkpoint.key}: {exc}") from exc
+        if state.label != fs.label:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.key} holds a state labelled {state.label}, not {fs.label}."
+            )
+        self.held[checkpoint.partition] = HeldPartition(
+            state, checkpoint.offset, dict(checkpoint.sources)
+        )
+
+    def release(self, partition: int) -> None:
+        """Forget a partition (revoked): its events are skipped until it is held again."""
+        self.held.pop(partition, None)
+
+    def positions(self) -> dict[int, int]:
+        """Next offset per held partition."""
+        return {p: h.offset for p, h in self.held.items()}
+
+    def checkpoint(self, partition: int) -> Checkpoint:
+        """The held partition's state and next offset, ready to save."""
+        held = self.held[partition]
+        return Checkpoint(
+            pipeline=self.spec.name,
+            partition=partition,
+            offset=held.offset,
+            spec_hash=self.spec.hash,
+            feature_set=self.feature_set.label,
+            state=held.state.to_bytes(),
+            written_ms=now_ms(),
+            sources=dict(held.sources),
+        )
+
+    # -- events --------------------------------------------------------------------------
 
     def process(self, batch: Sequence[InMessage]) -> StageResult:
         result = StageResult()
-        good: list[tuple[InMessage, dict[str, Any], Lineage]] = []
-        for msg in batch:
+        if self.hold_new_partitions:
+            for msg in batch:
+                if msg.partition not in self.held:
+                    self.start(msg.partition, msg.offset)
+        selection = select_unseen(batch, self.positions())
+        self.replayed += selection.replayed
+        self.ahead += selection.ahead
+        self.unowned += selection.unowned
+        for partition, offset in selection.positions.items():
+            self.held[partition].offset = offset
+
+        by_partition: dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]]
+        by_partition = defaultdict(list)
+        for msg in selection.events:
             try:
                 _, record = decode_single_object(self.catalog, msg.value or b"", self.reader)
             except DecodeError as exc:
-                dead = DeadLetter(self.stage, exc.reason, str(exc), self.reader.label)
-                result.sends.append(dead.to_message(msg, self.dlq_topic))
-                result.dead[exc.reason] += 1
+                self._dead(result, msg, exc.reason, str(exc))
                 continue
-            good.append((msg, record, Lineage.from_headers(msg.headers)))
-        if not good:
-            return result
+            lineage = Lineage.from_headers(msg.headers)
+            if not self.held[msg.partition].first_time(lineage.source):
+                self.reingested += 1
+                continue
+            by_partition[msg.partition].append((msg, record, lineage))
+        for partition, good in by_partition.items():
+            self._compute(result, self.held[partition].state, good)
+        return result
 
+    def _dead(self, result: StageResult, msg: InMessage, reason: str, message: str) -> None:
+        dead = DeadLetter(self.stage, reason, message, self.reader.label)
+        result.sends.append(dead.to_message(msg, self.dlq_topic))
+        result.dead[reason] += 1
+
+    def _compute(
+        self,
+        result: StageResult,
+        state: FeatureState,
+        good: list[tuple[InMessage, dict[str, Any], Lineage]],
+    ) -> None:
         fs = self.feature_set
         key_field = self.spec.key_field
         keys = [str(r[key_field]) if key_field else "" for _, r, _ in good]
         times = np.array([lin.event_ts / 1000.0 for _, _, lin in good], dtype=np.float64)
+        late = fs.late(state, keys, times)
+        if late.any():
+            limit = fs.allowed_lateness
+            for i in np.flatnonzero(late):
+                self._dead(
+                    result,
+                    good[i][0],
+                    LATE,
+                    f"event {good[i][2].event_id!r} of key {keys[i]!r} at event time "
+                    f"{good[i][2].event_ts} ms is more than allowed_lateness = {limit} s "
+                    "before the key's latest event time ([features] late_policy = "
+                    '"dead_letter").',
+                )
+            keep = ~late
+            good = [g for g, k in zip(good, keep, strict=True) if k]
+            keys = [k for k, ok in zip(keys, keep, strict=True) if ok]
+            times = times[keep]
+            if not good:
+                return
         columns = {name: [r.get(name) for _, r, _ in good] for name in fs.inputs}
-        derived = fs.compute(self.state, keys, times, columns)
+        derived = fs.compute(state, keys, times, columns)
 
         target = self.spec.model.target
-        for i, (_msg, record, lineage) in enumerate(good):
+        for j, (_msg, record, lineage) in enumerate(good):
             values: dict[str, Any] = {
                 k: _plain(v) for k, v in record.items() if k not in self._skip
             }
             for name in fs.outputs:
-                v = float(derived[name][i])
+                v = float(derived[name][j])
                 values[name] = v if math.isfinite(v) else None
             vector = {
                 "event_id": lineage.event_id,
                 "event_ts": lineage.event_ts,
-                "entity_key": keys[i],
+                "entity_key": keys[j],
                 "label": record.get(target) if target else None,
                 "values": values,
             }
@@ -96,10 +258,9 @@ class Featurization:
             result.sends.append(
                 OutMessage(
                     self.features_topic,
-                    (keys[i] or lineage.event_id).encode(),
+                    (keys[j] or lineage.event_id).encode(),
                     encode_single_object(self.vector_schema, vector),
                     out.to_headers(),
                 )
             )
             result.ok += 1
-        return result

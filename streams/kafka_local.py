@@ -15,9 +15,12 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,18 +28,30 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from streams.errors import KafkaSetupError
+from streams.security import (
+    MECHANISM,
+    PRINCIPALS,
+    AclBinding,
+    apply_acls,
+    client_kwargs,
+    pipeline_acls,
+    scram_client_kwargs,
+    service_acls,
+)
 from streams.settings import REPO_ROOT, Settings
 
 __all__ = [
+    "BROKER_PRINCIPAL",
     "BrokerStatus",
     "LocalBroker",
     "broker_reachable",
@@ -52,6 +67,12 @@ _MAVEN_HINT = "Install Maven: apt-get install maven"
 _COMPLETE_MARKER = ".complete"
 _PROBE_THREAD = "riverline-kafka-probe"
 _LOG_TAIL_LINES = 20
+_CREDENTIALS_FILE = "credentials.json"
+#: The broker's own principal on its SASL listener (inter-broker traffic); a super user.
+BROKER_PRINCIPAL = "broker"
+_SCRAM_ITERATIONS = 8192
+#: The secure broker's client (and inter-broker) listener name and protocol.
+_SECURE_LISTENER = "SASL_PLAINTEXT"
 
 
 @dataclass(frozen=True)
@@ -68,12 +89,23 @@ class BrokerStatus:
     """One human line: where, version, data dir, or why it is not reachable."""
 
 
-def render_server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
+def render_server_properties(
+    *, port: int, controller_port: int, log_dir: Path, broker_password: str | None = None
+) -> str:
     """The ``server.properties`` of a single combined broker and controller on 127.0.0.1.
 
     The controller quorum is dynamic (KIP-853, the Kafka 4 default):
     ``controller.quorum.bootstrap.servers`` here and ``format --standalone`` at format
     time, so a data dir keeps working when its ports change.
+
+    With ``broker_password`` the client listener is ``SASL_PLAINTEXT`` with SCRAM-SHA-256
+    only, the ``StandardAuthorizer`` denies whatever no ACL allows, and ``admin`` and the
+    broker's own principal ``broker`` (which logs in with ``broker_password``) are the
+    super users. The controller listener (127.0.0.1 only) cannot use SCRAM: SCRAM users
+    live in the metadata log that the controller itself serves. Left ``PLAINTEXT``, its
+    principal would be ``User:ANONYMOUS``, which the controller must allow to register
+    brokers, i.e. a super user any local process could use; so it is ``SASL_PLAINTEXT``
+    with ``PLAIN``, whose only user, ``broker``, is defined in this file (mode 0600).
 
     Examples
     --------
@@ -107,9 +139,43 @@ def render_server_properties(*, port: int, controller_port: int, log_dir: Path) 
         "broker.session.timeout.ms": "3000",
         "broker.heartbeat.interval.ms": "1000",
     }
+    if broker_password is not None:
+        settings.update(_secure_properties(port, controller_port, broker_password))
     lines = ["# Written by Riverline (streams/kafka_local.py) at every start; edits are lost."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _secure_properties(port: int, controller_port: int, broker_password: str) -> dict[str, str]:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", broker_password):
+        # It sits inside quoted JAAS options; generated passwords are URL-safe base64.
+        raise KafkaSetupError("the broker's own password must be URL-safe base64 characters")
+    login = f'username="{BROKER_PRINCIPAL}" password="{broker_password}"'
+    scram_jaas = f"org.apache.kafka.common.security.scram.ScramLoginModule required {login};"
+    plain_jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'{login} user_{BROKER_PRINCIPAL}="{broker_password}";'
+    )
+    client = _SECURE_LISTENER.lower()
+    return {
+        "listeners": (
+            f"{_SECURE_LISTENER}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        ),
+        "advertised.listeners": f"{_SECURE_LISTENER}://127.0.0.1:{port}",
+        "listener.security.protocol.map": (
+            f"{_SECURE_LISTENER}:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+        ),
+        "inter.broker.listener.name": _SECURE_LISTENER,
+        "sasl.mechanism.inter.broker.protocol": MECHANISM,
+        f"listener.name.{client}.sasl.enabled.mechanisms": MECHANISM,
+        f"listener.name.{client}.{MECHANISM.lower()}.sasl.jaas.config": scram_jaas,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain_jaas,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:admin;User:{BROKER_PRINCIPAL}",
+    }
 
 
 class LocalBroker:
@@ -124,6 +190,11 @@ class LocalBroker:
         (default ``settings.kafka_dir / "data"``).
     port, controller_port
         Override ``settings.kafka_port`` and ``settings.kafka_controller_port``.
+    secure
+        SASL/SCRAM-SHA-256 with ACLs (see :func:`render_server_properties` and
+        :mod:`streams.security`). None: secure if the data dir was formatted secure or
+        ``settings.kafka_security`` is ``"sasl_scram"``. A data dir keeps the mode it was
+        formatted with.
     """
 
     def __init__(
@@ -133,9 +204,14 @@ class LocalBroker:
         data_dir: Path | None = None,
         port: int | None = None,
         controller_port: int | None = None,
+        secure: bool | None = None,
     ) -> None:
         self._settings = settings
         self._data_dir = (data_dir or settings.kafka_dir / "data").resolve()
+        self._requested_secure = secure
+        if secure is None:
+            secure = self.credentials_path.exists() or settings.kafka_security == "sasl_scram"
+        self._secure = secure
         self._port = port if port is not None else settings.kafka_port
         self._controller_port = (
             controller_port if controller_port is not None else settings.kafka_controller_port
@@ -151,6 +227,15 @@ class LocalBroker:
     @property
     def data_dir(self) -> Path:
         return self._data_dir
+
+    @property
+    def secure(self) -> bool:
+        return self._secure
+
+    @property
+    def credentials_path(self) -> Path:
+        """The generated passwords of a secure data dir (JSON, mode 0600)."""
+        return self._data_dir / _CREDENTIALS_FILE
 
     @property
     def libs_dir(self) -> Path:
@@ -175,9 +260,101 @@ class LocalBroker:
 
     def server_properties(self) -> str:
         """The ``server.properties`` text this broker runs with."""
+        broker_password = None
+        if self._secure:
+            broker_password = self.credentials()[BROKER_PRINCIPAL].get_secret_value()
         return render_server_properties(
-            port=self._port, controller_port=self._controller_port, log_dir=self._storage_dir
+            port=self._port,
+            controller_port=self._controller_port,
+            log_dir=self._storage_dir,
+            broker_password=broker_password,
         )
+
+    # ------------------------------------------------------------------ credentials
+
+    def credentials(self) -> dict[str, SecretStr]:
+        """The password of each principal of this secure broker, by principal name.
+
+        ``settings.kafka_<principal>_password`` where set, else the one generated at
+        format time into :attr:`credentials_path`.
+        """
+        stored = self._stored_passwords()
+        passwords: dict[str, SecretStr] = {}
+        for principal in (*PRINCIPALS, BROKER_PRINCIPAL):
+            configured = getattr(self._settings, f"kafka_{principal}_password", None)
+            if isinstance(configured, SecretStr):
+                passwords[principal] = configured
+            elif principal in stored:
+                passwords[principal] = SecretStr(stored[principal])
+            else:
+                raise KafkaSetupError(
+                    f"no password for the Kafka principal '{principal}' of the secure broker "
+                    f"in {self._data_dir}: {self.credentials_path} does not name it, so it "
+                    f"was set with RIVERLINE_KAFKA_{principal.upper()}_PASSWORD when the "
+                    f"broker was formatted. Set that variable again."
+                )
+        return passwords
+
+    def client_kwargs(self, principal: str = "admin") -> dict[str, Any]:
+        """aiokafka client arguments that log in to this broker as ``principal``."""
+        if not self._secure:
+            return {}
+        password = self.credentials()[principal].get_secret_value()
+        return scram_client_kwargs(principal, password)
+
+    def grant_pipelines(self, pipelines: list[str]) -> list[AclBinding]:
+        """Create the ACLs of these pipelines (``settings.namespace`` applied) as admin."""
+        namespace = self._settings.namespace
+        rules = [rule for name in pipelines for rule in pipeline_acls(name, namespace)]
+        apply_acls(self.bootstrap, self.client_kwargs("admin"), rules)
+        return rules
+
+    def _stored_passwords(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.credentials_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise KafkaSetupError(
+                f"cannot read {self.credentials_path}: {type(exc).__name__}. Restore it, or "
+                f"remove {self._data_dir} to start over with a new secure broker."
+            ) from exc
+        generated = data.get("generated", {})
+        return {str(k): str(v) for k, v in generated.items()}
+
+    def _ensure_credentials(self, log: Callable[[str], None]) -> None:
+        """Before a first format: generate the passwords settings do not give (0600 file)."""
+        stored = self._stored_passwords()
+        generated = dict(stored)
+        for principal in (*PRINCIPALS, BROKER_PRINCIPAL):
+            configured = getattr(self._settings, f"kafka_{principal}_password", None)
+            if configured is None and principal not in generated:
+                generated[principal] = secrets.token_urlsafe(24)
+        if generated != stored or not self.credentials_path.exists():
+            document = {"mechanism": MECHANISM, "generated": generated}
+            _write_private(self.credentials_path, json.dumps(document, indent=2) + "\n")
+        named = sorted(set(generated) - {BROKER_PRINCIPAL})
+        if named:
+            log(
+                f"generated Kafka passwords for {', '.join(named)} in "
+                f"{self.credentials_path} (mode 0600)"
+            )
+
+    def _scram_arguments(self) -> list[str]:
+        """``--add-scram`` options: salted (RFC 5802), so no password is on a command line."""
+        arguments: list[str] = []
+        for principal, password in self.credentials().items():
+            salt = os.urandom(16)
+            salted = hashlib.pbkdf2_hmac(
+                "sha256", password.get_secret_value().encode(), salt, _SCRAM_ITERATIONS
+            )
+            arguments += [
+                "--add-scram",
+                f"{MECHANISM}=[name={principal},iterations={_SCRAM_ITERATIONS},"
+                f'salt="{base64.b64encode(salt).decode()}",'
+                f'saltedpassword="{base64.b64encode(salted).decode()}"]',
+            ]
+        return arguments
 
     # ------------------------------------------------------------------ fetch
 
@@ -260,17 +437,51 @@ class LocalBroker:
 
         self._data_dir.mkdir(parents=True, exist_ok=True)
         with _file_lock(self._data_dir / "broker.lock"):
+            self._check_security_mode()
             proc = self._process(log)
             if proc is not None:
-                return self._join_running(proc, log)
-            java = _require_java()
-            self._check_ports_free()
-            libs = self.fetch(log)
-            log4j = KAFKA_DEPLOY_DIR / "log4j2.yaml"
-            self._properties_path.write_text(self.server_properties())
-            if not (self._storage_dir / "meta.properties").exists():
-                self._format(java, libs, log4j, log)
-            return self._start(java, libs, log4j, log)
+                status = self._join_running(proc, log)
+            else:
+                java = _require_java()
+                self._check_ports_free()
+                libs = self.fetch(log)
+                log4j = KAFKA_DEPLOY_DIR / "log4j2.yaml"
+                formatted = (self._storage_dir / "meta.properties").exists()
+                if self._secure and not formatted:
+                    self._data_dir.chmod(0o700)
+                    self._ensure_credentials(log)
+                _write_private(self._properties_path, self.server_properties())
+                if not formatted:
+                    self._format(java, libs, log4j, log)
+                status = self._start(java, libs, log4j, log)
+            if self._secure:
+                apply_acls(
+                    self.bootstrap,
+                    self.client_kwargs("admin"),
+                    service_acls(self._settings.namespace),
+                )
+                log(
+                    f"SASL/SCRAM-SHA-256 with ACLs at {self.bootstrap}; principals "
+                    f"{', '.join(PRINCIPALS)}; passwords from RIVERLINE_KAFKA_<PRINCIPAL>"
+                    f"_PASSWORD or {self.credentials_path}"
+                )
+            return status
+
+    def _check_security_mode(self) -> None:
+        formatted = (self._storage_dir / "meta.properties").exists()
+        has_credentials = self.credentials_path.exists()
+        if self._requested_secure is False and has_credentials:
+            raise KafkaSetupError(
+                f"the broker data in {self._data_dir} was formatted with SASL/SCRAM "
+                f"(`kafka up --secure`); it stays secure. Use another RIVERLINE_HOME for a "
+                f"plaintext broker, or remove {self._data_dir} to start over."
+            )
+        if self._secure and formatted and not has_credentials:
+            raise KafkaSetupError(
+                f"the broker data in {self._data_dir} was formatted without security, so "
+                f"it has no SCRAM users. Use another RIVERLINE_HOME for a secure broker, or "
+                f"stop it (`riverline kafka down`) and remove {self._data_dir} to start over."
+            )
 
     def down(self, log: Callable[[str], None] = print) -> bool:
         """Stop the broker this data dir's pid file names; True if something was stopped.
@@ -305,29 +516,46 @@ class LocalBroker:
         """Whether the broker runs (if Riverline manages it) and whether it answers."""
         bootstrap = self.bootstrap
         if self._settings.bootstrap:
-            ok, info = _probe(bootstrap, 5.0)
+            ok, info = _probe(bootstrap, 5.0, client_kwargs(self._settings))
             where = f"external cluster {bootstrap}"
             detail = f"{where}: {info}" if ok else f"{where} does not answer: {info}"
             return BrokerStatus(bootstrap, managed=False, pid=None, reachable=ok, detail=detail)
 
         proc = self._process()
         version = self._settings.kafka_version
+        security = self._probe_security()
         if proc is None:
-            ok, info = _probe(bootstrap, 2.0)
+            ok, info = _probe(bootstrap, 2.0, security)
             stale = self._stale_pid()
             why = f" (stale pid file: pid {stale} is not a running broker)" if stale else ""
             detail = f"no Riverline broker running from {self._data_dir}{why}"
             if ok:
                 detail += f"; another broker answers at {bootstrap}: {info}"
             return BrokerStatus(bootstrap, managed=False, pid=None, reachable=ok, detail=detail)
-        ok, info = _probe(bootstrap, 5.0)
-        where = f"Kafka {version} at {bootstrap} (pid {proc.pid}, data {self._data_dir})"
+        ok, info = _probe(bootstrap, 5.0, security)
+        mode = ", SASL/SCRAM" if self._secure else ""
+        where = f"Kafka {version} at {bootstrap} (pid {proc.pid}{mode}, data {self._data_dir})"
         if not ok:
             info = f"does not answer: {info}; log {self.log_path}"
         detail = f"{where}: {info}"
         return BrokerStatus(bootstrap, managed=True, pid=proc.pid, reachable=ok, detail=detail)
 
     # ------------------------------------------------------------------ internals
+
+    def _probe_security(self) -> dict[str, Any]:
+        try:
+            return self.client_kwargs("admin")
+        except KafkaSetupError:
+            return {}  # the probe then says what the broker answers to no credentials
+
+    def _java_env(self) -> dict[str, str]:
+        """The child environment without Riverline's passwords: the JVM needs none."""
+        env = self._settings.child_env()
+        return {
+            k: v
+            for k, v in env.items()
+            if not k.startswith("RIVERLINE_KAFKA_") or not k.endswith("PASSWORD")
+        }
 
     def _process(self, log: Callable[[str], None] | None = None) -> psutil.Process | None:
         """The live broker process named by the pid file, or None (stale file removed)."""
@@ -383,7 +611,7 @@ class LocalBroker:
         cmd = [
             *self._java_cmd(java, libs, log4j), "kafka.tools.StorageTool", "format",
             "--cluster-id", _new_cluster_id(), "--config", str(self._properties_path),
-            "--standalone",
+            "--standalone", *(self._scram_arguments() if self._secure else []),
         ]  # fmt: skip
         done = subprocess.run(
             cmd,
@@ -391,7 +619,7 @@ class LocalBroker:
             capture_output=True,
             text=True,
             check=False,
-            env=self._settings.child_env(),
+            env=self._java_env(),
             cwd=self._data_dir,
         )
         if done.returncode != 0:
@@ -420,7 +648,7 @@ class LocalBroker:
                 capture_output=True,
                 text=True,
                 check=True,
-                env=self._settings.child_env(),
+                env=self._java_env(),
                 cwd=self._data_dir,
                 start_new_session=True,
             )
@@ -477,9 +705,14 @@ class LocalBroker:
 # ---------------------------------------------------------------------- probing
 
 
-def broker_reachable(bootstrap: str, timeout: float = 5.0) -> bool:
-    """True if the cluster at ``bootstrap`` answers a metadata request within ``timeout``."""
-    ok, _ = _probe(bootstrap, timeout)
+def broker_reachable(
+    bootstrap: str, timeout: float = 5.0, security: Mapping[str, Any] | None = None
+) -> bool:
+    """True if the cluster at ``bootstrap`` answers a metadata request within ``timeout``.
+
+    ``security``: aiokafka client arguments (:func:`streams.security.client_kwargs`).
+    """
+    ok, _ = _probe(bootstrap, timeout, security or {})
     return ok
 
 
@@ -493,11 +726,14 @@ class _DropProbeNoise(logging.Filter):
 _PROBE_FILTER = _DropProbeNoise()
 
 
-async def _describe_cluster(bootstrap: str, seconds: float) -> dict[str, Any]:
+async def _describe_cluster(
+    bootstrap: str, seconds: float, security: Mapping[str, Any]
+) -> dict[str, Any]:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="riverline-probe",
         request_timeout_ms=max(1, int(seconds * 1000)),
+        **security,
     )
     try:
         async with asyncio.timeout(seconds):
@@ -507,7 +743,7 @@ async def _describe_cluster(bootstrap: str, seconds: float) -> dict[str, Any]:
         await admin.close()
 
 
-def _probe(bootstrap: str, timeout: float) -> tuple[bool, str]:
+def _probe(bootstrap: str, timeout: float, security: Mapping[str, Any]) -> tuple[bool, str]:
     """(answered, one line about the cluster or why it did not answer)."""
     for name in ("aiokafka", "aiokafka.conn", "aiokafka.admin.client"):
         logging.getLogger(name).addFilter(_PROBE_FILTER)  # no-op when already added
@@ -516,7 +752,7 @@ def _probe(bootstrap: str, timeout: float) -> tuple[bool, str]:
     def run() -> None:
         # A thread of its own, so probing works with or without a running event loop.
         try:
-            info = asyncio.run(_describe_cluster(bootstrap, timeout))
+            info = asyncio.run(_describe_cluster(bootstrap, timeout, security))
         except TimeoutError:
             outcome.append((False, f"no answer within {timeout:g} s"))
         except Exception as exc:  # any failure to talk to Kafka means "not reachable"
@@ -666,6 +902,14 @@ def _terminate(proc: psutil.Process, timeout: float) -> None:
         proc.send_signal(signal.SIGKILL)
     if not _wait_gone(proc, 10.0):
         raise KafkaSetupError(f"the broker (pid {proc.pid}) survived SIGKILL; stop it by hand")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (it may hold passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
+        fh.write(text)
 
 
 def _last_lines(text: str, count: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,11 +60,42 @@ class Settings(BaseSettings):
     batch_timeout: float = 0.01
     """Micro-batching of agents: at most ``batch_size`` events or ``batch_timeout`` seconds."""
 
+    checkpoint_every: int = 10_000
+    checkpoint_interval: float = 5.0
+    """Feature state is checkpointed after this many events or seconds (whichever first),
+    on partition revocation and at clean shutdown."""
+
+    checkpoint_max_bytes: int = 64 * 1024 * 1024
+    """Largest checkpoint (one events partition's feature state); also the checkpoint
+    topic's ``max.message.bytes``."""
+
+    session_timeout: float = 60.0
+    """Seconds before the consumer group gives up on a worker that stopped heartbeating
+    (a crashed worker's partitions wait this long before a restarted one gets them)."""
+
     log_level: str = "info"
     log_json: bool = False
 
     signing_key: SecretStr = SecretStr("riverline-dev-key-change-me")
     """HMAC key for model artifacts. Set your own in production."""
+
+    kafka_security: Literal["plaintext", "sasl_scram"] = "plaintext"
+    """How Riverline's clients authenticate: ``plaintext`` (no authentication) or
+    ``sasl_scram`` (SASL/SCRAM-SHA-256 over ``SASL_PLAINTEXT``, as ``kafka up --secure``)."""
+
+    kafka_username: str | None = None
+    """The SCRAM principal Riverline's clients log in as (``riverline`` for the worker)."""
+
+    kafka_password: SecretStr | None = None
+    """The password of ``kafka_username``. Never put it in a file in the repository."""
+
+    kafka_admin_password: SecretStr | None = None
+    kafka_producer_password: SecretStr | None = None
+    kafka_consumer_password: SecretStr | None = None
+    kafka_riverline_password: SecretStr | None = None
+    """Passwords ``kafka up --secure`` gives the principals ``admin``, ``producer``,
+    ``consumer`` and ``riverline`` when it formats a new data dir; each one unset is
+    generated and kept in ``<data dir>/credentials.json`` (mode 0600)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

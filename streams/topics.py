@@ -15,6 +15,7 @@ from streams.settings import Settings
 from streams.spec import PipelineSpec
 
 __all__ = [
+    "CHECKPOINTS",
     "TopicConfig",
     "delete_topics",
     "ensure_topics",
@@ -22,6 +23,8 @@ __all__ = [
     "shared_topic_configs",
 ]
 
+#: The compacted topic of feature-state checkpoints (before the namespace).
+CHECKPOINTS = "riverline.checkpoints"
 #: Retention for Riverline's data topics; long enough for replay in a demo or a test.
 _RETENTION_MS = str(7 * 24 * 3600 * 1000)
 
@@ -31,19 +34,29 @@ class TopicConfig:
     name: str
     partitions: int
     compacted: bool = False
+    max_message_bytes: int | None = None
 
     def new_topic(self) -> NewTopic:
         configs = {"cleanup.policy": "compact" if self.compacted else "delete"}
         if not self.compacted:
             configs["retention.ms"] = _RETENTION_MS
+        if self.max_message_bytes is not None:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
         return NewTopic(self.name, self.partitions, 1, topic_configs=configs)
 
 
 def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
-    """The shared topics: dlq, models (compacted), audit and alerts."""
+    """The shared topics: dlq, models and checkpoints (compacted), audit and alerts."""
     return [
         TopicConfig(settings.topic("riverline.dlq"), 1),
         TopicConfig(settings.topic("riverline.models"), 1, compacted=True),
+        TopicConfig(
+            settings.topic(CHECKPOINTS),
+            1,
+            compacted=True,
+            # Checkpoints framing overhead aside, a state up to checkpoint_max_bytes fits.
+            max_message_bytes=settings.checkpoint_max_bytes + (1 << 16),
+        ),
         TopicConfig(settings.topic("riverline.audit"), 1),
         TopicConfig(settings.topic("riverline.alerts"), 1),
     ]

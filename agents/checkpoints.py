@@ -1,0 +1,174 @@
+"""Feature-state checkpoints, wired to Faust's rebalance and shutdown signals.
+
+The design (why Riverline, not Faust, commits ``P.events``) is in :mod:`streams.checkpoint`.
+Here: restore and seek on assignment, checkpoint then commit after batches (every
+``checkpoint_every`` events or ``checkpoint_interval`` seconds), on revocation and at clean
+shutdown. Every step holds ``lock``, which the features agent holds for a whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+
+from streams.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointSchedule,
+    CheckpointStore,
+    checkpoint_key,
+)
+from streams.featurization import Featurization
+from streams.messages import InMessage
+from streams.security import client_kwargs
+from streams.settings import Settings
+from streams.stage import StageResult
+from streams.topics import CHECKPOINTS
+
+__all__ = ["FeatureCheckpoints"]
+
+log = logging.getLogger("riverline.checkpoints")
+
+
+class FeatureCheckpoints:
+    """Keeps a features stage's partitions, checkpoints and committed offsets in step."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, stage: Featurization, events_topic: str
+    ) -> None:
+        self.app = app
+        self.stage = stage
+        self.topic = events_topic
+        self.store = CheckpointStore(
+            settings.effective_bootstrap,
+            settings.topic(CHECKPOINTS),
+            settings.checkpoint_max_bytes,
+            client_kwargs(settings),
+        )
+        self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
+        self.lock = asyncio.Lock()
+        self.written = 0
+        self._saved: dict[int, int] = {}  # partition -> offset of its latest checkpoint
+        self._closed = False
+        # mode types handlers as taking ``*args``; these name the one argument they get.
+        app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
+        app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
+        app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+
+    @property
+    def open(self) -> bool:
+        return not self._closed
+
+    def _mine(self, tps: Iterable[TP]) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == self.topic)
+
+    async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        """Signal ``app.on_partitions_assigned``: restore, seek and commit."""
+        partitions = self._mine(assigned)
+        async with self.lock:
+            for p in set(self.stage.held) - set(partitions):
+                self.stage.release(p)
+            new = [p for p in partitions if p not in self.stage.held]
+            if new:
+                await self._restore(new)
+            offsets = {TP(self.topic, p): self.stage.held[p].offset for p in partitions}
+            if offsets:
+                # Faust's Recovery seeks to committed offsets concurrently with this signal;
+                # commit first, so whichever seek comes last lands at or before the state.
+                await self._commit(offsets)
+                await self.app.consumer.seek_wait(offsets)
+            log.info("%s resumes at %s", self.topic, {tp.partition: o for tp, o in offsets.items()})
+
+    async def _restore(self, partitions: list[int]) -> None:
+        name = self.stage.spec.name
+        found = await self.store.load([checkpoint_key(name, p) for p in partitions])
+        starts, ends = await self.store.offset_range(self.topic, partitions)
+        for p in partitions:
+            cp = found.get(checkpoint_key(name, p))
+            why = ""
+            if isinstance(cp, Checkpoint) and cp.offset > ends[p]:
+                why = f"its offset {cp.offset} is past the end of {self.topic}:{p} ({ends[p]})"
+            elif isinstance(cp, Checkpoint):
+                try:
+                    self.stage.restore(cp)
+                    self._saved[p] = cp.offset
+                    log.info("restored %r", cp)
+                    continue
+                except CheckpointError as exc:
+                    why = str(exc)
+            elif isinstance(cp, CheckpointError):
+                why = str(cp)
+            if why:
+                log.warning(
+                    "not using the checkpoint of %s:%d (%s); rebuilding its feature state from "
+                    "the start of the partition",
+                    self.topic,
+                    p,
+                    why,
+                )
+            self.stage.start(p, 0)
+            self._saved.pop(p, None)
+        for p in partitions:
+            held = self.stage.held[p]
+            if held.offset < starts[p]:
+                log.warning(
+                    "%s:%d starts at offset %d (retention); events %d..%d are gone and not in "
+                    "the feature state",
+                    self.topic,
+                    p,
+                    starts[p],
+                    held.offset,
+                    starts[p] - 1,
+                )
+                held.offset = starts[p]
+
+    async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
+        self.schedule.record(len(batch))
+        if self.schedule.due():
+            await self._save()
+
+    async def _save(self, partitions: Iterable[int] | None = None) -> None:
+        """Checkpoint the partitions that moved, then commit their offsets."""
+        held = self.stage.held
+        moved = [
+            p
+            for p in (held if partitions is None else partitions)
+            if p in held and self._saved.get(p) != held[p].offset
+        ]
+        checkpoints = [self.stage.checkpoint(p) for p in moved]
+        await self.store.save(checkpoints)
+        for cp in checkpoints:
+            self._saved[cp.partition] = cp.offset
+        self.written += len(checkpoints)
+        self.schedule.done()
+        if checkpoints:
+            await self._commit({TP(self.topic, cp.partition): cp.offset for cp in checkpoints})
+
+    async def _commit(self, offsets: dict[TP, int]) -> None:
+        # Faust's public Consumer.commit() commits only offsets it saw acked, and P.events
+        # is never acked (acks=False); _commit sends these offsets as they are.
+        consumer: Any = self.app.consumer
+        await consumer._commit(offsets)
+
+    async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        """Signal ``app.on_partitions_revoked``: checkpoint, commit, release."""
+        partitions = self._mine(revoked)
+        async with self.lock:
+            if self.open:
+                await self._save(partitions)
+            for p in partitions:
+                self.stage.release(p)
+                self._saved.pop(p, None)
+
+    async def on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Signal ``app.on_before_shutdown``: a last checkpoint; no batch after it."""
+        async with self.lock:
+            if self.open:
+                await self._save()
+                self._closed = True
+            await self.store.stop()
