@@ -43,7 +43,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _default_pipelines(settings: Settings) -> list[Path]:
-    return [settings.pipelines_dir / "phishing.toml"]
+    return [settings.pipelines_dir / name for name in ("phishing.toml", "transactions.toml")]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,17 +74,49 @@ def kafka_fetch(ctx: click.Context) -> None:
 
 
 @kafka.command("up")
-@click.option("--secure", is_flag=True, help="SASL/SCRAM with ACLs (not available yet).")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="SASL/SCRAM-SHA-256 with ACLs for the principals admin, producer, consumer and "
+    "riverline (see README, 'Securing a deployment').",
+)
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="With --secure: grant the ACLs of this pipeline spec; repeat for several. "
+    "Default: every spec in the pipelines dir.",
+)
 @click.pass_context
 @_friendly
-def kafka_up(ctx: click.Context, secure: bool) -> None:
+def kafka_up(ctx: click.Context, secure: bool, pipelines: tuple[Path, ...]) -> None:
     """Start the local broker (download, format, start, wait until it answers)."""
     from streams.kafka_local import LocalBroker
+    from streams.spec import load_spec
 
-    if secure:
-        raise RiverlineError("--secure is not implemented yet (issue 9); run without it.")
-    status = LocalBroker(_settings(ctx)).up(log=console.print)
+    settings = _settings(ctx)
+    # Without --secure a data dir formatted secure stays secure (LocalBroker decides).
+    broker = LocalBroker(settings, secure=True if secure else None)
+    status = broker.up(log=console.print)
     console.print(f"Kafka is up: {status.detail}")
+    if broker.secure and not settings.bootstrap:
+        paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
+        names = [load_spec(path).name for path in paths]
+        broker.grant_pipelines(names)
+        console.print(
+            f"ACLs granted for pipeline(s) {', '.join(names) or '(none)'}: producer writes "
+            f"P.raw and P.labels, consumer reads P.predictions (groups consumer-*), "
+            f"riverline runs the service. Passwords: RIVERLINE_KAFKA_<PRINCIPAL>_PASSWORD "
+            f"where set, else {broker.credentials_path} (mode 0600). For the worker: "
+            f"RIVERLINE_KAFKA_SECURITY=sasl_scram RIVERLINE_KAFKA_USERNAME=riverline "
+            f"RIVERLINE_KAFKA_PASSWORD=<riverline's password>."
+        )
+    elif secure:
+        console.print(
+            "RIVERLINE_BOOTSTRAP is set: Riverline manages no broker, so --secure changed "
+            "nothing; that cluster's own security applies."
+        )
 
 
 @kafka.command("down")
@@ -183,14 +215,25 @@ def produce(
     help="Pipeline spec(s) to run. Default: the bundled demo pipelines.",
 )
 @click.option("--rate", type=float, default=500.0, show_default=True, help="Events per second.")
+@click.option("--limit", type=int, default=None, help="Send at most N events per pipeline.")
 @click.pass_context
 @_friendly
-def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float) -> None:
-    """Broker up, worker, produce with progress, wait for every prediction, print a report."""
+def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: int | None) -> None:
+    """Broker up, worker, produce with progress, wait for every prediction, print a report.
+
+    The default pipelines are phishing (1,250 events) and transactions (20,000 events,
+    about 40 s at the default rate).
+    """
     from streams.demo import run_demo
 
     settings = _settings(ctx)
-    run_demo(settings, list(pipelines or _default_pipelines(settings)), rate=rate, console=console)
+    run_demo(
+        settings,
+        list(pipelines or _default_pipelines(settings)),
+        rate=rate,
+        limit=limit,
+        console=console,
+    )
 
 
 @cli.group()
@@ -214,6 +257,153 @@ def schemas_check(ctx: click.Context) -> None:
         for p in problems:
             err_console.print(f"[red]incompatible[/] {p}")
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Small runs (a few seconds): checks, not numbers.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the full report to this JSON file.",
+)
+@click.pass_context
+@_friendly
+def bench(ctx: click.Context, quick: bool, json_path: Path | None) -> None:
+    """Throughput of Riverline's stages, side by side with bare-library baselines."""
+    import json
+
+    from rich.table import Table
+
+    from streams.bench import BenchOptions, run_bench
+
+    report = run_bench(BenchOptions(_settings(ctx), quick=quick))
+    console.print(
+        f"Python {report['python']} on {report['platform']}, {report['cpus']} CPUs"
+        + (" (--quick: small runs, rough numbers)" if quick else "")
+    )
+    for section in report["sections"].values():
+        rows = section.get("rows", [])
+        table = Table(title=section.get("title"))
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        for column in columns:
+            table.add_column(column, justify="left" if column == "format" else "right")
+        for row in rows:
+            table.add_row(
+                *(
+                    f"{v:,}" if isinstance(v, int) else str(v)
+                    for v in (row.get(c, "") for c in columns)
+                )
+            )
+        console.print(table)
+        if section.get("baseline"):
+            console.print(f"baseline: {section['baseline']}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {json_path}")
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the PNG files (default: RIVERLINE_HOME/reports/<pipeline>).",
+)
+@click.pass_context
+@_friendly
+def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
+    """Plot the prequential metric per model version and the latency distribution (PNG)."""
+    from streams.catalog import SchemaCatalog
+    from streams.outputs import read_all_predictions
+    from streams.plots import plot_latency, plot_learning_curve
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
+        collected = asyncio.run(read_all_predictions(settings, spec, catalog))
+    preds = sorted(collected.predictions.values(), key=lambda p: (p.record["predict_ts"], p.offset))
+    if not preds:
+        raise RiverlineError(
+            f"no predictions on {spec.topics(settings.namespace).predictions} yet: "
+            "run a worker and produce events first."
+        )
+    folder = out or settings.home / "reports" / spec.name
+    records = [p.record for p in preds]
+    metric = "rocauc" if spec.model.task == "binary" else "accuracy"
+    written = [
+        plot_learning_curve(records, folder / f"{spec.name}-{metric}.png", metric=metric),
+        plot_latency(
+            [float(r["predict_ts"] - r["ingest_ts"]) for r in records],
+            folder / f"{spec.name}-latency.png",
+            title="ingest to prediction latency",
+        ),
+    ]
+    if spec.model.task in ("binary", "multiclass"):
+        written.append(plot_learning_curve(records, folder / f"{spec.name}-accuracy.png"))
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@_friendly
+def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """Where a prediction came from: raw offset, schema, features, model, label."""
+    import json
+
+    from rich.table import Table
+
+    from streams.offline_store import OfflineStore
+    from streams.provenance import trace
+    from streams.registry import ModelRegistry
+
+    settings = _settings(ctx)
+    store = OfflineStore(settings.home / "store")
+    registries: dict[str, ModelRegistry] = {}
+    registry_root = settings.home / "registry"
+    if registry_root.is_dir():
+        key = settings.signing_key.get_secret_value().encode()
+        for folder in registry_root.iterdir():
+            registries[folder.name] = ModelRegistry(registry_root, folder.name, key)
+    found = trace(event_id, store, registries)
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"lineage of {event_id}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    rows = [
+        ("pipeline", found.pipeline),
+        ("raw topic:partition:offset", found.raw_source),
+        ("writer schema", found.writer_schema),
+        ("event time / ingest time (ms)", f"{found.event_ts} / {found.ingest_ts}"),
+        ("feature set", found.feature_set),
+        ("feature values", ", ".join(f"{k}={v}" for k, v in found.feature_values.items())),
+        ("model", found.model),
+        ("prediction", f"{found.prediction!r} {found.proba}"),
+        ("label", f"{found.label!r} ({found.label_source or 'not yet'})"),
+    ]
+    if found.manifest:
+        m = found.manifest
+        rows.append(
+            (
+                "model manifest",
+                f"parent {m['parent']}, offsets {m['offsets']}, "
+                f"samples {m['samples_seen']}, metrics {m['metrics']}",
+            )
+        )
+    elif found.manifest_error:
+        rows.append(("model manifest", found.manifest_error))
+    for what, value in rows:
+        table.add_row(what, str(value))
+    console.print(table)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from streams.settings import Settings
 from streams.spec import PipelineSpec
 from streams.stage import now_ms
 
-__all__ = ["OutputCollector", "ReadPrediction", "score_predictions"]
+__all__ = ["OutputCollector", "ReadPrediction", "read_all_predictions", "score_predictions"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,16 @@ class OutputCollector:
             await self._consumer.stop()
             self._consumer = None
 
+    async def at_end(self) -> bool:
+        """True when every assigned partition has been read up to its end offset."""
+        assert self._consumer is not None, "call start() first"
+        parts = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(parts)
+        for tp in parts:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True
+
     async def poll(self, timeout_ms: int = 200) -> int:
         """Read what is available; returns how many messages were read."""
         assert self._consumer is not None, "call start() first"
@@ -109,3 +119,17 @@ def score_predictions(task: str, records: Sequence[dict[str, Any]]) -> dict[str,
             elif r["prediction"] is not None:
                 metric.update(y, r["prediction"])
     return {name: float(m.get()) for name, m in scores.items()}
+
+
+async def read_all_predictions(
+    settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog
+) -> OutputCollector:
+    """Everything on ``P.predictions`` and the pipeline's dead letters, up to now."""
+    collector = OutputCollector(settings, spec, catalog)
+    await collector.start()
+    try:
+        while not await collector.at_end():
+            await collector.poll(500)
+    finally:
+        await collector.stop()
+    return collector

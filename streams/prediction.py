@@ -54,7 +54,11 @@ class Predictor:
             try:
                 _, vector = decode_single_object(self.catalog, msg.value or b"", self.vector_schema)
                 values = vector["values"]
-                x: dict[str, Any] = {name: values[name] for name in inputs}
+                # A feature with no value yet (a key's first event for since_last, zscore)
+                # is left out: River's models treat a missing key as "no information".
+                x: dict[str, Any] = {
+                    name: values[name] for name in inputs if values[name] is not None
+                }
             except (DecodeError, KeyError) as exc:
                 reason = exc.reason if isinstance(exc, DecodeError) else "missing_feature"
                 dead = DeadLetter(self.stage, reason, str(exc), self.vector_schema.label)

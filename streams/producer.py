@@ -35,13 +35,21 @@ class ProduceReport:
 def dataset_events(
     spec: PipelineSpec, dataset: str, run_id: str, start_ms: int
 ) -> Iterator[dict[str, Any]]:
-    """Events in dataset order: an id, an event time one second apart, fields and label."""
+    """Events in dataset order: an id, an event time, fields and label.
+
+    Event times start at ``start_ms``: one second apart, or, when the rows carry the time
+    field (epoch ms, like ``transactions``), with the rows' own spacing.
+    """
+    first_ms: int | None = None
     for i, (x, y) in enumerate(dataset_rows(dataset)):
-        event: dict[str, Any] = {
-            spec.id_field: f"{run_id}-{i:07d}",
-            spec.time_field: start_ms + i * 1000,
-        }
+        event: dict[str, Any] = {spec.id_field: f"{run_id}-{i:07d}"}
         event.update(x)
+        row_ms = x.get(spec.time_field)
+        if row_ms is None:
+            event[spec.time_field] = start_ms + i * 1000
+        else:
+            first_ms = row_ms if first_ms is None else first_ms
+            event[spec.time_field] = start_ms + (int(row_ms) - first_ms)
         if spec.model.target:
             event[spec.model.target] = y
         yield event

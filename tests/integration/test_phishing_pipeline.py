@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +156,19 @@ def test_every_prediction_carries_lineage(phishing_run: Run) -> None:
         seen_offsets.add(int(offset))
     # Offsets 0 and 1 were the bad events; every other raw offset has its prediction.
     assert seen_offsets == set(range(2, 1252))
+
+
+def test_report_plots_the_run(phishing_run: Run, tmp_path) -> None:
+    out = tmp_path / "plots"
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "report", "--pipeline", str(PHISHING), "--out", str(out)],
+        env=phishing_run.settings.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["phishing-accuracy.png", "phishing-latency.png", "phishing-rocauc.png"]
+    for path in out.iterdir():
+        assert path.read_bytes()[:4] == b"\x89PNG"
