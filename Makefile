@@ -15,7 +15,7 @@ ifeq ($(strip $(RIVERLINE_BOOTSTRAP)),)
 APT_NEEDS += java:default-jre-headless mvn:maven
 endif
 
-.PHONY: help venv install apt kafka demo test lint
+.PHONY: help venv install apt kafka demo test lint bench chaos
 
 help:
 	@echo "make demo     set up, start a local Kafka, run the worker and demo producer, report"
@@ -24,6 +24,8 @@ help:
 	@echo "make apt      install missing system packages (as root: apt-get)"
 	@echo "make kafka    download the Kafka broker jars (once)"
 	@echo "make lint     ruff and mypy"
+	@echo "make chaos    the chaos test at full size (100,000 events, 10 worker kills)"
+	@echo "make bench    the full benchmark (200,000 events; writes reports/bench.json)"
 
 venv install: $(STAMP)
 
@@ -57,14 +59,25 @@ endif
 demo: $(STAMP) apt
 	$(BIN)/riverline demo
 
-# The tests drive Kafka with kcat (a client Riverline did not write) and scrape a worker
-# with a real Prometheus.
-test: APT_NEEDS += kcat:kcat prometheus:prometheus
+# The tests drive Kafka with kcat (a client Riverline did not write), scrape a worker
+# with a real Prometheus and render its status page in headless Chromium.
+test: APT_NEEDS += kcat:kcat prometheus:prometheus chromium:chromium
 test: $(STAMP) apt kafka
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/riverline schemas check
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not restart_stall"
+
+# The full benchmark: its own broker on free ports unless RIVERLINE_BOOTSTRAP is set.
+bench: $(STAMP) apt kafka
+	@mkdir -p reports
+	$(BIN)/riverline bench --json reports/bench.json
+
+# The chaos tests at the issue's full size (make test: 10,000 events, a 3 s burst).
+chaos: $(STAMP) apt kafka
+	RIVERLINE_CHAOS_EVENTS=100000 RIVERLINE_BURST_SECONDS=60 \
+	    $(BIN)/python -m pytest -p no:cacheprovider -s -m "chaos or restart_stall" \
+	    --timeout=7200 tests/chaos tests/integration/test_lifecycle_restart.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
-from faust.web import Request, Response, View
 
+from agents.admin import add_admin_views
 from agents.checkpoints import FeatureCheckpoints
 from agents.features import add_features_agent
 from agents.ingest import add_ingest_agent
 from agents.learn import add_learn_agent
+from agents.sink import add_sink_agent
+from agents.views import add_views
 from streams.catalog import SchemaCatalog
 from streams.featurization import Featurization
 from streams.ingestion import Ingestion
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
+from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.spec import PipelineSpec
+from streams.status_page import RecentNotices
 
 __all__ = ["PipelineStages", "Worker", "create_app"]
 
@@ -40,10 +44,30 @@ class Worker:
     settings: Settings
     metrics: WorkerMetrics
     pipelines: dict[str, PipelineStages] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    #: For the status page: read back from the dlq and alerts topics (agents.views).
+    dead_letter_notices: RecentNotices = field(default_factory=RecentNotices)
+    alert_notices: RecentNotices = field(default_factory=RecentNotices)
+    #: (topic, partition) -> messages behind the end, as last measured (agents.views).
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def checkpoint_age(self, stages: PipelineStages, now: float | None = None) -> float | None:
+        """Seconds since the pipeline's features stage last wrote a checkpoint, if it has."""
+        last = stages.checkpoints.last_saved
+        return None if last is None else (now or time.time()) - last
 
 
 def _broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
+
+
+def _broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
+    creds = faust_credentials(settings)
+    if creds is None:
+        return None
+    return faust.SASLCredentials(
+        username=creds.username, password=creds.password, mechanism=creds.mechanism
+    )
 
 
 def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog) -> Worker:
@@ -54,6 +78,7 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
     app = faust.App(
         app_id,
         broker=_broker_url(settings.effective_bootstrap),
+        broker_credentials=_broker_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         # Riverline creates its topics explicitly; the broker refuses auto-creation.
@@ -75,6 +100,7 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
     worker = Worker(app, settings, WorkerMetrics())
     for spec in specs:
         ingestion = add_ingest_agent(app, settings, spec, catalog, worker.metrics)
+        add_sink_agent(app, settings, spec, catalog)  # offline store (agents.sink)
         featurization, checkpoints = add_features_agent(
             app, settings, spec, catalog, worker.metrics
         )
@@ -85,45 +111,8 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
             checkpoints,
             add_learn_agent(app, settings, spec, catalog, worker.metrics),
         )
-    _add_views(worker)
+    add_views(worker)
+    # Model lifecycle per pipeline (stages.predictor.lifecycle) behind the admin API.
+    predictors = {name: stages.predictor for name, stages in worker.pipelines.items()}
+    add_admin_views(app, settings, worker.metrics, predictors)
     return worker
-
-
-def _add_views(worker: Worker) -> None:
-    app = worker.app
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(
-                worker.metrics.exposition(),
-                content_type="text/plain; version=0.0.4",
-            )
-
-    @app.page("/ready")
-    class Ready(View):
-        async def get(self, request: Request) -> Response:
-            assigned = app.consumer.assignment() if app.consumer else set()
-            ready = bool(assigned) and not app.rebalancing
-            return self.json(
-                {"ready": ready, "partitions": len(assigned)}, status=200 if ready else 503
-            )
-
-    @app.page("/status.json")
-    class Status(View):
-        async def get(self, request: Request) -> Response:
-            body: dict[str, Any] = {"pipelines": {}}
-            for name, stages in worker.pipelines.items():
-                model = stages.predictor.model
-                body["pipelines"][name] = {
-                    "spec": stages.spec.label,
-                    "features": stages.featurization.feature_set.label,
-                    "feature_partitions": stages.featurization.positions(),
-                    "checkpoints_written": stages.checkpoints.written,
-                    "events_replayed": stages.featurization.replayed,
-                    "events_reingested": stages.featurization.reingested,
-                    "model": model.label,
-                    "samples_seen": model.samples_seen,
-                    "metrics": model.metric_values(),
-                }
-            return self.json(body)

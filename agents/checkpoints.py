@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -53,12 +54,16 @@ class FeatureCheckpoints:
         self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
         self.lock = asyncio.Lock()
         self.written = 0
+        #: ``time.time()`` of the latest checkpoint written (metrics: checkpoint age).
+        self.last_saved: float | None = None
         self._saved: dict[int, int] = {}  # partition -> offset of its latest checkpoint
         self._closed = False
         # mode types handlers as taking ``*args``; these name the one argument they get.
         app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
         app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
         app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+        self._progress: dict[int, tuple[int, float]] = {}
+        app.timer(interval=2.0, name=f"{events_topic}.checkpoints.watchdog")(self.watchdog)
 
     @property
     def open(self) -> bool:
@@ -83,6 +88,44 @@ class FeatureCheckpoints:
                 await self._commit(offsets)
                 await self.app.consumer.seek_wait(offsets)
             log.info("%s resumes at %s", self.topic, {tp.partition: o for tp, o in offsets.items()})
+
+    async def watchdog(self) -> None:
+        """Seek a partition back to the state's offset when it stops making progress.
+
+        Faust drops fetched messages below its read offset. A fetch in flight while the
+        assignment's seek runs can deliver later offsets (skipped here: not the next
+        one), move Faust's read offset past them, and then the seek's own messages are
+        dropped: the partition would wait forever. When a held partition has events
+        left but has not moved for two checks, seek it back again (``seek_wait`` also
+        resets Faust's read offset).
+        """
+        if not self.open or self.app.rebalancing or self.lock.locked():
+            return
+        now = time.monotonic()
+        stuck: dict[TP, int] = {}
+        for p, held in list(self.stage.held.items()):
+            tp = TP(self.topic, p)
+            try:
+                end = self.app.consumer.highwater(tp)
+            except (KeyError, AssertionError, AttributeError):
+                continue
+            last = self._progress.get(p)
+            if end is None or held.offset >= end:
+                self._progress[p] = (held.offset, now)
+                continue
+            if last is None or last[0] != held.offset:
+                self._progress[p] = (held.offset, now)
+            elif now - last[1] >= 4.0:
+                stuck[tp] = held.offset
+                self._progress[p] = (held.offset, now)
+        if stuck:
+            async with self.lock:
+                log.warning(
+                    "%s made no progress with events waiting; seeking back to %s",
+                    self.topic,
+                    {tp.partition: o for tp, o in stuck.items()},
+                )
+                await self.app.consumer.seek_wait(stuck)
 
     async def _restore(self, partitions: list[int]) -> None:
         name = self.stage.spec.name
@@ -147,6 +190,13 @@ class FeatureCheckpoints:
         self.written += len(checkpoints)
         self.schedule.done()
         if checkpoints:
+            self.last_saved = time.time()
+            log.info(
+                "checkpoint of %s: %s",
+                self.topic,
+                ", ".join(f"{cp.partition}@{cp.offset}" for cp in checkpoints),
+                extra={"pipeline": self.stage.spec.name, "checkpoints": len(checkpoints)},
+            )
             await self._commit({TP(self.topic, cp.partition): cp.offset for cp in checkpoints})
 
     async def _commit(self, offsets: dict[TP, int]) -> None:

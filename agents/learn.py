@@ -1,15 +1,26 @@
-"""Learn/predict agent: features topic -> predictions topic; the model learns prequentially."""
+"""Learn/predict agent: features and delayed labels -> predictions; models learn prequentially.
+
+One agent consumes both ``P.features`` and ``P.labels``, so one lifecycle (champion and
+shadows) sees every prediction and every label in a single order. Models are snapshotted
+with the offsets they reflect (agents.snapshots) and restored on assignment.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 import faust
+from prometheus_client import Counter
 
 from agents.io import run_stage
+from agents.snapshots import ModelSnapshots
 from streams.catalog import SchemaCatalog
+from streams.lifecycle import ModelLifecycle
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
+from streams.registry import ModelRegistry
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 
@@ -24,30 +35,92 @@ def add_learn_agent(
     metrics: WorkerMetrics,
 ) -> Predictor:
     topics = spec.topics(settings.namespace)
+    registry = ModelRegistry(
+        settings.home / "registry", spec.name, settings.signing_key.get_secret_value().encode()
+    )
     stage = Predictor(
         spec,
         catalog,
         predictions_topic=topics.predictions,
         dlq_topic=settings.topic("riverline.dlq"),
+        lifecycle=ModelLifecycle(spec, registry),
+        labels_topic=topics.labels,
+        shadow_topic=f"{topics.predictions}.shadow",
+        alerts_topic=settings.topic("riverline.alerts"),
+        audit_topic=settings.topic("riverline.audit"),
+        label_ttl_ms=int(settings.label_ttl * 1000),
+        worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
+    snapshots = ModelSnapshots(app, settings, stage, [topics.features, topics.labels])
     e2e = metrics.end_to_end.labels(spec.name)
+    labels = _label_counters(metrics)
+    expired = labels["expired"].labels(spec.name)
+    joined = labels["joined"].labels(spec.name)
+    reported = {"expired": 0, "joined": 0}
 
     def record_model() -> None:
-        model = stage.model
-        version = str(model.version)
-        metrics.model_info.labels(spec.name, model.spec.name, version, "champion").set(1)
-        metrics.model_samples.labels(spec.name, model.spec.name, version).set(model.samples_seen)
-        for metric, value in model.metric_values().items():
-            metrics.model_metric.labels(spec.name, model.spec.name, version, metric).set(value)
+        for served in stage.lifecycle.served:
+            model = served.model
+            version = str(model.version)
+            metrics.model_info.labels(spec.name, model.spec.name, version, served.stage).set(1)
+            metrics.model_samples.labels(spec.name, model.spec.name, version).set(
+                model.samples_seen
+            )
+            for metric, value in model.metric_values().items():
+                metrics.model_metric.labels(spec.name, model.spec.name, version, metric).set(value)
+        expired.inc(stage.join.expired - reported["expired"])
+        joined.inc(stage.join.joined - reported["joined"])
+        reported.update(expired=stage.join.expired, joined=stage.join.joined)
+
+    def record_events() -> None:
+        for alert in stage.alerts:
+            if alert.kind == "drift":
+                name, _, version = alert.model.partition("@")
+                metrics.drift.labels(spec.name, name, version).inc()
+        for entry in stage.audits:
+            metrics.registry_actions.labels(spec.name, entry.model, entry.action).inc()
 
     async def learn(stream: faust.StreamT) -> Any:
         async for _ in run_stage(
-            app, stream, stage, spec.name, metrics, settings.batch_size, settings.batch_timeout
+            app,
+            stream,
+            stage,
+            spec.name,
+            metrics,
+            settings.batch_size,
+            settings.batch_timeout,
+            guard=snapshots,
         ):
             for seconds in stage.latencies:
                 e2e.observe(seconds)
+            record_events()
             record_model()
 
     record_model()
-    app.agent(app.topic(topics.features), name=f"{spec.name}.learn", concurrency=1)(learn)
+    # acks=False: Faust never commits these topics; ModelSnapshots commits the offsets each
+    # snapshot reflects (see agents.snapshots and streams.checkpoint).
+    source = app.topic(topics.features, topics.labels, acks=False)
+    app.agent(source, name=f"{spec.name}.learn", concurrency=1)(learn)
     return stage
+
+
+def _label_counters(metrics: WorkerMetrics) -> dict[str, Counter]:
+    """The delayed-label counters, once per worker registry (shared by its pipelines)."""
+    found: dict[str, Counter] | None = getattr(metrics, "_label_counters", None)
+    if found is None:
+        found = {
+            "expired": Counter(
+                "riverline_labels_expired",
+                "Predictions or labels dropped unjoined after the label TTL.",
+                ["pipeline"],
+                registry=metrics.registry,
+            ),
+            "joined": Counter(
+                "riverline_labels_joined",
+                "Delayed labels joined with the prediction they belong to.",
+                ["pipeline"],
+                registry=metrics.registry,
+            ),
+        }
+        metrics._label_counters = found  # type: ignore[attr-defined]
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from collections.abc import Sequence
 
 import faust
@@ -10,6 +11,8 @@ import faust
 from agents.app import create_app
 from streams.catalog import SchemaCatalog
 from streams.features import warm_up
+from streams.logs import logging_config
+from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
@@ -21,12 +24,20 @@ log = logging.getLogger("riverline.worker")
 
 def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
     """Prepare topics, compile kernels, then run until SIGTERM/SIGINT."""
+    # Configured now for the lines before Faust starts; Faust applies the same again.
+    logging.config.dictConfig(logging_config(settings))
+    log.info(
+        "worker starting: %d pipeline(s), web http://%s:%d/status",
+        len(specs),
+        settings.web_host,
+        settings.web_port,
+    )
     catalog = SchemaCatalog.load(settings.schemas_dir)
     configs = shared_topic_configs(settings)
     for spec in specs:
         catalog.latest(spec.subject)  # fail now, not on the first event
         configs += pipeline_topic_configs(settings, spec)
-    created = ensure_topics(settings.effective_bootstrap, configs)
+    created = ensure_topics(settings.effective_bootstrap, configs, client_kwargs(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
     # Compile every kernel before the first event (cached under RIVERLINE_HOME).
@@ -43,5 +54,6 @@ def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
     faust.Worker(
         worker.app,
         loglevel=settings.log_level.upper(),
+        logging_config=logging_config(settings),
         quiet=True,
     ).execute_from_commandline()

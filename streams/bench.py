@@ -16,33 +16,72 @@ per wire format, against a bare ``fastavro.schemaless_reader`` decode of the sam
 Avro bodies in the same run (for JSON, against ``json.loads`` of the same bytes too).
 ``ratio`` is Riverline's events/s divided by fastavro's: what validation, lineage and
 the re-encode cost. Timings are best-of-``repeats``; numbers depend on the machine.
+
+The ``pipeline`` section runs Kafka end to end on one broker (the settings' cluster, or a
+:class:`~streams.kafka_local.LocalBroker` on free ports): N pre-produced events of the
+pipeline (default ``pipelines/transactions.toml``), read by four contenders in turn, each
+in its own process (:data:`CONTENDERS`; the baselines are :mod:`agents.baselines`, the
+last a real worker), then Riverline's latency at a fixed share of its measured maximum,
+and optionally Riverline on 4 partitions with 1 and 2 workers. README, Benchmark, has
+the method and a run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import functools
 import json
 import os
 import platform
 import random
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Final
 
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from fastavro import schemaless_reader
 
+from streams.bench_features import features_section
 from streams.catalog import SchemaCatalog, SchemaVersion
 from streams.codec import encode_confluent, encode_single_object
+from streams.datasets import dataset_rows
 from streams.errors import RiverlineError
 from streams.ingestion import Ingestion
+from streams.kafka_local import free_port
 from streams.messages import InMessage
 from streams.settings import Settings
-from streams.spec import load_spec
+from streams.spec import PipelineSpec, load_spec
+from streams.topics import (
+    TopicConfig,
+    ensure_topics,
+    pipeline_topic_configs,
+    shared_topic_configs,
+)
+from streams.transactions import START_MS
+from streams.workerproc import WorkerProcess
 
-__all__ = ["SECTIONS", "BenchOptions", "ingest_section", "run_bench", "synthetic_events"]
+__all__ = [
+    "CONTENDERS",
+    "SECTIONS",
+    "BenchOptions",
+    "ingest_section",
+    "pipeline_section",
+    "run_bench",
+    "synthetic_events",
+]
 
 #: Wire formats of the ingest section, in report order.
 INGEST_FORMATS: Final = ("avro-single-object", "confluent", "json")
@@ -57,10 +96,43 @@ class BenchOptions:
     pipeline: Path | None = None
     """Pipeline spec to ingest (default: ``pipelines/phishing.toml``)."""
     seed: int = 7
+    events_override: int | None = None
+    """Events of the pipeline section (default 200,000; 5,000 with ``quick``)."""
+    partitions: int = 1
+    """Partitions of the pipeline section's topics."""
+    scaling: bool = False
+    """Also run Riverline on 4 partitions with 1 and with 2 workers."""
+    contenders: tuple[str, ...] = ("raw", "floor", "naive", "riverline")
+    latency_load: float = 0.25
+    """Offered load of the latency run, as a share of Riverline's measured events/s."""
+    latency_for: float | None = None
+    """Seconds of offered load in the latency run (default 30; 3 with ``quick``)."""
+    latency_events: int = 20_000
+    drain_timeout: float = 1800.0
+    progress: Callable[[str], None] | None = None
+    progress_every: float = 5.0
+    run_tag: str = field(default_factory=lambda: secrets.token_hex(3))
 
     @property
     def events(self) -> int:
         return 2_000 if self.quick else 20_000
+
+    @property
+    def kafka_events(self) -> int:
+        if self.events_override is not None:
+            return self.events_override
+        return 5_000 if self.quick else 200_000
+
+    @property
+    def latency_seconds(self) -> float:
+        if self.latency_for is not None:
+            return self.latency_for
+        return 3.0 if self.quick else 30.0
+
+    @property
+    def namespace(self) -> str:
+        """Topic and group prefix of this run, inside the settings' own namespace."""
+        return f"{self.settings.namespace}bench{self.run_tag}."
 
     @property
     def repeats(self) -> int:
@@ -221,9 +293,517 @@ def _json_loads_all(values: Iterable[bytes]) -> list[Any]:
     return [json.loads(v) for v in values]
 
 
+# --------------------------------------------------------------------------- pipeline
+#
+# The ``pipeline`` section: Kafka in, Kafka out, side by side on one broker. Each
+# contender runs in its own process (its peak RSS is its own) and reads the same
+# pre-produced raw topic with its own consumer group, writing its own output topics.
+
+#: The contenders of the pipeline section, in report order.
+CONTENDERS: Final = ("raw", "floor", "naive", "riverline")
+_DESCRIBE: Final = {
+    "raw": "aiokafka alone: 3 batched consume->produce hops copying bytes (acks, then commit)",
+    "floor": "Faust alone: 3 empty per-event agents, raw -> events -> features -> predictions",
+    "naive": "1 per-event Faust agent: json.loads, dict features, River predict/learn, json.dumps",
+    "riverline": "riverline worker: validate + lineage + Avro, Numba features, River, Avro out",
+}
+
+
+def _say(options: BenchOptions, line: str) -> None:
+    if options.progress is not None:
+        options.progress(line)
+
+
+@contextlib.contextmanager
+def _cluster(options: BenchOptions) -> Iterator[str]:
+    """The settings' cluster, or a LocalBroker on free ports for this run (then stopped)."""
+    settings = options.settings
+    if settings.bootstrap:
+        yield settings.bootstrap
+        return
+    from streams.kafka_local import LocalBroker, free_port
+
+    with tempfile.TemporaryDirectory(prefix="riverline-bench-") as tmp:
+        port, controller = free_port(), free_port()
+        while controller == port:
+            controller = free_port()
+        broker = LocalBroker(
+            settings, data_dir=Path(tmp) / "kafka", port=port, controller_port=controller
+        )
+        broker.up(log=lambda line: _say(options, f"[kafka] {line}"))
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.down(log=lambda line: _say(options, f"[kafka] {line}"))
+
+
+def _spec_with_partitions(source: Path, partitions: int, folder: Path) -> Path:
+    text = source.read_text()
+    changed = re.sub(r"(?m)^partitions\s*=\s*\d+", f"partitions = {partitions}", text, count=1)
+    if changed == text and f"partitions = {partitions}" not in text:
+        changed = text.replace("[pipeline]\n", f"[pipeline]\npartitions = {partitions}\n", 1)
+    path = folder / source.name
+    path.write_text(changed)
+    return path
+
+
+def _bench_events(spec: PipelineSpec, n: int, run_id: str, offset_ms: int) -> list[bytes]:
+    """``n`` events of the spec's dataset as JSON, event times shifted by ``offset_ms``."""
+    values = []
+    for i, (x, y) in enumerate(dataset_rows(spec.dataset or "transactions", n)):
+        event: dict[str, Any] = {spec.id_field: f"{run_id}-{i:07d}", **x}
+        row_ms = x.get(spec.time_field)
+        event[spec.time_field] = offset_ms + (START_MS + i * 1000 if row_ms is None else row_ms)
+        if spec.model.target:
+            event[spec.model.target] = y
+        values.append(json.dumps(event).encode())
+    return values
+
+
+async def _produce(
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes],
+    keys: Sequence[bytes],
+    rate: float | None = None,
+) -> None:
+    """Send ``values``; at ``rate`` events/s (paced, no linger) or as fast as possible."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=0 if rate else 20, max_batch_size=1 << 20
+    )
+    await producer.start()
+    try:
+        futures = []
+        started = time.perf_counter()
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            if rate:
+                delay = started + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            futures.append(await producer.send(topic, v, key=k))
+            if len(futures) >= 10_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class _Topic:
+    """Counts a topic's messages (end offsets) and reads its first and last timestamps."""
+
+    def __init__(self, bootstrap: str, name: str) -> None:
+        self.name = name
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def __aenter__(self) -> _Topic:
+        await self.consumer.start()
+        parts = self.consumer.partitions_for_topic(self.name)
+        for _ in range(50):
+            if parts:
+                break
+            await asyncio.sleep(0.1)
+            await self.consumer._client.force_metadata_update()
+            parts = self.consumer.partitions_for_topic(self.name)
+        self.tps = [TopicPartition(self.name, p) for p in sorted(parts or ())]
+        self.consumer.assign(self.tps)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def ends(self) -> dict[int, int]:
+        got = await self.consumer.end_offsets(self.tps)
+        return {tp.partition: o for tp, o in got.items()}
+
+    async def count(self) -> int:
+        return sum((await self.ends()).values())
+
+    async def read(self, start: dict[int, int]) -> list[ConsumerRecord[bytes, bytes]]:
+        """Every message from ``start`` (partition -> offset) to the current ends."""
+        ends = await self.ends()
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        for tp in self.tps:
+            if ends[tp.partition] > start.get(tp.partition, 0):
+                self.consumer.seek(tp, start.get(tp.partition, 0))
+        want = sum(ends[p] - start.get(p, 0) for p in ends)
+        while len(out) < want:
+            got = await self.consumer.getmany(timeout_ms=1000)
+            if not got:
+                break
+            for msgs in got.values():
+                out.extend(m for m in msgs if m.offset < ends[m.partition])
+        return out
+
+    async def span_ms(self) -> tuple[int, int]:
+        """Timestamps of the earliest first and the latest last message over partitions."""
+        first: list[int] = []
+        last: list[int] = []
+        ends = await self.ends()
+        for tp in self.tps:
+            if ends[tp.partition] == 0:
+                continue
+            for offset, into in ((0, first), (ends[tp.partition] - 1, last)):
+                self.consumer.seek(tp, offset)
+                msg = await asyncio.wait_for(self.consumer.getone(tp), 30)
+                into.append(msg.timestamp)
+        return min(first), max(last)
+
+
+class _PeakRss:
+    """Peak resident memory of one process: VmHWM where Linux has it, else sampled."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.sampled = 0
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.sampled = max(self.sampled, self.proc.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        self.sample()
+        peak = self.sampled
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        return round(peak / (1 << 20), 1)
+
+
+async def _drain(
+    options: BenchOptions,
+    name: str,
+    out: _Topic,
+    target: int,
+    rss: Sequence[_PeakRss],
+    alive: Callable[[], str | None],
+) -> dict[str, Any]:
+    """Wait until ``out`` holds ``target`` messages; events/s between first and last."""
+    started = time.monotonic()
+    last_say = 0.0
+    while True:
+        for r in rss:
+            r.sample()
+        done = await out.count()
+        now = time.monotonic()
+        if done >= target:
+            break
+        if now - last_say >= options.progress_every:
+            _say(options, f"  {name}: {done:,}/{target:,} out after {now - started:.0f} s")
+            last_say = now
+        dead = alive()
+        if dead is not None:
+            raise RiverlineError(f"benchmark contender {name} stopped early: {dead}")
+        if now - started > options.drain_timeout:
+            raise RiverlineError(
+                f"benchmark contender {name}: only {done:,} of {target:,} events out after "
+                f"{options.drain_timeout:.0f} s; is the machine overloaded?"
+            )
+        await asyncio.sleep(0.25)
+    first, last = await out.span_ms()
+    seconds = max(0.001, (last - first) / 1000)
+    return {
+        "events": target,
+        "events_per_s": round((target - 1) / seconds),
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(sum(r.mib for r in rss), 1),
+    }
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+async def _run_baseline(
+    options: BenchOptions, kind: str, bootstrap: str, raw_topic: str, n: int, tmp: Path
+) -> dict[str, Any]:
+    prefix = f"{options.namespace}{kind}"
+    partitions = options.partitions
+    hops = ["predictions"] if kind == "naive" else ["events", "features", "predictions"]
+    await _ensure(bootstrap, [TopicConfig(f"{prefix}.{h}", partitions) for h in hops])
+    args = {
+        "bootstrap": bootstrap,
+        "source": raw_topic,
+        "prefix": prefix,
+        "batch_size": options.settings.batch_size,
+        "datadir": str(tmp / kind),
+    }
+    log_path = tmp / f"{kind}.log"
+    _say(options, f"{kind}: {_DESCRIBE[kind]}")
+    proc = _start_baseline(kind, args, log_path, options.settings)
+    try:
+        rss = _PeakRss(proc.pid)
+
+        def alive() -> str | None:
+            if proc.poll() is None:
+                return None
+            return f"exit code {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}"
+
+        async with _Topic(bootstrap, f"{prefix}.predictions") as out:
+            return await _drain(options, kind, out, n, [rss], alive)
+    finally:
+        await asyncio.to_thread(_stop, proc)
+
+
+def _start_baseline(
+    kind: str, args: dict[str, Any], log_path: Path, settings: Settings
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agents.baselines", kind, json.dumps(args)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=settings.child_env(),
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _ensure(bootstrap: str, configs: Sequence[TopicConfig]) -> None:
+    await asyncio.to_thread(ensure_topics, bootstrap, configs)
+
+
+def _riverline_settings(options: BenchOptions, bootstrap: str, home: Path) -> Settings:
+    return options.settings.model_copy(
+        update={
+            "bootstrap": bootstrap,
+            "namespace": options.namespace,
+            "home": home,
+            "cache_dir": options.settings.cache_root,
+            "web_port": free_port(),
+            "log_level": "warning",
+        }
+    )
+
+
+async def _run_riverline(
+    options: BenchOptions,
+    bootstrap: str,
+    spec_path: Path,
+    n: int,
+    tmp: Path,
+    workers: int,
+    latency: bool,
+    produce: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Run ``workers`` workers until ``n`` predictions are out (then the latency run).
+
+    ``produce``, if given, sends the events once every worker has its partitions, so a
+    rebalance (a second worker joining) is not part of the measurement.
+    """
+    spec = load_spec(spec_path)
+    topics = spec.topics(options.namespace)
+    _say(options, f"riverline: {_DESCRIBE['riverline']} ({workers} worker(s))")
+    procs = [
+        WorkerProcess(
+            _riverline_settings(options, bootstrap, tmp / f"home{i}"),
+            [spec_path],
+            tmp / f"worker{i}.log",
+        )
+        for i in range(workers)
+    ]
+    try:
+        for w in procs:
+            w.start()
+        for w in procs:
+            await asyncio.to_thread(w.wait_ready, options.drain_timeout)
+        rss = [_PeakRss(w.proc.pid) for w in procs if w.proc is not None]
+        if produce is not None:
+            await produce()
+
+        def alive() -> str | None:
+            for w in procs:
+                if w.proc is not None and w.proc.poll() is not None:
+                    return f"a worker exited ({w.proc.returncode}); see {w.log_path}"
+            return None
+
+        async with _Topic(bootstrap, topics.predictions) as out:
+            result = await _drain(options, "riverline", out, n, rss, alive)
+            if latency:
+                result["latency"] = await _latency(options, bootstrap, spec, out, result, n)
+                result["peak_rss_mib"] = round(sum(r.mib for r in rss), 1)
+        return result
+    finally:
+        for w in procs:
+            await asyncio.to_thread(w.stop)
+
+
+async def _latency(
+    options: BenchOptions,
+    bootstrap: str,
+    spec: PipelineSpec,
+    out: _Topic,
+    measured: dict[str, Any],
+    n: int,
+) -> dict[str, Any]:
+    """End-to-end latency at a fixed offered load: raw message timestamp to prediction's."""
+    rate = max(1.0, measured["events_per_s"] * options.latency_load)
+    count = max(100, min(options.latency_events, int(rate * options.latency_seconds)))
+    _say(options, f"riverline latency: {count:,} events offered at {rate:,.0f} events/s")
+    start = await out.ends()
+    # Event times continue after the pre-produced ones, so no event is late.
+    values = _bench_events(spec, count, "lat", offset_ms=n * 10_000)
+    keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
+    await _produce(bootstrap, spec.topics(options.namespace).raw, values, keys, rate=rate)
+    deadline = time.monotonic() + options.drain_timeout
+    while sum((await out.ends()).values()) - sum(start.values()) < count:
+        if time.monotonic() > deadline:
+            raise RiverlineError("riverline latency: not every offered event came out")
+        await asyncio.sleep(0.2)
+    latencies = []
+    for msg in await out.read(start):
+        raw_ts = dict(msg.headers or ()).get("rl.raw_ts")
+        if raw_ts:
+            latencies.append(max(0.0, float(msg.timestamp - int(raw_ts))))
+    qs = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "offered_per_s": round(rate),
+        "load": options.latency_load,
+        "events": len(latencies),
+        "p50_ms": round(qs[49], 1),
+        "p95_ms": round(qs[94], 1),
+        "p99_ms": round(qs[98], 1),
+        "max_ms": round(max(latencies), 1),
+    }
+
+
+async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
+    settings = options.settings
+    source = options.pipeline or settings.pipelines_dir / "transactions.toml"
+    n = options.kafka_events
+    results: dict[str, Any] = {}
+    scaling: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="riverline-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        spec_path = _spec_with_partitions(source, options.partitions, tmp)
+        spec = load_spec(spec_path)
+        topics = spec.topics(options.namespace)
+        ns_settings = settings.model_copy(update={"namespace": options.namespace})
+        await _ensure(
+            bootstrap, shared_topic_configs(ns_settings) + pipeline_topic_configs(ns_settings, spec)
+        )
+        _say(options, f"producing {n:,} {spec.name} events (JSON) to {topics.raw} ...")
+        values = _bench_events(spec, n, "bench", offset_ms=0)
+        keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
+        await _produce(bootstrap, topics.raw, values, keys)
+        del values, keys
+        for kind in options.contenders:
+            if kind == "riverline":
+                results[kind] = await _run_riverline(
+                    options, bootstrap, spec_path, n, tmp, 1, latency=True
+                )
+            else:
+                results[kind] = await _run_baseline(options, kind, bootstrap, topics.raw, n, tmp)
+            _say(options, f"  {kind}: {results[kind]['events_per_s']:,} events/s")
+        if options.scaling:
+            scaling = await _scaling(options, bootstrap, source, tmp)
+    rows = [
+        {
+            "contender": kind,
+            "events": r["events"],
+            "events_per_s": r["events_per_s"],
+            "peak_rss_mib": r["peak_rss_mib"],
+        }
+        for kind, r in results.items()
+    ]
+    ratios: dict[str, float] = {}
+    goals: dict[str, Any] = {}
+    d = results.get("riverline", {}).get("events_per_s")
+    for kind, goal in (("floor", 0.7), ("naive", 1.0), ("raw", None)):
+        if d and kind in results:
+            ratio = round(d / results[kind]["events_per_s"], 3)
+            ratios[f"riverline/{kind}"] = ratio
+            if goal is not None:
+                goals[f"riverline >= {goal} x {kind}"] = ratio >= goal
+    latency = results.get("riverline", {}).get("latency")
+    if latency:
+        goals["p99 <= 25 ms"] = latency["p99_ms"] <= 25.0
+    report: dict[str, Any] = {
+        "title": (
+            f"pipeline: {spec.name}, {n:,} events, {options.partitions} partition(s), "
+            f"batches of {settings.batch_size} / {settings.batch_timeout * 1000:g} ms"
+        ),
+        "pipeline": spec.label,
+        "events": n,
+        "partitions": options.partitions,
+        "batch_size": settings.batch_size,
+        "batch_timeout": settings.batch_timeout,
+        "topology": "raw -> events -> features -> predictions (naive: raw -> predictions)",
+        "measures": (
+            "events/s between the first and the last message on the contender's last topic "
+            "(message timestamps); peak RSS of the process(es) doing the work"
+        ),
+        "contenders": {k: _DESCRIBE[k] for k in results},
+        "results": results,
+        "ratios": ratios,
+        "latency": latency,
+        "goals": goals,
+        "rows": rows,
+    }
+    if scaling:
+        report["scaling"] = scaling
+    return report
+
+
+async def _scaling(
+    options: BenchOptions, bootstrap: str, source: Path, tmp: Path
+) -> dict[str, Any]:
+    """Riverline alone on a 4-partition copy of the pipeline, with 1 and with 2 workers."""
+    partitions = 4
+    rows = []
+    for workers in (1, 2):
+        sub = dataclasses.replace(options, run_tag=f"{options.run_tag}s{workers}")
+        ns = sub.namespace
+        folder = tmp / f"scaling{workers}"
+        folder.mkdir()
+        spec_path = _spec_with_partitions(source, partitions, folder)
+        spec = load_spec(spec_path)
+        ns_settings = options.settings.model_copy(update={"namespace": ns})
+        await _ensure(
+            bootstrap, shared_topic_configs(ns_settings) + pipeline_topic_configs(ns_settings, spec)
+        )
+        n = options.kafka_events
+        _say(options, f"scaling: {n:,} events on {partitions} partitions, {workers} worker(s)")
+        values = _bench_events(spec, n, "scale", offset_ms=0)
+        keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
+        raw = spec.topics(ns).raw
+        r = await _run_riverline(
+            sub,
+            bootstrap,
+            spec_path,
+            n,
+            folder,
+            workers,
+            latency=False,
+            produce=functools.partial(_produce, bootstrap, raw, values, keys),
+        )
+        _say(options, f"  {workers} worker(s): {r['events_per_s']:,} events/s")
+        rows.append({"partitions": partitions, "workers": workers, **r})
+    return {"rows": rows}
+
+
+def pipeline_section(options: BenchOptions) -> dict[str, Any]:
+    """Raw aiokafka, the Faust floor, a naive pipeline and Riverline on one broker."""
+    with _cluster(options) as bootstrap:
+        return asyncio.run(_pipeline(options, bootstrap))
+
+
 #: Every section, in the order ``riverline bench`` runs them.
 SECTIONS: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "ingest": ingest_section,
+    "features": features_section,
+    "pipeline": pipeline_section,
 }
 
 

@@ -268,17 +268,54 @@ def schemas_check(ctx: click.Context) -> None:
     default=None,
     help="Also write the full report to this JSON file.",
 )
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    help="Run only these sections (ingest, pipeline); default: all.",
+)
+@click.option(
+    "--events",
+    type=int,
+    default=None,
+    help="Events of the pipeline section (200,000; --quick 5,000).",
+)
+@click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section.")
+@click.option(
+    "--scaling/--no-scaling",
+    default=None,
+    help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with --quick).",
+)
 @click.pass_context
 @_friendly
-def bench(ctx: click.Context, quick: bool, json_path: Path | None) -> None:
-    """Throughput of Riverline's stages, side by side with bare-library baselines."""
+def bench(
+    ctx: click.Context,
+    quick: bool,
+    json_path: Path | None,
+    sections: tuple[str, ...],
+    events: int | None,
+    partitions: int,
+    scaling: bool | None,
+) -> None:
+    """Throughput and latency of Riverline, side by side with baselines on one broker.
+
+    Starts a broker on free ports for the run unless RIVERLINE_BOOTSTRAP is set.
+    """
     import json
 
     from rich.table import Table
 
     from streams.bench import BenchOptions, run_bench
 
-    report = run_bench(BenchOptions(_settings(ctx), quick=quick))
+    options = BenchOptions(
+        _settings(ctx),
+        quick=quick,
+        events_override=events,
+        partitions=partitions,
+        scaling=not quick if scaling is None else scaling,
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    report = run_bench(options, list(sections) or None)
     console.print(
         f"Python {report['python']} on {report['platform']}, {report['cpus']} CPUs"
         + (" (--quick: small runs, rough numbers)" if quick else "")
@@ -299,6 +336,15 @@ def bench(ctx: click.Context, quick: bool, json_path: Path | None) -> None:
         console.print(table)
         if section.get("baseline"):
             console.print(f"baseline: {section['baseline']}")
+        for key in ("ratios", "latency", "goals"):
+            if section.get(key):
+                console.print(f"{key}: {section[key]}", highlight=False)
+        for row in section.get("scaling", {}).get("rows", []):
+            console.print(
+                f"scaling: {row['partitions']} partitions, {row['workers']} worker(s): "
+                f"{row['events_per_s']:,} events/s, peak RSS {row['peak_rss_mib']} MiB",
+                highlight=False,
+            )
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report written to {json_path}")
@@ -317,8 +363,8 @@ def bench(ctx: click.Context, quick: bool, json_path: Path | None) -> None:
 def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     """Plot the prequential metric per model version and the latency distribution (PNG)."""
     from streams.catalog import SchemaCatalog
-    from streams.outputs import read_all_predictions
-    from streams.plots import plot_latency, plot_learning_curve
+    from streams.outputs import read_alerts, read_all_predictions
+    from streams.plots import write_report
     from streams.spec import load_spec
 
     settings = _settings(ctx)
@@ -333,19 +379,8 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
             "run a worker and produce events first."
         )
     folder = out or settings.home / "reports" / spec.name
-    records = [p.record for p in preds]
-    metric = "rocauc" if spec.model.task == "binary" else "accuracy"
-    written = [
-        plot_learning_curve(records, folder / f"{spec.name}-{metric}.png", metric=metric),
-        plot_latency(
-            [float(r["predict_ts"] - r["ingest_ts"]) for r in records],
-            folder / f"{spec.name}-latency.png",
-            title="ingest to prediction latency",
-        ),
-    ]
-    if spec.model.task in ("binary", "multiclass"):
-        written.append(plot_learning_curve(records, folder / f"{spec.name}-accuracy.png"))
-    for path in written:
+    alerts = asyncio.run(read_alerts(settings, catalog, spec.name))
+    for path in write_report(spec, [p.record for p in preds], folder, alerts):
         console.print(f"wrote {path}")
 
 
@@ -404,6 +439,180 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
     for what, value in rows:
         table.add_row(what, str(value))
     console.print(table)
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--verify", is_flag=True, help="Compare with the live run; exit 1 on a difference.")
+@click.pass_context
+@_friendly
+def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
+    """Rebuild features and model from the raw topic (offset 0) and compare with live."""
+    from streams.catalog import SchemaCatalog
+    from streams.replay import replay as run_replay
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+
+    def progress(stage: str, n: int) -> None:
+        click.echo(f"{stage}: {n:,}", err=True)
+
+    report = asyncio.run(run_replay(settings, spec, catalog, progress=progress))
+    click.echo(
+        f"replayed {report.raw_read:,} raw events of {spec.label}: {report.predictions:,} "
+        f"predictions, {report.dead_letters:,} dead letters; final model {report.model} "
+        f"sha256 {report.model_sha256[:16]}"
+    )
+    if not verify:
+        return
+    click.echo(f"live: {report.live_predictions:,} predictions; {report.compared:,} identical")
+    if report.difference is not None:
+        click.echo(f"first difference: {report.difference}")
+        sys.exit(1)
+    if report.live_sha256 is not None and report.live_sha256 != report.model_sha256:
+        click.echo(
+            f"first difference: final model sha256 live={report.live_sha256} "
+            f"replayed={report.model_sha256}"
+        )
+        sys.exit(1)
+    click.echo(report.hash_note)
+    click.echo("identical")
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--from-store", is_flag=True, required=True, help="Train on the offline store.")
+@click.pass_context
+@_friendly
+def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
+    """Warm-start a candidate model on stored features and labels; register it."""
+    import json
+
+    from streams.offline_store import OfflineStore
+    from streams.registry import ModelRegistry
+    from streams.spec import load_spec
+    from streams.training import train_candidate
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    key = settings.signing_key.get_secret_value().encode()
+    registry = ModelRegistry(settings.registry_dir, spec.name, key)
+    manifest = train_candidate(OfflineStore(settings.store_dir), registry, spec)
+    click.echo(
+        f"registered {manifest.label} (candidate, parent {manifest.parent}): "
+        f"{manifest.samples_seen:,} samples, metrics {manifest.metrics}"
+    )
+    click.echo(json.dumps(manifest.extra["data_range"], sort_keys=True))
+
+
+@cli.group()
+def models() -> None:
+    """Models of the running worker: list, show, promote, roll back (audited).
+
+    Calls the worker's admin API at RIVERLINE_WEB_HOST:RIVERLINE_WEB_PORT with the bearer
+    token RIVERLINE_ADMIN_TOKEN (viewer to read, operator to change).
+    """
+
+
+def _admin(ctx: click.Context) -> Any:
+    from streams.admin_client import AdminClient
+
+    return AdminClient.from_settings(_settings(ctx))
+
+
+def _print_models(body: dict[str, Any], model: str | None = None) -> None:
+    from rich.table import Table
+
+    for name, pipeline in body.get("pipelines", {}).items():
+        table = Table(title=f"{name}: champion {pipeline['champion']}")
+        for column in ("model", "stage", "samples", "metrics", "recent"):
+            table.add_column(column)
+        for m in pipeline["models"]:
+            if model is not None and m["name"] != model:
+                continue
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in m["metrics"].items())
+            recent = "" if m["recent"] is None else f"{m['recent']:.4f}"
+            label = f"{m['name']}@{m['version']}"
+            table.add_row(label, m["stage"], f"{m['samples_seen']:,}", metrics, recent)
+        console.print(table)
+
+
+@models.command("list")
+@click.option("--pipeline", default=None, help="Only this pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@_friendly
+def models_list(ctx: click.Context, pipeline: str | None, as_json: bool) -> None:
+    """Every served model: champion and shadows, versions, samples, metrics."""
+    import json
+
+    body = _admin(ctx).models(pipeline)
+    if as_json:
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        _print_models(body)
+
+
+@models.command("show")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--model", default=None, help="Model name (default: every model).")
+@click.pass_context
+@_friendly
+def models_show(ctx: click.Context, pipeline: str | None, model: str | None) -> None:
+    """One model (or one pipeline's models) in detail, as JSON."""
+    import json
+
+    body = _admin(ctx).models(pipeline)
+    found = []
+    for name, p in body.get("pipelines", {}).items():
+        for m in p["models"]:
+            if model in (None, m["name"]):
+                found.append({"pipeline": name, "history": p["history"], **m})
+    if not found:
+        raise RiverlineError(f"no model {model!r} on the worker; see `riverline models list`.")
+    click.echo(json.dumps(found, indent=2, sort_keys=True))
+
+
+def _report_action(body: dict[str, Any]) -> None:
+    audit = body["audit"]
+    console.print(
+        f"{audit['action']}: {audit['before']} -> {audit['after']} by {audit['who']}"
+        f" ({audit['why'] or 'no reason given'})",
+        highlight=False,
+    )
+
+
+@models.command("promote")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--model", required=True, help="The shadow to make champion.")
+@click.option("--why", default="", help="Reason, written to riverline.audit.")
+@click.pass_context
+@_friendly
+def models_promote(ctx: click.Context, pipeline: str | None, model: str, why: str) -> None:
+    """Make a shadow the champion (the champion becomes a shadow)."""
+    _report_action(_admin(ctx).promote(pipeline, model, why))
+
+
+@models.command("rollback")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--why", default="", help="Reason, written to riverline.audit.")
+@click.pass_context
+@_friendly
+def models_rollback(ctx: click.Context, pipeline: str | None, why: str) -> None:
+    """Bring back the previous champion version from the registry."""
+    _report_action(_admin(ctx).rollback(pipeline, why))
+
+
+@models.command("reset")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--why", default="", help="Reason, written to riverline.audit.")
+@click.pass_context
+@_friendly
+def models_reset(ctx: click.Context, pipeline: str | None, why: str) -> None:
+    """Replace the champion with a fresh, untrained model (the old one stays in the registry)."""
+    _report_action(_admin(ctx).reset(pipeline, why))
 
 
 def main() -> None:

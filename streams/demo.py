@@ -29,7 +29,8 @@ from streams.errors import RiverlineError
 from streams.features import FeatureSet
 from streams.kafka_local import LocalBroker
 from streams.model import OnlineModel
-from streams.outputs import OutputCollector, ReadPrediction, score_predictions
+from streams.outputs import OutputCollector, ReadPrediction, read_alerts, score_predictions
+from streams.plots import write_report
 from streams.producer import dataset_events, produce_dataset
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
@@ -329,8 +330,14 @@ def run_demo(
         for spec in specs:
             run = run_pipeline(settings, spec, catalog, rate=rate, limit=limit, console=console)
             reports.append(asyncio.run(run))
-        for report in reports:
+        for spec, report in zip(specs, reports, strict=True):
             print_report(console, report)
+            folder = settings.home / "reports" / spec.name
+            ordered = sorted(report.predictions, key=lambda p: (p.record["predict_ts"], p.offset))
+            records = [p.record for p in ordered]
+            alerts = asyncio.run(read_alerts(settings, catalog, spec.name))
+            for path in write_report(spec, records, folder, alerts) if records else []:
+                console.print(f"plot: {path}")
     finally:
         code = worker.stop()
         console.print(f"Worker stopped (exit code {code}).")

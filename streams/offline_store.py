@@ -79,10 +79,22 @@ class OfflineStore:
         os.replace(tmp, path)
         return path
 
-    def file_for(self, kind: str, topic: str, partition: int, first: int, last: int) -> Path | None:
-        """The file holding exactly this offset range, if one was written (any date)."""
+    def file_for(
+        self,
+        kind: str,
+        topic: str,
+        partition: int,
+        first: int,
+        last: int,
+        pipeline: str | None = None,
+    ) -> Path | None:
+        """The file holding exactly this offset range, if one was written (any date).
+
+        Shared topics (dead letters) are stored per pipeline: pass ``pipeline`` for them.
+        """
         name = f"{_SAFE.sub('_', topic)}+{partition}+{first}-{last}.parquet"
-        matches = sorted((self.root / kind).glob(f"pipeline=*/date=*/{name}"))
+        folder = f"pipeline={pipeline}" if pipeline else "pipeline=*"
+        matches = sorted((self.root / kind).glob(f"{folder}/date=*/{name}"))
         return matches[0] if matches else None
 
     def read(self, kind: str, pipeline: str | None = None) -> pa.Table:

@@ -11,12 +11,20 @@ from river import metrics
 
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
+from streams.errors import RiverlineError
 from streams.model import label_from_key
+from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from streams.stage import now_ms
 
-__all__ = ["OutputCollector", "ReadPrediction", "read_all_predictions", "score_predictions"]
+__all__ = [
+    "OutputCollector",
+    "ReadPrediction",
+    "read_alerts",
+    "read_all_predictions",
+    "score_predictions",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class OutputCollector:
             bootstrap_servers=self.settings.effective_bootstrap,
             enable_auto_commit=False,
             group_id=None,
+            **client_kwargs(self.settings),
         )
         await consumer.start()
         parts: list[TopicPartition] = []
@@ -133,3 +142,43 @@ async def read_all_predictions(
     finally:
         await collector.stop()
     return collector
+
+
+async def read_alerts(
+    settings: Settings, catalog: SchemaCatalog, pipeline: str
+) -> list[dict[str, Any]]:
+    """The alerts of ``pipeline`` on the (namespaced) ``riverline.alerts`` topic, up to now."""
+    topic = settings.topic("riverline.alerts")
+    schema = catalog.record("alert")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        **client_kwargs(settings),
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        # Shared topics have one partition; metadata may not list the topic yet.
+        known = sorted(consumer.partitions_for_topic(topic) or {0})
+        parts = [TopicPartition(topic, p) for p in known]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for msgs in batches.values():
+                for m in msgs:
+                    try:
+                        _, record = decode_single_object(catalog, m.value or b"", schema)
+                    except RiverlineError:
+                        continue  # not an alert record (someone else's message)
+                    if record.get("pipeline") == pipeline:
+                        found.append(record)
+    finally:
+        await consumer.stop()
+    return found

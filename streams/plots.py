@@ -6,6 +6,7 @@ prequential numbers as the metrics, with drift and promotion markers where they 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,17 @@ import matplotlib.pyplot as plt
 from river import metrics
 
 from streams.model import label_from_key
+from streams.spec import PipelineSpec
 
-__all__ = ["Marker", "learning_curve", "plot_latency", "plot_learning_curve"]
+__all__ = [
+    "Marker",
+    "drift_markers",
+    "learning_curve",
+    "plot_latency",
+    "plot_learning_curve",
+    "version_markers",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,12 @@ def plot_learning_curve(
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
     for model, (xs, ys) in learning_curve(records, metric).items():
         ax.plot(xs, ys, label=model, linewidth=1.5)
-    colours = {"drift": "tab:red", "promote": "tab:green", "rollback": "tab:orange"}
+    colours = {
+        "drift": "tab:red",
+        "promote": "tab:green",
+        "rollback": "tab:orange",
+        "version": "tab:gray",
+    }
     for m in markers:
         ax.axvline(m.at, color=colours.get(m.kind, "grey"), linestyle="--", linewidth=1)
         ax.annotate(
@@ -118,3 +133,63 @@ def plot_latency(latencies_ms: Sequence[float], path: Path, *, title: str = "") 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def version_markers(records: Sequence[dict[str, Any]]) -> list[Marker]:
+    """A marker wherever the model that answered changed.
+
+    Another model name is a promotion or a rollback; the same name with another version is
+    a new version of the same model (a snapshot, a reset).
+    """
+    found: list[Marker] = []
+    for i in range(1, len(records)):
+        before, now = records[i - 1]["model"], records[i]["model"]
+        if now != before:
+            same = before.rpartition("@")[0] == now.rpartition("@")[0]
+            found.append(Marker(i, "version" if same else "promote", f"{before} -> {now}"))
+    return found
+
+
+def drift_markers(
+    records: Sequence[dict[str, Any]], alerts: Sequence[dict[str, Any]]
+) -> list[Marker]:
+    """A marker per drift alert, at the first prediction made after it was raised."""
+    times = [int(r["predict_ts"]) for r in records]
+    found = []
+    for alert in alerts:
+        if alert.get("kind") != "drift":
+            continue
+        at = bisect.bisect_left(times, int(alert["ts"]))
+        if at < len(records):
+            found.append(Marker(at, "drift", f"drift {alert.get('model') or ''}".strip()))
+    return found
+
+
+def write_report(
+    spec: PipelineSpec,
+    records: Sequence[dict[str, Any]],
+    folder: Path,
+    alerts: Sequence[dict[str, Any]] = (),
+) -> list[Path]:
+    """The report PNGs of one pipeline from its prediction records, in event order.
+
+    The pipeline's main metric (ROC AUC for binary tasks, else accuracy), accuracy too for
+    classifiers, and the ingest-to-prediction latency distribution.
+    """
+    metric = "rocauc" if spec.model.task == "binary" else "accuracy"
+    markers = version_markers(records) + drift_markers(records, alerts)
+    written = [
+        plot_learning_curve(
+            records, folder / f"{spec.name}-{metric}.png", metric=metric, markers=markers
+        ),
+        plot_latency(
+            [float(r["predict_ts"] - r["ingest_ts"]) for r in records],
+            folder / f"{spec.name}-latency.png",
+            title="ingest to prediction latency",
+        ),
+    ]
+    if spec.model.task in ("binary", "multiclass") and metric != "accuracy":
+        written.append(
+            plot_learning_curve(records, folder / f"{spec.name}-accuracy.png", markers=markers)
+        )
+    return written

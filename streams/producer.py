@@ -16,6 +16,7 @@ from streams.catalog import SchemaCatalog
 from streams.codec import encode_single_object
 from streams.datasets import dataset_rows
 from streams.errors import RiverlineError
+from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from streams.stage import now_ms
@@ -80,7 +81,10 @@ async def produce_dataset(
     topic = spec.topics(settings.namespace).raw
     schema = catalog.latest(spec.subject)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.effective_bootstrap, linger_ms=5, acks="all"
+        bootstrap_servers=settings.effective_bootstrap,
+        linger_ms=5,
+        acks="all",
+        **client_kwargs(settings),
     )
     await producer.start()
     started = time.perf_counter()

@@ -73,6 +73,33 @@ class Settings(BaseSettings):
     """Seconds before the consumer group gives up on a worker that stopped heartbeating
     (a crashed worker's partitions wait this long before a restarted one gets them)."""
 
+    sink_enabled: bool = False
+    """Run each pipeline's offline sink in the worker (Parquet under ``home/store``).
+
+    Off by default until tests/chaos/test_worker_kills.py passes reliably with it on."""
+
+    sink_block_size: int = 10_000
+    """Offsets per offline-store file (per topic partition); a file is rewritten until full."""
+
+    sink_flush_interval: float = 5.0
+    """Seconds between offline-store flushes (also at clean shutdown and on revocation)."""
+
+    snapshot_every: int = 10_000
+    snapshot_interval: float = 300.0
+    """Models are snapshotted to the registry (a new version each) after this many input
+    messages (features and labels) or seconds, whichever first, and at clean shutdown."""
+
+    label_ttl: float = 86_400.0
+    """Seconds of event time a prediction waits for its delayed label on ``P.labels``
+    (and an early label for its prediction) before it is counted as expired."""
+
+    admin_tokens: str = ""
+    """Admin API grants, ``name:role:sha256hex,...`` (roles ``viewer``, ``operator``);
+    the digest is the sha256 of the bearer token. Empty: every admin request gets 401."""
+
+    admin_token: SecretStr | None = None
+    """The bearer token ``riverline models`` sends to the worker's admin API."""
+
     log_level: str = "info"
     log_json: bool = False
 
@@ -133,6 +160,16 @@ class Settings(BaseSettings):
     @property
     def numba_cache_dir(self) -> Path:
         return self.cache_root / "numba-cache"
+
+    @property
+    def store_dir(self) -> Path:
+        """The offline store (Parquet) the sink writes and lineage, replay and train read."""
+        return self.home / "store"
+
+    @property
+    def registry_dir(self) -> Path:
+        """The model registry's root."""
+        return self.home / "registry"
 
     def topic(self, name: str) -> str:
         """A topic name with the namespace applied."""

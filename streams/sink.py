@@ -9,7 +9,7 @@ never duplicate rows, whatever the batch boundaries were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from streams.messages import InMessage
 from streams.offline_store import OfflineStore
 from streams.spec import PipelineSpec
 
-__all__ = ["OfflineSink"]
+__all__ = ["OfflineSink", "sink_topics"]
 
 
 @dataclass
@@ -47,8 +47,16 @@ class OfflineSink:
         *,
         kinds: dict[str, str],
         block_size: int = 10_000,
+        dead_letter_sources: Collection[str] | None = None,
     ) -> None:
-        """``kinds`` maps topic name to store kind (events, features, predictions, ...)."""
+        """``kinds`` maps topic name to store kind (events, features, predictions, ...).
+
+        The dead-letter topic is shared by every pipeline: with ``dead_letter_sources``
+        only dead letters whose ``rl.error.topic`` is one of these topics are kept.
+        """
+        self.dead_letter_sources = (
+            frozenset(dead_letter_sources) if dead_letter_sources is not None else None
+        )
         self.spec = spec
         self.catalog = catalog
         self.store = store
@@ -105,6 +113,14 @@ class OfflineSink:
             row.update(record)
         return row
 
+    def _mine(self, kind: str, msg: InMessage) -> bool:
+        if kind != "dead_letters" or self.dead_letter_sources is None:
+            return True
+        for key, value in msg.headers:
+            if key == "rl.error.topic":
+                return value.decode("utf-8", "replace") in self.dead_letter_sources
+        return False
+
     def _block(self, topic: str, partition: int, offset: int) -> _Block:
         start = offset - offset % self.block_size
         block = self._blocks.get((topic, partition))
@@ -114,7 +130,7 @@ class OfflineSink:
             self._write(topic, partition, block)
         block = _Block(start)
         existing = self.store.file_for(
-            self.kinds[topic], topic, partition, start, start + self.block_size - 1
+            self.kinds[topic], topic, partition, start, start + self.block_size - 1, self.spec.name
         )
         if existing is not None:
             # Resume a partial block written before a restart.
@@ -132,7 +148,7 @@ class OfflineSink:
         added = 0
         for msg in batch:
             kind = self.kinds.get(msg.topic)
-            if kind is None:
+            if kind is None or not self._mine(kind, msg):
                 continue
             block = self._block(msg.topic, msg.partition, msg.offset)
             if msg.offset in block.rows:
@@ -164,3 +180,24 @@ class OfflineSink:
             if block.dirty:
                 written.append(self._write(topic, partition, block))
         return written
+
+
+def sink_topics(spec: PipelineSpec, namespace: str, dlq_topic: str) -> dict[str, str]:
+    """Topic -> store kind for what a pipeline's sink reads.
+
+    Examples
+    --------
+    >>> from streams.spec import load_spec
+    >>> from streams.settings import REPO_ROOT
+    >>> spec = load_spec(REPO_ROOT / "pipelines" / "phishing.toml")
+    >>> sink_topics(spec, "t.", "t.riverline.dlq")["t.phishing.features"]
+    'features'
+    """
+    topics = spec.topics(namespace)
+    return {
+        topics.events: "events",
+        topics.features: "features",
+        topics.predictions: "predictions",
+        topics.labels: "labels",
+        dlq_topic: "dead_letters",
+    }

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Notice", "RecentNotices", "render_status_html"]
+__all__ = [
+    "Notice",
+    "RecentNotices",
+    "alert_notice",
+    "dead_letter_notice",
+    "render_status_html",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,43 @@ class RecentNotices:
         return [asdict(n) for n in self._items]
 
 
+def dead_letter_notice(
+    headers: Mapping[str, str], ts: float, pipelines: Mapping[str, str]
+) -> Notice | None:
+    """The notice for a dead letter read back from the dlq, if one of ``pipelines`` wrote it.
+
+    ``pipelines`` maps each topic a pipeline reads to the pipeline's name.
+    """
+    topic = headers.get("rl.error.topic", "")
+    pipeline = pipelines.get(topic)
+    if pipeline is None:
+        return None
+    return Notice(
+        ts=ts,
+        pipeline=pipeline,
+        kind="dead_letter",
+        reason=headers.get("rl.error.class", "?"),
+        message=headers.get("rl.error.message", ""),
+        where=f"{headers.get('rl.error.stage', '?')} {topic}:"
+        f"{headers.get('rl.error.partition', '?')}:{headers.get('rl.error.offset', '?')}",
+    )
+
+
+def alert_notice(alert: Mapping[str, Any], ts: float, pipelines: Iterable[str]) -> Notice | None:
+    """The notice for an alert record (``schemas/riverline/alert``), if about ``pipelines``."""
+    pipeline = str(alert.get("pipeline", ""))
+    if pipeline not in set(pipelines):
+        return None
+    return Notice(
+        ts=ts,
+        pipeline=pipeline,
+        kind="alert",
+        reason=str(alert.get("kind", "?")),
+        message=str(alert.get("message", "")),
+        where=str(alert.get("model") or ""),
+    )
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -49,6 +92,10 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _age(seconds: Any) -> str:
+    return "none yet" if seconds is None else f"{float(seconds):.0f} s"
 
 
 def _when(ts: float) -> str:
@@ -86,13 +133,23 @@ def render_status_html(status: Mapping[str, Any]) -> str:
         parts.append(f"<div class='card'><h2>Pipeline {_e(name)}</h2>")
         parts.append(
             _table(
-                ["spec", "feature set", "events ok", "dead letters", "topics"],
+                [
+                    "spec",
+                    "feature set",
+                    "events ok",
+                    "dead letters",
+                    "consumer lag",
+                    "checkpoint age",
+                    "topics",
+                ],
                 [
                     [
                         p.get("spec", ""),
                         p.get("features", ""),
                         p.get("events_ok", 0),
                         p.get("dead_letters", 0),
+                        p.get("consumer_lag", "?"),
+                        _age(p.get("checkpoint_age_s")),
                         ", ".join(p.get("topics", [])),
                     ]
                 ],

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
@@ -75,8 +76,8 @@ def pipeline_topic_configs(settings: Settings, spec: PipelineSpec) -> list[Topic
     ]
 
 
-async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+async def _admin(bootstrap: str, security: Mapping[str, Any]) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000, **security)
     try:
         await admin.start()
     except KafkaError as exc:
@@ -88,8 +89,10 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
-async def _ensure(bootstrap: str, configs: Sequence[TopicConfig]) -> list[str]:
-    admin = await _admin(bootstrap)
+async def _ensure(
+    bootstrap: str, configs: Sequence[TopicConfig], security: Mapping[str, Any]
+) -> list[str]:
+    admin = await _admin(bootstrap, security)
     try:
         existing = set(await admin.list_topics())
         missing = [c for c in configs if c.name not in existing]
@@ -107,8 +110,8 @@ async def _ensure(bootstrap: str, configs: Sequence[TopicConfig]) -> list[str]:
         await admin.close()
 
 
-async def _delete(bootstrap: str, names: Iterable[str]) -> None:
-    admin = await _admin(bootstrap)
+async def _delete(bootstrap: str, names: Iterable[str], security: Mapping[str, Any]) -> None:
+    admin = await _admin(bootstrap, security)
     try:
         existing = set(await admin.list_topics())
         doomed = [n for n in names if n in existing]
@@ -123,11 +126,20 @@ async def _delete(bootstrap: str, names: Iterable[str]) -> None:
         await admin.close()
 
 
-def ensure_topics(bootstrap: str, configs: Sequence[TopicConfig]) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    return asyncio.run(_ensure(bootstrap, configs))
+def ensure_topics(
+    bootstrap: str,
+    configs: Sequence[TopicConfig],
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    ``security``: aiokafka client arguments (:func:`streams.security.client_kwargs`).
+    """
+    return asyncio.run(_ensure(bootstrap, configs, security or {}))
 
 
-def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
-    """Delete topics if they exist and wait until they are gone."""
-    asyncio.run(_delete(bootstrap, list(names)))
+def delete_topics(
+    bootstrap: str, names: Iterable[str], security: Mapping[str, Any] | None = None
+) -> None:
+    """Delete topics if they exist and wait until they are gone (``security`` as above)."""
+    asyncio.run(_delete(bootstrap, list(names), security or {}))

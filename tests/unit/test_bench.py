@@ -8,20 +8,30 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams.bench import INGEST_FORMATS, SECTIONS, BenchOptions, run_bench, synthetic_events
+from agents.baselines import CardHistory, naive_features
+from streams.bench import (
+    INGEST_FORMATS,
+    SECTIONS,
+    BenchOptions,
+    _spec_with_partitions,
+    run_bench,
+    synthetic_events,
+)
 from streams.catalog import SchemaCatalog
 from streams.cli import cli
 from streams.errors import RiverlineError
 from streams.settings import REPO_ROOT, Settings
+from streams.spec import load_spec
 
 
 @pytest.fixture(scope="module")
 def quick_report() -> dict:
-    return run_bench(BenchOptions(Settings.from_env(bootstrap=None), quick=True))
+    return run_bench(BenchOptions(Settings.from_env(bootstrap=None), quick=True), ["ingest"])
 
 
 def test_quick_ingest_section_compares_every_format_with_fastavro(quick_report: dict) -> None:
-    assert list(quick_report["sections"]) == list(SECTIONS) == ["ingest"]
+    assert list(quick_report["sections"]) == ["ingest"]
+    assert list(SECTIONS) == ["ingest", "features", "pipeline"]
     assert quick_report["quick"] is True
     ingest = quick_report["sections"]["ingest"]
     assert ingest["schema"].startswith("phishing/v1/")
@@ -55,8 +65,55 @@ def test_unknown_sections_and_unsupported_fields_are_refused() -> None:
 
 def test_bench_command_writes_the_json_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, ["bench", "--quick", "--json", str(out)])
+    args = ["bench", "--quick", "--section", "ingest", "--json", str(out)]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "ingest: phishing" in result.output
     report = json.loads(out.read_text())
     assert [row["format"] for row in report["sections"]["ingest"]["rows"]] == list(INGEST_FORMATS)
+
+
+def test_quick_and_full_runs_differ_in_size_and_runs_get_their_own_namespace() -> None:
+    settings = Settings.from_env(bootstrap=None, namespace="team.")
+    quick, full = BenchOptions(settings, quick=True), BenchOptions(settings)
+    assert (quick.kafka_events, full.kafka_events) == (5_000, 200_000)
+    assert (quick.latency_seconds, full.latency_seconds) == (3.0, 30.0)
+    assert BenchOptions(settings, events_override=7).kafka_events == 7
+    assert quick.namespace.startswith("team.bench")
+    assert quick.namespace.endswith(".")
+    assert quick.namespace != full.namespace
+
+
+def test_the_pipeline_spec_is_copied_with_the_partitions_asked_for(tmp_path: Path) -> None:
+    source = REPO_ROOT / "pipelines" / "transactions.toml"
+    copy = _spec_with_partitions(source, 4, tmp_path)
+    assert load_spec(copy).partitions == 4
+    assert load_spec(copy).name == load_spec(source).name
+
+
+def test_naive_features_follow_one_cards_window_and_merchants() -> None:
+    history = CardHistory()
+    base = {"amount": 10.0, "card_limit": 100.0, "merchant": "m1"}
+    naive_features(history, {**base, "event_time": 0})
+    x = naive_features(history, {**base, "event_time": 60_000, "merchant": "m2"})
+    assert x["txn_count_5m"] == 2.0
+    assert x["amount_sum_5m"] == 20.0
+    assert x["merchant_share"] == 0.5
+    later = naive_features(history, {**base, "event_time": 10_000_000, "amount": 30.0})
+    assert later["txn_count_5m"] == 1.0  # the 5-minute window moved on
+    assert 10.0 < later["amount_ewm"] < 30.0
+
+
+def test_quick_features_section_reports_speedup_state_and_rss() -> None:
+    report = run_bench(BenchOptions(Settings.from_env(bootstrap=None), quick=True), ["features"])
+    section = report["sections"]["features"]
+    kernels, stage, state, rss = section["rows"]
+    assert kernels["what"].startswith("kernels")
+    assert kernels["ratio"] == pytest.approx(
+        kernels["riverline_eps"] / kernels["baseline_eps"], rel=0.05
+    )
+    assert stage["riverline_eps"] > 0
+    assert state["value"] > 0
+    assert section["rss"]["keys"] == 100_000
+    assert rss["value"] == round(section["rss"]["rss_mib"])
+    json.dumps(report)

@@ -4,7 +4,14 @@ import pytest
 from river import datasets
 
 from streams.model import OnlineModel
-from streams.plots import Marker, learning_curve, plot_latency, plot_learning_curve
+from streams.plots import (
+    Marker,
+    learning_curve,
+    plot_latency,
+    plot_learning_curve,
+    version_markers,
+    write_report,
+)
 from streams.settings import REPO_ROOT
 from streams.spec import load_spec
 
@@ -46,3 +53,37 @@ def test_plots_are_written_as_png(tmp_path) -> None:
     for path in (curve, latency):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 5_000
+
+
+def test_a_change_of_answering_model_is_marked() -> None:
+    markers = version_markers(_records())
+    # Same model, new version (as after a snapshot or a reset): a "version" marker.
+    assert markers == [Marker(600, "version", "phishing-lr@1 -> phishing-lr@2")]
+
+
+def test_the_report_has_the_main_metric_accuracy_and_latency(tmp_path) -> None:
+    spec = load_spec(REPO_ROOT / "pipelines" / "phishing.toml")
+    records = [dict(r, ingest_ts=1000 + i, predict_ts=1003 + i) for i, r in enumerate(_records())]
+    written = write_report(spec, records, tmp_path)
+    assert [p.name for p in written] == [
+        "phishing-rocauc.png",
+        "phishing-latency.png",
+        "phishing-accuracy.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_drift_alerts_become_markers_at_the_next_prediction() -> None:
+    from streams.plots import drift_markers, version_markers
+
+    records = [
+        {"model": m, "predict_ts": ts}
+        for m, ts in [("a@1", 10), ("a@1", 20), ("a@2", 30), ("b@1", 40), ("b@1", 50)]
+    ]
+    alerts = [
+        {"kind": "drift", "ts": 25, "model": "a@1"},
+        {"kind": "integrity", "ts": 35},
+        {"kind": "drift", "ts": 99, "model": "b@1"},  # after the last prediction: no marker
+    ]
+    assert [(m.at, m.kind) for m in drift_markers(records, alerts)] == [(2, "drift")]
+    assert [(m.at, m.kind) for m in version_markers(records)] == [(2, "version"), (3, "promote")]

@@ -8,7 +8,7 @@ from streams.lineage import Lineage
 from streams.messages import InMessage
 from streams.offline_store import OfflineStore
 from streams.settings import REPO_ROOT
-from streams.sink import OfflineSink
+from streams.sink import OfflineSink, sink_topics
 from streams.spec import load_spec
 
 CATALOG = SchemaCatalog.load(REPO_ROOT / "schemas")
@@ -89,3 +89,60 @@ def test_files_are_plain_parquet(tmp_path) -> None:
     sink.add([_prediction(0)])
     (path,) = sink.flush()
     assert pq.read_table(path).column("event_id").to_pylist() == ["e0"]
+
+
+def _dead_letter(offset: int, from_topic: str) -> InMessage:
+    headers = (
+        ("rl.error.topic", from_topic.encode()),
+        ("rl.error.partition", b"0"),
+        ("rl.error.offset", str(offset).encode()),
+        ("rl.error.stage", b"ingest"),
+        ("rl.error.class", b"not_json"),
+        ("rl.error.message", b"not JSON"),
+        ("rl.error.schema", b"phishing/v1"),
+    )
+    return InMessage("riverline.dlq", 0, offset, b"k", b"{", TS, headers)
+
+
+def test_only_dead_letters_of_the_pipelines_topics_are_kept(tmp_path) -> None:
+    sink = OfflineSink(
+        SPEC,
+        CATALOG,
+        OfflineStore(tmp_path),
+        kinds=sink_topics(SPEC, "", "riverline.dlq"),
+        dead_letter_sources={"phishing.raw", "phishing.features"},
+    )
+    batch = [_dead_letter(0, "phishing.raw"), _dead_letter(1, "cards.raw")]
+    assert sink.add([*batch, _dead_letter(2, "phishing.features")]) == 2
+    sink.flush()
+    table = OfflineStore(tmp_path).read("dead_letters", "phishing")
+    assert table.column("source").to_pylist() == ["phishing.raw:0:0", "phishing.features:0:2"]
+    assert table.column("value").to_pylist() == [b"{", b"{"]
+
+
+def test_a_shared_topics_blocks_are_kept_apart_per_pipeline(tmp_path) -> None:
+    store = OfflineStore(tmp_path)
+    other = SPEC.renamed("other")
+    for spec, source in ((other, "other.raw"), (SPEC, "phishing.raw")):
+        sink = OfflineSink(
+            spec,
+            CATALOG,
+            store,
+            kinds={"riverline.dlq": "dead_letters"},
+            block_size=4,
+            dead_letter_sources={source},
+        )
+        sink.add([_dead_letter(0, "other.raw"), _dead_letter(1, "phishing.raw")])
+        sink.flush()
+    # A restarted phishing sink resumes its own block, not the other pipeline's.
+    again = OfflineSink(
+        SPEC,
+        CATALOG,
+        store,
+        kinds={"riverline.dlq": "dead_letters"},
+        block_size=4,
+        dead_letter_sources={"phishing.raw"},
+    )
+    assert again.add([_dead_letter(0, "other.raw"), _dead_letter(1, "phishing.raw")]) == 0
+    assert store.read("dead_letters", "phishing").num_rows == 1
+    assert store.read("dead_letters", "other").num_rows == 1

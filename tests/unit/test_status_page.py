@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import time
 
-from streams.status_page import Notice, RecentNotices, render_status_html
+from streams.status_page import (
+    Notice,
+    RecentNotices,
+    alert_notice,
+    dead_letter_notice,
+    render_status_html,
+)
 
 
 def _status() -> dict:
@@ -58,3 +64,38 @@ def test_untrusted_text_is_escaped() -> None:
     page = render_status_html(_status())
     assert "<script>x</script>" not in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_lag_and_checkpoint_age_are_shown() -> None:
+    status = _status()
+    status["pipelines"]["phishing"].update(consumer_lag=17, checkpoint_age_s=4.2)
+    page = render_status_html(status)
+    assert "<td>17</td>" in page
+    assert "<td>4 s</td>" in page
+    status["pipelines"]["phishing"]["checkpoint_age_s"] = None
+    assert "none yet" in render_status_html(status)
+
+
+def test_dead_letters_read_back_name_their_pipeline_and_origin() -> None:
+    headers = {
+        "rl.error.topic": "ns.phishing.raw",
+        "rl.error.partition": "0",
+        "rl.error.offset": "9",
+        "rl.error.stage": "ingest",
+        "rl.error.class": "not_json",
+        "rl.error.message": "the value is not valid JSON",
+    }
+    notice = dead_letter_notice(headers, 1.0, {"ns.phishing.raw": "phishing"})
+    assert notice == Notice(
+        1.0, "phishing", "dead_letter", "not_json", "the value is not valid JSON",
+        "ingest ns.phishing.raw:0:9",
+    )  # fmt: skip
+    assert dead_letter_notice(headers, 1.0, {"other.raw": "other"}) is None
+
+
+def test_alerts_of_other_pipelines_are_left_out() -> None:
+    alert = {"pipeline": "phishing", "kind": "drift", "model": "lr@2", "message": "ADWIN fired"}
+    notice = alert_notice(alert, 2.0, ["phishing"])
+    assert notice is not None
+    assert (notice.kind, notice.reason, notice.where) == ("alert", "drift", "lr@2")
+    assert alert_notice(alert, 2.0, ["sensor"]) is None

@@ -1,0 +1,212 @@
+"""The benchmark's baselines, each run as its own process by ``riverline bench``.
+
+``python -m agents.baselines KIND ARGS_JSON`` runs until SIGTERM. ``ARGS_JSON`` holds
+``bootstrap``, ``source`` (the pre-produced raw topic), ``prefix`` (this baseline's topics
+are ``<prefix>.events``, ``<prefix>.features``, ``<prefix>.predictions``, created by the
+benchmark), ``batch_size`` and ``datadir``. The kinds:
+
+``raw``
+    aiokafka alone: three consume -> produce hops (raw -> events -> features ->
+    predictions) copying the same bytes, in batches; each batch's sends are acknowledged
+    before its offsets are committed (at-least-once, as a careful client would do it).
+``floor``
+    Faust alone: three empty agents forwarding each event along the same topics. What
+    the framework costs for Riverline's topology, with no work done.
+``naive``
+    What tutorials do: one per-event Faust agent, raw -> predictions, with ``json.loads``,
+    per-card features in Python dicts, River ``predict_proba_one``/``learn_one`` and
+    ``json.dumps``. No validation, no lineage, no checkpoints, no dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import signal
+import sys
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+__all__ = ["CardHistory", "main", "naive_features"]
+
+HOPS = ("events", "features", "predictions")
+_WINDOW_MS = 300_000
+_HALF_LIFE_MS = 14_400_000
+
+
+@dataclass
+class CardHistory:
+    """What the naive pipeline keeps per card, the way a tutorial would: plain Python."""
+
+    times: deque[int] = field(default_factory=deque)
+    amounts: deque[float] = field(default_factory=deque)
+    ewm: float = 0.0
+    last_ms: int | None = None
+    merchants: Counter[str] = field(default_factory=Counter)
+    seen: int = 0
+
+
+def naive_features(history: CardHistory, event: dict[str, Any]) -> dict[str, float]:
+    """The transactions model's inputs, computed per event from a card's history.
+
+    >>> h = CardHistory()
+    >>> e = {"event_time": 0, "amount": 10.0, "card_limit": 100.0, "merchant": "m1"}
+    >>> naive_features(h, e)["amount_to_limit"], naive_features(h, e)["txn_count_5m"]
+    (0.1, 2.0)
+    """
+    t = int(event["event_time"])
+    amount = float(event["amount"])
+    while history.times and history.times[0] <= t - _WINDOW_MS:
+        history.times.popleft()
+        history.amounts.popleft()
+    history.times.append(t)
+    history.amounts.append(amount)
+    if history.last_ms is None:
+        history.ewm = amount
+    else:
+        alpha = 1.0 - math.pow(0.5, max(0, t - history.last_ms) / _HALF_LIFE_MS)
+        history.ewm += alpha * (amount - history.ewm)
+    history.last_ms = t
+    history.merchants[str(event["merchant"])] += 1
+    history.seen += 1
+    total = sum(history.amounts)
+    limit = float(event["card_limit"])
+    return {
+        "amount": amount,
+        "card_limit": limit,
+        "txn_count_5m": float(len(history.times)),
+        "amount_sum_5m": total,
+        "amount_mean_5m": total / len(history.times),
+        "amount_ewm": history.ewm,
+        "amount_to_limit": amount / limit if limit else 0.0,
+        "merchant_share": history.merchants[str(event["merchant"])] / history.seen,
+    }
+
+
+async def _raw_hop(
+    bootstrap: str, src: str, dst: str, group: str, producer: AIOKafkaProducer, batch: int
+) -> None:
+    consumer = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=batch,
+    )
+    await consumer.start()
+    try:
+        while True:
+            polled = await consumer.getmany(timeout_ms=100, max_records=batch)
+            futures = [
+                await producer.send(dst, m.value, key=m.key)
+                for msgs in polled.values()
+                for m in msgs
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def _run_raw(args: dict[str, Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=args["bootstrap"], linger_ms=5)
+    await producer.start()
+    topics = [args["source"]] + [f"{args['prefix']}.{h}" for h in HOPS]
+    hops = [
+        asyncio.ensure_future(
+            _raw_hop(
+                args["bootstrap"],
+                src,
+                dst,
+                f"{args['prefix']}.hop{i}",
+                producer,
+                int(args["batch_size"]),
+            )
+        )
+        for i, (src, dst) in enumerate(itertools.pairwise(topics))
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    for hop in hops:
+        hop.cancel()
+    await asyncio.gather(*hops, return_exceptions=True)
+    await producer.stop()
+
+
+def _faust_app(args: dict[str, Any], name: str) -> faust.App:
+    return faust.App(
+        f"{args['prefix']}.{name}",
+        broker=";".join(f"kafka://{h}" for h in str(args["bootstrap"]).split(",")),
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        store="memory://",
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        datadir=str(args["datadir"]),
+        web_enabled=False,
+        autodiscover=False,
+    )
+
+
+def _floor_app(args: dict[str, Any]) -> faust.App:
+    app = _faust_app(args, "floor")
+    topics = [args["source"]] + [f"{args['prefix']}.{h}" for h in HOPS]
+    for i, (src, dst) in enumerate(itertools.pairwise(topics)):
+        out = app.topic(dst)
+
+        async def forward(stream: faust.StreamT, out: faust.TopicT = out) -> Any:
+            async for event in stream.events():
+                await out.send(key=event.message.key, value=event.message.value)
+
+        app.agent(app.topic(src), name=f"hop{i}", concurrency=1)(forward)
+    return app
+
+
+def _naive_app(args: dict[str, Any]) -> faust.App:
+    from river import linear_model, preprocessing
+
+    app = _faust_app(args, "naive")
+    out = app.topic(f"{args['prefix']}.predictions")
+    cards: defaultdict[str, CardHistory] = defaultdict(CardHistory)
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+    async def predict(stream: faust.StreamT) -> Any:
+        async for event in stream.events():
+            e = json.loads(event.message.value)
+            x = naive_features(cards[str(e["card_id"])], e)
+            proba = model.predict_proba_one(x).get(True, 0.0)
+            y = e.get("is_fraud")
+            if y is not None:
+                model.learn_one(x, bool(y))
+            body = {"event_id": e["event_id"], "proba": proba, "features": x}
+            await out.send(key=event.message.key, value=json.dumps(body).encode())
+
+    app.agent(app.topic(args["source"]), name="predict", concurrency=1)(predict)
+    return app
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: ``python -m agents.baselines raw|floor|naive ARGS_JSON``."""
+    kind, args = argv[0], json.loads(argv[1])
+    if kind == "raw":
+        asyncio.run(_run_raw(args))
+        return
+    app = {"floor": _floor_app, "naive": _naive_app}[kind](args)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

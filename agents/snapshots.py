@@ -1,0 +1,246 @@
+"""Model snapshots, wired to Faust's rebalance and shutdown signals.
+
+The predict stage's models and its label join are saved together with the offsets of
+``P.features`` and ``P.labels`` they reflect, and Riverline (not Faust) commits those
+offsets, for the reasons in :mod:`streams.checkpoint`. A snapshot is: every served model
+as a new signed registry version (manifest with the offsets), announced on
+``riverline.models``; then the stage's other state (versions, join, metrics, offsets) as
+a checkpoint record ``<pipeline>/predict`` on ``riverline.checkpoints``; then the commit.
+On assignment the latest checkpoint is restored (models loaded from the registry,
+verified) and the consumer is sought to its offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+
+from agents.io import send_all
+from streams.checkpoint import Checkpoint, CheckpointError, CheckpointSchedule, CheckpointStore
+from streams.codec import encode_single_object
+from streams.messages import InMessage, OutMessage
+from streams.prediction import Predictor
+from streams.registry import Manifest
+from streams.security import client_kwargs
+from streams.settings import Settings
+from streams.stage import StageResult, now_ms
+from streams.topics import CHECKPOINTS
+
+__all__ = ["ModelSnapshots"]
+
+log = logging.getLogger("riverline.snapshots")
+
+
+class ModelSnapshots:
+    """Keeps a predict stage's models, its checkpoint and its committed offsets in step."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, stage: Predictor, topics: Iterable[str]
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.stage = stage
+        self.topics = set(topics)
+        self.store = CheckpointStore(
+            settings.effective_bootstrap,
+            settings.topic(CHECKPOINTS),
+            settings.checkpoint_max_bytes,
+            client_kwargs(settings),
+        )
+        self.models_topic = settings.topic("riverline.models")
+        self.schedule = CheckpointSchedule(settings.snapshot_every, settings.snapshot_interval)
+        self.lock = asyncio.Lock()
+        self.written = 0
+        self._restored = False
+        self._reseeked: dict[str, float] = {}
+        self._closed = False
+        # The pipeline field is free text: "<p>/predict" keys apart from "<p>/features/<n>".
+        self.key = Checkpoint(f"{stage.spec.name}/predict", 0, 0, "", "", b"").key
+        # Until a partition is restored and held, its messages are skipped (not ours yet).
+        stage.tracking = True
+        app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
+        app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
+        app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+
+    @property
+    def open(self) -> bool:
+        # Batches before the first restore are skipped; the seek delivers them again.
+        return self._restored and not self._closed
+
+    def _mine(self, tps: Iterable[TP]) -> list[TP]:
+        return sorted((tp for tp in tps if tp.topic in self.topics), key=str)
+
+    async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        """Signal ``app.on_partitions_assigned``: restore, seek and commit."""
+        tps = self._mine(assigned)
+        if not tps:
+            return
+        async with self.lock:
+            if not self._restored:
+                await self._restore()
+                self._restored = True
+            stage = self.stage
+            held = {f"{tp.topic}:{tp.partition}" for tp in tps}
+            for key in set(stage.positions) - held:
+                del stage.positions[key]
+            for tp in tps:
+                stage.positions.setdefault(f"{tp.topic}:{tp.partition}", 0)
+            for topic in {tp.topic for tp in tps}:
+                parts = [tp.partition for tp in tps if tp.topic == topic]
+                starts, _ends = await self.store.offset_range(topic, parts)
+                for p, start in starts.items():
+                    key = f"{topic}:{p}"
+                    stage.positions[key] = max(stage.positions[key], start)
+            stage.tracking = True
+            offsets = {tp: stage.positions[f"{tp.topic}:{tp.partition}"] for tp in tps}
+            # Commit first: Faust's Recovery may seek to the committed offset concurrently.
+            await self._commit(offsets)
+            await self._seek(offsets)
+            log.info("predict stage of %s resumes at %s", stage.spec.name, stage.positions)
+
+    async def _restore(self) -> None:
+        stage = self.stage
+        found = (await self.store.load([self.key])).get(self.key)
+        if isinstance(found, Checkpoint) and found.spec_hash == stage.spec.hash:
+            alerts = stage.restore(found.state)
+            for alert in alerts:
+                log.error("%s", alert.message)
+            if alerts:
+                await send_all(self.app, [stage.alert_message(a) for a in alerts])
+            log.info(
+                "restored models %s at offsets %s",
+                [s.label for s in stage.lifecycle.served],
+                stage.positions,
+            )
+            return
+        if isinstance(found, CheckpointError):
+            log.warning("not using the model checkpoint %s (%s); fresh models", self.key, found)
+        elif isinstance(found, Checkpoint):
+            log.warning("the model checkpoint %s is of another spec; fresh models", self.key)
+        labels = stage.register_fresh()
+        log.info("fresh models %s", labels)
+
+    async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
+        await self._reseek_gaps()
+        self.schedule.record(len(batch))
+        if self.schedule.due():
+            await self._snapshot("snapshot")
+
+    async def _reseek_gaps(self) -> None:
+        """Seek back a partition that delivered offsets past its next one.
+
+        A fetch in flight when the assignment's seek ran delivers later offsets; Faust then
+        moves its read offset past them and drops the earlier ones when they come, so
+        without a new seek the stage would wait for them forever (as agents.checkpoints).
+        """
+        stage = self.stage
+        now = time.monotonic()
+        for key in sorted(stage.gaps):
+            if key not in stage.positions or now - self._reseeked.get(key, -1e9) < 1.0:
+                continue  # the last seek's messages may still be on their way
+            self._reseeked[key] = now
+            topic, _, partition = key.rpartition(":")
+            log.warning("%s delivered offsets past %d; seeking back", key, stage.positions[key])
+            await self._seek({TP(topic, int(partition)): stage.positions[key]})
+        stage.gaps.clear()
+
+    async def _seek(self, offsets: dict[TP, int]) -> None:
+        """Seek in the consumer's thread, then let Faust deliver from there again.
+
+        ``seek_wait`` runs the seek in the consumer thread (``Consumer.seek`` calls aiokafka
+        from this loop, racing the fetcher) but leaves Faust's read offsets where the
+        fetcher was, and Faust drops every message below them; so they are reset here.
+        """
+        consumer: Any = self.app.consumer
+        await consumer.seek_wait(offsets)
+        for tp, offset in offsets.items():
+            consumer._read_offset[tp] = offset if offset else None
+
+    async def _snapshot(self, note: str) -> None:
+        """Models to the registry, state to the checkpoint topic, then commit the offsets."""
+        stage = self.stage
+        offsets = dict(stage.positions)
+        manifests = [stage.save(s, note, offsets) for s in stage.lifecycle.served]
+        checkpoint = Checkpoint(
+            f"{stage.spec.name}/predict",
+            0,
+            0,
+            stage.spec.hash,
+            "predict",
+            stage.state_bytes(),
+            written_ms=now_ms(),
+        )
+        await self.store.save([checkpoint])
+        await send_all(self.app, [self._announce(m) for m in manifests])
+        self.written += 1
+        self.schedule.done()
+        tps = {}
+        for key, offset in offsets.items():
+            topic, _, partition = key.rpartition(":")
+            tps[TP(topic, int(partition))] = offset
+        if tps:
+            await self._commit(tps)
+        log.info("snapshot %s at %s", [m.label for m in manifests], offsets)
+
+    def _announce(self, manifest: Manifest) -> OutMessage:
+        """The ``model_record.avsc`` record of a new version, for ``riverline.models``."""
+        served = self.stage.lifecycle.find(manifest.name)
+        estimator = served.model.estimator
+        status = "CHAMPION" if served is self.stage.lifecycle.champion else "CANDIDATE"
+        folder = self.settings.home / "registry" / manifest.pipeline / manifest.name
+        record = {
+            "name": manifest.name,
+            "version": manifest.version,
+            "pipeline": manifest.pipeline,
+            "spec": manifest.spec_hash,
+            "features": str(self.stage.spec.features.get("name", "")),
+            "schema": self.stage.spec.subject,
+            "estimator": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+            "params": {},
+            "status": status,
+            "parent_version": manifest.parent,
+            "artifact": str(folder / f"v{manifest.version}" / "artifact.pkl"),
+            "artifact_sha256": manifest.sha256,
+            "signature": None,
+            "checkpoint_offsets": dict(manifest.offsets),
+            "events_learned": manifest.samples_seen,
+            "metrics": dict(manifest.metrics),
+            "created_ts": int(manifest.created_ts * 1000),
+            "updated_ts": now_ms(),
+        }
+        value = encode_single_object(self.stage.catalog.record("model_record"), record)
+        return OutMessage(self.models_topic, manifest.label.encode(), value, [])
+
+    async def _commit(self, offsets: dict[TP, int]) -> None:
+        # As agents.checkpoints: the topics are never acked, so Faust's commit() would not
+        # send these offsets; _commit sends them as they are.
+        consumer: Any = self.app.consumer
+        await consumer._commit(offsets)
+
+    async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        """Signal ``app.on_partitions_revoked``: snapshot and commit before letting go."""
+        tps = self._mine(revoked)
+        if not tps:
+            return
+        async with self.lock:
+            if self.open and self.schedule.pending:
+                await self._snapshot("snapshot on revocation")
+            for tp in tps:
+                self.stage.positions.pop(f"{tp.topic}:{tp.partition}", None)
+
+    async def on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Signal ``app.on_before_shutdown``: a last snapshot; no batch after it."""
+        async with self.lock:
+            try:
+                if self.open:
+                    await self._snapshot("snapshot at shutdown")
+            except Exception:  # shutdown must go on; the previous snapshot stays valid
+                log.exception("the snapshot at shutdown of %s failed", self.stage.spec.name)
+            self._closed = True
+            await self.store.stop()

@@ -1,0 +1,298 @@
+"""The worker's web views (metrics, readiness, status page) and what keeps them current.
+
+Besides the views: a timer that sets the consumer-lag and checkpoint-age gauges, a task
+that reads recent dead letters and alerts back from their topics (so no agent has to
+report them), and a log line per partition assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+from faust.web import Request, Response, View
+
+from streams.catalog import SchemaCatalog
+from streams.codec import decode_single_object
+from streams.security import client_kwargs
+from streams.status_page import alert_notice, dead_letter_notice, render_status_html
+
+if TYPE_CHECKING:
+    from agents.app import PipelineStages, Worker
+
+__all__ = ["add_views", "status_document"]
+
+log = logging.getLogger("riverline.worker")
+
+#: Seconds between updates of the lag and checkpoint-age gauges.
+GAUGE_INTERVAL = 2.0
+#: How far back (messages per partition) the status page looks in the dlq and alerts.
+NOTICE_BACKLOG = 50
+
+
+def _ready(worker: Worker) -> tuple[bool, int]:
+    app = worker.app
+    assigned = app.consumer.assignment() if app.consumer else set()
+    return bool(assigned) and not app.rebalancing, len(assigned)
+
+
+def _models(stages: PipelineStages) -> list[dict[str, Any]]:
+    # The lifecycle (champion and shadows) may hang off the stages or the predictor.
+    lifecycle = getattr(stages, "lifecycle", None) or getattr(stages.predictor, "lifecycle", None)
+    describe = getattr(lifecycle, "describe", None)
+    if callable(describe):
+        return [dict(m) for m in describe()]
+    model = stages.predictor.model
+    return [
+        {
+            "name": model.spec.name,
+            "version": model.version,
+            "stage": "champion",
+            "samples_seen": model.samples_seen,
+            "metrics": model.metric_values(),
+        }
+    ]
+
+
+def _counts(worker: Worker) -> dict[str, dict[str, dict[str, float]]]:
+    """pipeline -> stage -> outcome -> events, from the worker's counters."""
+    counts: dict[str, dict[str, dict[str, float]]] = {}
+    for family in worker.metrics.events.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                labels = sample.labels
+                stage = counts.setdefault(labels["pipeline"], {}).setdefault(labels["stage"], {})
+                stage[labels["outcome"]] = sample.value
+    return counts
+
+
+def status_document(worker: Worker) -> dict[str, Any]:
+    """What ``/status.json`` serves and ``/status`` renders."""
+    ready, partitions = _ready(worker)
+    counts = _counts(worker)
+    pipelines: dict[str, Any] = {}
+    for name, stages in worker.pipelines.items():
+        topics = stages.spec.topics(worker.settings.namespace)
+        by_stage = counts.get(name, {})
+        own_topics = {topics.raw, topics.events, topics.features, topics.labels}
+        age = worker.checkpoint_age(stages)
+        pipelines[name] = {
+            "spec": stages.spec.label,
+            "features": stages.featurization.feature_set.label,
+            "topics": [topics.raw, topics.events, topics.features, topics.predictions],
+            "events": by_stage,
+            "events_ok": int(by_stage.get(stages.ingestion.stage, {}).get("ok", 0)),
+            "dead_letters": int(sum(s.get("dead_letter", 0) for s in by_stage.values())),
+            "consumer_lag": sum(n for (t, _), n in worker.lag.items() if t in own_topics),
+            "checkpoint_age_s": None if age is None else round(age, 1),
+            "feature_partitions": stages.featurization.positions(),
+            "checkpoints_written": stages.checkpoints.written,
+            "events_replayed": stages.featurization.replayed,
+            "events_reingested": stages.featurization.reingested,
+            "models": _models(stages),
+            # The champion's, as before the lifecycle existed (scripts read these).
+            "model": stages.predictor.model.label,
+            "samples_seen": stages.predictor.model.samples_seen,
+            "metrics": stages.predictor.model.metric_values(),
+        }
+    return {
+        "worker": {
+            "ready": ready,
+            "partitions": partitions,
+            "bootstrap": worker.settings.effective_bootstrap,
+            "uptime_s": round(time.time() - worker.started, 1),
+        },
+        "pipelines": pipelines,
+        "consumer_lag": [
+            {"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(worker.lag.items())
+        ],
+        "dead_letters": worker.dead_letter_notices.as_dicts(),
+        "alerts": worker.alert_notices.as_dicts(),
+    }
+
+
+async def _positions(worker: Worker, tps: set[TP]) -> dict[TP, int]:
+    """The next offset each partition will process.
+
+    ``P.events`` belongs to the features stage, which seeks and commits it itself (see
+    agents.checkpoints); other topics are where Faust's streams have read to.
+    """
+    consumer: Any = worker.app.consumer
+    held = {
+        (stages.checkpoints.topic, p): h.offset
+        for stages in worker.pipelines.values()
+        for p, h in stages.featurization.held.items()
+    }
+    positions: dict[TP, int] = {}
+    for tp in tps:
+        if (tp.topic, tp.partition) in held:
+            positions[tp] = held[(tp.topic, tp.partition)]
+            continue
+        read = consumer._read_offset.get(tp)
+        if read is not None:
+            positions[tp] = read + 1
+            continue
+        with contextlib.suppress(Exception):
+            position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+            if position is not None:
+                positions[tp] = position
+    return positions
+
+
+async def update_gauges(worker: Worker) -> None:
+    """Set consumer lag per topic/partition and checkpoint age per pipeline stage."""
+    metrics = worker.metrics
+    now = time.time()
+    for name, stages in worker.pipelines.items():
+        age = worker.checkpoint_age(stages, now)
+        if age is not None:
+            metrics.checkpoint_age.labels(name, stages.featurization.stage).set(age)
+    app = worker.app
+    if app.rebalancing:
+        return
+    tps = set(app.consumer.assignment())
+    if not tps:
+        return
+    highwaters = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=5.0)
+    positions = await _positions(worker, tps)
+    lag = {
+        (tp.topic, tp.partition): max(0, int(highwaters[tp]) - positions[tp])
+        for tp in tps
+        if highwaters.get(tp) is not None and tp in positions
+    }
+    # No await from here on, so a scrape never sees the gauge half rebuilt.
+    metrics.consumer_lag.clear()
+    for (topic, partition), n in lag.items():
+        metrics.consumer_lag.labels(topic, str(partition)).set(n)
+    worker.lag = lag
+
+
+def _headers(raw: Any) -> dict[str, str]:
+    return {str(k): bytes(v).decode("utf-8", "replace") for k, v in raw or ()}
+
+
+def _alert(catalog: SchemaCatalog, value: bytes) -> Mapping[str, Any] | None:
+    with contextlib.suppress(Exception):
+        if value[:2] == b"\xc3\x01":
+            return decode_single_object(catalog, value)[1]
+        doc = json.loads(value)
+        return doc if isinstance(doc, dict) else None
+    return None
+
+
+async def tail_notices(worker: Worker) -> None:
+    """Read the dlq and the alerts topic from a little before their end, for the status page."""
+    settings = worker.settings
+    dlq, alerts = settings.topic("riverline.dlq"), settings.topic("riverline.alerts")
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    by_topic: dict[str, str] = {}
+    for name, stages in worker.pipelines.items():
+        t = stages.spec.topics(settings.namespace)
+        by_topic.update({t.raw: name, t.events: name, t.features: name, t.labels: name})
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap,
+        enable_auto_commit=False,
+        **client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        # The consumer's own metadata knows only topics it was assigned; fetch it all.
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (dlq, alerts)
+            for p in sorted(cluster.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            log.warning("no %s or %s topic: the status page shows no dead letters", dlq, alerts)
+            return
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(starts[tp], ends[tp] - NOTICE_BACKLOG))
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for tp, messages in sorted(batches.items(), key=lambda kv: kv[0].partition):
+                for m in messages:
+                    ts = m.timestamp / 1000
+                    if tp.topic == dlq:
+                        notice = dead_letter_notice(_headers(m.headers), ts, by_topic)
+                        if notice is not None:
+                            worker.dead_letter_notices.add(notice)
+                    elif m.value is not None:
+                        record = _alert(catalog, m.value)
+                        notice = alert_notice(record, ts, worker.pipelines) if record else None
+                        if notice is not None:
+                            worker.alert_notices.add(notice)
+    finally:
+        await consumer.stop()
+
+
+def add_views(worker: Worker) -> None:
+    """Add the web views, the gauge timer, the notice reader and the assignment log line."""
+    app = worker.app
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(
+                worker.metrics.exposition(),
+                content_type="text/plain; version=0.0.4",
+            )
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready, partitions = _ready(worker)
+            return self.json(
+                {"ready": ready, "partitions": partitions}, status=200 if ready else 503
+            )
+
+    @app.page("/status.json")
+    class StatusJson(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(status_document(worker))
+
+    class StatusPage(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(render_status_html(status_document(worker)))
+
+    app.page("/status")(StatusPage)
+    app.page("/")(StatusPage)
+
+    @app.timer(GAUGE_INTERVAL)
+    async def gauges() -> None:
+        try:
+            await update_gauges(worker)
+        except Exception as exc:  # a failed refresh must not stop the timer
+            log.warning("could not update the lag and checkpoint-age gauges: %s", exc)
+
+    @app.task
+    async def notices() -> None:
+        try:
+            await tail_notices(worker)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the page then shows no notices; the worker goes on
+            log.warning("stopped reading recent dead letters and alerts: %s", exc)
+
+    async def assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        topics: dict[str, list[int]] = {}
+        for tp in assigned:
+            topics.setdefault(tp.topic, []).append(tp.partition)
+        log.info(
+            "partitions assigned: %s",
+            "; ".join(f"{t} {sorted(p)}" for t, p in sorted(topics.items())) or "none",
+            extra={"partitions": len(assigned)},
+        )
+
+    # mode types signal handlers as taking ``*args``.
+    app.on_partitions_assigned.connect(cast(Any, assigned))

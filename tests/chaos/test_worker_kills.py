@@ -1,0 +1,154 @@
+"""Chaos: SIGKILL the worker at 10 seeded points while keyed events flow, restart it each
+time, then check every output.
+
+Kill points are seeded thresholds of the features stage's progress; every other one waits
+for the next ``checkpoint of`` log line after its threshold and kills right then, while
+that checkpoint's offsets are being committed (mid-checkpoint); the others land wherever
+the stage is (mid-batch: batches are 200 events). The verifier (``tests/faultkit.py``)
+asserts: every raw offset is on ``P.events`` or the dead-letter topic, every valid event
+has a prediction, per-key sequences have no gaps, features equal an uninterrupted run's,
+and every repeated feature vector is of an event that was processed after the checkpoint
+that preceded a kill. It reports loss and the duplicate rate.
+
+Size: 10,000 events over 1,000 keys in ``make test``; ``RIVERLINE_CHAOS_EVENTS=100000``
+(``make chaos``) runs the issue's 100,000.
+
+Not yet: "the final model equals an uninterrupted run's". Model state is not in the
+checkpoints yet (lifecycle work in progress), so this test asserts feature equality.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultkit import (
+    Producer,
+    Rig,
+    end_offsets,
+    feature_checkpoints,
+    make_events,
+    make_rig,
+    read_all,
+    verify,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.restart_stall]
+
+N_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EVENTS", "10000"))
+N_KEYS = max(1, N_EVENTS // 10)
+N_KILLS = 10
+SEED = 99
+CHECKPOINT_LINE = "checkpoint of "
+
+
+def _checkpoint_lines(rig: Rig) -> int:
+    try:
+        return rig.worker.log_path.read_text(errors="replace").count(CHECKPOINT_LINE)
+    except FileNotFoundError:
+        return 0
+
+
+def _latest_checkpoints(rig: Rig) -> dict[int, int]:
+    from streams.checkpoint import Checkpoint
+
+    latest: dict[str, Checkpoint] = {}
+    for r in read_all(rig.settings, rig.settings.topic("riverline.checkpoints")):
+        cp = Checkpoint.from_bytes(r.value)
+        latest[cp.key] = cp
+    return feature_checkpoints(latest.values())
+
+
+def test_worker_sigkilled_ten_times_loses_nothing(
+    settings_factory: Any, tmp_path: Path, record_property: Any
+) -> None:
+    rig = make_rig(
+        settings_factory,
+        tmp_path,
+        checkpoint_every=max(500, N_EVENTS // 20),
+        checkpoint_interval=0.5,
+    )
+    events = make_events(N_EVENTS, N_KEYS, SEED)
+    rng = random.Random(SEED)
+    points = sorted(rng.sample(range(N_EVENTS // 20, N_EVENTS * 9 // 10), N_KILLS))
+    producer = Producer(rig.settings, rig.raw, events, rate=max(300.0, N_EVENTS / 40.0))
+    worker = rig.worker
+    # Per kill: kind, progress at the kill, checkpoints then, end of P.features then.
+    kills: list[dict[str, Any]] = []
+    started = time.monotonic()
+    worker.start()
+    try:
+        worker.wait_ready()
+        producer.start()
+        for i, at in enumerate(points):
+            mid_checkpoint = i % 2 == 1
+            rig.wait_for(lambda at=at: rig.processed() >= at, f"{at} events")
+            if mid_checkpoint:
+                seen = _checkpoint_lines(rig)
+                rig.wait_for(lambda seen=seen: _checkpoint_lines(rig) > seen, "a checkpoint")
+            progress = rig.processed()
+            assert worker.proc is not None
+            worker.proc.send_signal(signal.SIGKILL)
+            worker.proc.wait()
+            kills.append(
+                {
+                    "kind": "mid-checkpoint" if mid_checkpoint else "mid-batch",
+                    "at": progress,
+                    "checkpoints": _latest_checkpoints(rig),
+                    "features_end": end_offsets(rig.settings, rig.topic("features")),
+                }
+            )
+            worker.start()
+            worker.wait_ready()
+        producer.join(timeout=600)
+        assert producer.error is None, producer.error
+        assert producer.sent == N_EVENTS
+        rig.wait_drained(N_EVENTS, timeout=600)
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log_path.read_text(errors="replace")[-3000:]
+    elapsed = time.monotonic() - started
+
+    verdict = verify(rig, events)
+    _assert_duplicates_follow_a_checkpoint(rig, kills)
+    record_property("chaos_lost", len(verdict.lost))
+    record_property("chaos_duplicate_rate", round(verdict.duplicate_rate, 5))
+    print(
+        f"\nchaos: {N_EVENTS} events, {N_KEYS} keys, {N_KILLS} SIGKILLs at "
+        f"{[(k['kind'], k['at']) for k in kills]} in {elapsed:.0f} s\n{verdict.summary()}"
+    )
+    assert verdict.lost == [], f"{len(verdict.lost)} events lost, e.g. {verdict.lost[:5]}"
+    assert verdict.gaps == {}
+    assert verdict.unaccounted_raw == []
+    assert verdict.features_differ == [], verdict.features_differ[:5]
+
+
+def _assert_duplicates_follow_a_checkpoint(rig: Rig, kills: list[dict[str, Any]]) -> None:
+    """Each repeated feature vector: first copy before a kill, of an event at or after the
+    checkpoint that was latest at that kill (its ``P.events`` partition and offset)."""
+    events_at: dict[str, tuple[int, int]] = {}
+    for r in read_all(rig.settings, rig.topic("events")):
+        events_at.setdefault(r.headers["rl.event_id"], (r.partition, r.offset))
+    copies: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for r in read_all(rig.settings, rig.topic("features")):
+        copies[r.headers["rl.event_id"]].append((r.partition, r.offset))
+    bad = []
+    for eid, where in copies.items():
+        if len(where) < 2:
+            continue
+        partition, offset = events_at[eid]
+        first = min(o for _, o in where)
+        explained = any(
+            first < k["features_end"].get(where[0][0], 0)
+            and offset >= k["checkpoints"].get(partition, 0)
+            for k in kills
+        )
+        if not explained:
+            bad.append(eid)
+    assert not bad, f"{len(bad)} repeats not after a checkpoint that preceded a kill: {bad[:5]}"
