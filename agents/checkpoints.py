@@ -17,6 +17,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from agents.io import seek_back
 from streams.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -86,7 +87,7 @@ class FeatureCheckpoints:
                 # Faust's Recovery seeks to committed offsets concurrently with this signal;
                 # commit first, so whichever seek comes last lands at or before the state.
                 await self._commit(offsets)
-                await self.app.consumer.seek_wait(offsets)
+                await seek_back(self.app, offsets)
             log.info("%s resumes at %s", self.topic, {tp.partition: o for tp, o in offsets.items()})
 
     async def watchdog(self) -> None:
@@ -125,7 +126,7 @@ class FeatureCheckpoints:
                     self.topic,
                     {tp.partition: o for tp, o in stuck.items()},
                 )
-                await self.app.consumer.seek_wait(stuck)
+                await seek_back(self.app, stuck)
 
     async def _restore(self, partitions: list[int]) -> None:
         name = self.stage.spec.name

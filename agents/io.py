@@ -13,7 +13,7 @@ from streams.messages import InMessage, OutMessage
 from streams.metrics import WorkerMetrics
 from streams.stage import StageResult
 
-__all__ = ["Guard", "Stage", "run_stage", "send_all", "to_in_message"]
+__all__ = ["Guard", "Stage", "run_stage", "seek_back", "send_all", "to_in_message"]
 
 
 class Stage(Protocol):
@@ -52,6 +52,19 @@ async def send_all(app: faust.App, sends: list[OutMessage]) -> None:
     ]
     if futures:
         await asyncio.gather(*futures)
+
+
+async def seek_back(app: faust.App, offsets: dict[Any, int]) -> None:
+    """Seek partitions Riverline commits itself back to these offsets, so Faust delivers again.
+
+    Faust drops fetched messages below its read offset; a fetch in flight during a seek
+    can move that offset past the seek's own messages. ``seek_wait`` seeks in the
+    consumer's thread; the read offsets are reset here so the messages come through.
+    """
+    consumer: Any = app.consumer
+    await consumer.seek_wait(offsets)
+    for tp, offset in offsets.items():
+        consumer._read_offset[tp] = offset if offset else None
 
 
 class Guard(Protocol):

@@ -21,7 +21,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from agents.io import send_all
+from agents.io import seek_back, send_all
 from streams.checkpoint import Checkpoint, CheckpointError, CheckpointSchedule, CheckpointStore
 from streams.codec import encode_single_object
 from streams.messages import InMessage, OutMessage
@@ -101,7 +101,7 @@ class ModelSnapshots:
             offsets = {tp: stage.positions[f"{tp.topic}:{tp.partition}"] for tp in tps}
             # Commit first: Faust's Recovery may seek to the committed offset concurrently.
             await self._commit(offsets)
-            await self._seek(offsets)
+            await seek_back(self.app, offsets)
             log.info("predict stage of %s resumes at %s", stage.spec.name, stage.positions)
 
     async def _restore(self) -> None:
@@ -147,20 +147,8 @@ class ModelSnapshots:
             self._reseeked[key] = now
             topic, _, partition = key.rpartition(":")
             log.warning("%s delivered offsets past %d; seeking back", key, stage.positions[key])
-            await self._seek({TP(topic, int(partition)): stage.positions[key]})
+            await seek_back(self.app, {TP(topic, int(partition)): stage.positions[key]})
         stage.gaps.clear()
-
-    async def _seek(self, offsets: dict[TP, int]) -> None:
-        """Seek in the consumer's thread, then let Faust deliver from there again.
-
-        ``seek_wait`` runs the seek in the consumer thread (``Consumer.seek`` calls aiokafka
-        from this loop, racing the fetcher) but leaves Faust's read offsets where the
-        fetcher was, and Faust drops every message below them; so they are reset here.
-        """
-        consumer: Any = self.app.consumer
-        await consumer.seek_wait(offsets)
-        for tp, offset in offsets.items():
-            consumer._read_offset[tp] = offset if offset else None
 
     async def _snapshot(self, note: str) -> None:
         """Models to the registry, state to the checkpoint topic, then commit the offsets."""

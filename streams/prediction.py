@@ -219,7 +219,7 @@ class Predictor:
             if served is None:
                 continue  # no longer in the spec
             model = served.model
-            loaded, problems = self._load_verified(registry, name, version)
+            loaded, problems = self._load_verified(registry, name, version, self.spec.hash)
             if loaded is None:
                 model.estimator = OnlineModel(model.spec).estimator
                 model.samples_seen = 0
@@ -257,11 +257,19 @@ class Predictor:
 
     @staticmethod
     def _load_verified(
-        registry: ModelRegistry, name: str, version: int
+        registry: ModelRegistry, name: str, version: int, spec_hash: str
     ) -> tuple[tuple[Any, Manifest] | None, list[str]]:
+        """The newest version <= ``version`` that verifies and was made by this spec.
+
+        A version of another spec is never continued: a changed spec starts fresh rather
+        than mixing the old model into the new one.
+        """
         problems: list[str] = []
         for candidate in sorted((v for v in registry.versions(name) if v <= version), reverse=True):
             try:
+                if registry.manifest(name, candidate).spec_hash != spec_hash:
+                    problems.append(f"{name}@{candidate} was made by another spec.")
+                    continue
                 return registry.load(name, candidate), problems
             except RegistryError as exc:
                 problems.append(str(exc))

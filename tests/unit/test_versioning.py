@@ -8,10 +8,10 @@ from streams.catalog import SchemaCatalog
 from streams.checkpoint import CheckpointError
 from streams.featurization import Featurization
 from streams.model import OnlineModel
+from streams.prediction import Predictor
 from streams.registry import ModelRegistry
 from streams.settings import REPO_ROOT
 from streams.spec import load_spec, parse_spec
-from streams.versioning import model_continuity
 
 SPEC = load_spec(REPO_ROOT / "pipelines" / "phishing.toml")
 CATALOG = SchemaCatalog.load(REPO_ROOT / "schemas")
@@ -55,12 +55,14 @@ def test_a_feature_checkpoint_of_the_old_spec_is_refused() -> None:
 
 def test_a_model_continues_only_under_its_own_spec(tmp_path) -> None:
     registry = ModelRegistry(tmp_path, SPEC.name, b"k")
-    first = model_continuity(registry, SPEC, SPEC.model.name)
-    assert (first.latest, first.resume, first.next_version) == (None, False, 1)
+    load = Predictor._load_verified
+    loaded, problems = load(registry, SPEC.model.name, 1, SPEC.hash)
+    assert loaded is None
     _save(registry, SPEC.hash)
-    same = model_continuity(registry, SPEC, SPEC.model.name)
-    assert (same.latest, same.resume, same.next_version) == (1, True, 2)
+    loaded, problems = load(registry, SPEC.model.name, 1, SPEC.hash)
+    assert loaded is not None
+    assert (loaded[1].version, problems) == (1, [])
     changed = _changed(half_life=30.0)
-    other = model_continuity(registry, changed, SPEC.model.name)
-    assert (other.latest, other.resume, other.next_version) == (1, False, 2)
-    assert f"made by spec {SPEC.hash}" in other.reason
+    loaded, problems = load(registry, SPEC.model.name, 1, changed.hash)
+    assert loaded is None
+    assert problems == [f"{SPEC.model.name}@1 was made by another spec."]
