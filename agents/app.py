@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -9,6 +11,7 @@ import faust
 
 from agents.admin import add_admin_views
 from agents.checkpoints import FeatureCheckpoints
+from agents.diagnostics import dump_state
 from agents.features import add_features_agent
 from agents.ingest import add_ingest_agent
 from agents.learn import add_learn_agent
@@ -94,6 +97,10 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         web_bind=settings.web_host,
         autodiscover=False,
         producer_max_request_size=max(settings.max_message_bytes * 2, 1 << 20),
+        # Faust commits the ingest stage's raw offsets (acked topics) on the same schedule
+        # as Riverline's checkpoints, so a crash repeats at most that much ingestion.
+        broker_commit_every=settings.checkpoint_every,
+        broker_commit_interval=min(2.8, settings.checkpoint_interval),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
@@ -115,4 +122,10 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
     # Model lifecycle per pipeline (stages.predictor.lifecycle) behind the admin API.
     predictors = {name: stages.predictor for name, stages in worker.pipelines.items()}
     add_admin_views(app, settings, worker.metrics, predictors)
+
+    @app.task
+    async def dump_state_on_sigusr1() -> None:
+        """``kill -USR1 <worker pid>``: the consumer's state and every task's stack, logged."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_state, app)
+
     return worker

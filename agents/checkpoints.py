@@ -1,9 +1,10 @@
 """Feature-state checkpoints, wired to Faust's rebalance and shutdown signals.
 
 The design (why Riverline, not Faust, commits ``P.events``) is in :mod:`streams.checkpoint`.
-Here: restore and seek on assignment, checkpoint then commit after batches (every
-``checkpoint_every`` events or ``checkpoint_interval`` seconds), on revocation and at clean
-shutdown. Every step holds ``lock``, which the features agent holds for a whole batch.
+Here: restore on assignment (batches wait at the gate meanwhile), checkpoint then commit
+after batches (every ``checkpoint_every`` events or ``checkpoint_interval`` seconds), on
+revocation and at clean shutdown. Every step holds ``lock``, which the features agent
+holds for a whole batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from agents.io import seek_back
+from agents.io import AssignmentGate, StallWatch, seek_back
 from streams.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -63,7 +64,8 @@ class FeatureCheckpoints:
         app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
         app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
         app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
-        self._progress: dict[int, tuple[int, float]] = {}
+        self.gate = AssignmentGate()
+        self._stall = StallWatch()
         app.timer(interval=2.0, name=f"{events_topic}.checkpoints.watchdog")(self.watchdog)
 
     @property
@@ -74,7 +76,14 @@ class FeatureCheckpoints:
         return sorted(tp.partition for tp in tps if tp.topic == self.topic)
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        """Signal ``app.on_partitions_assigned``: restore, seek and commit."""
+        """Signal ``app.on_partitions_assigned``: restore, commit, open the gate.
+
+        Faust starts each partition at its committed offset, which Riverline commits only
+        after the checkpoint that reflects it: never ahead of the restored state (the
+        stage skips the events its state already has). Only a partition whose state
+        starts before its committed offset (no usable checkpoint, rebuilt from the start)
+        is sought back, with the watchdog as a safety net for that seek.
+        """
         partitions = self._mine(assigned)
         async with self.lock:
             for p in set(self.stage.held) - set(partitions):
@@ -84,41 +93,32 @@ class FeatureCheckpoints:
                 await self._restore(new)
             offsets = {TP(self.topic, p): self.stage.held[p].offset for p in partitions}
             if offsets:
-                # Faust's Recovery seeks to committed offsets concurrently with this signal;
-                # commit first, so whichever seek comes last lands at or before the state.
+                committed = await self.store.committed(self.app.conf.id, self.topic, partitions)
+                behind = {tp: o for tp, o in offsets.items() if committed.get(tp.partition, 0) > o}
+                # A commit here races with Faust's seek to the committed offsets; either
+                # order starts each partition at or before its state.
                 await self._commit(offsets)
-                await seek_back(self.app, offsets)
+                if behind:
+                    log.warning(
+                        "%s: state starts before the committed offset; seeking back to %s",
+                        self.topic,
+                        {tp.partition: o for tp, o in behind.items()},
+                    )
+                    await seek_back(self.app, behind)
             log.info("%s resumes at %s", self.topic, {tp.partition: o for tp, o in offsets.items()})
+            self.gate.open()
 
     async def watchdog(self) -> None:
         """Seek a partition back to the state's offset when it stops making progress.
 
-        Faust drops fetched messages below its read offset. A fetch in flight while the
-        assignment's seek runs can deliver later offsets (skipped here: not the next
-        one), move Faust's read offset past them, and then the seek's own messages are
-        dropped: the partition would wait forever. When a held partition has events
-        left but has not moved for two checks, seek it back again (``seek_wait`` also
-        resets Faust's read offset).
+        See :class:`agents.io.StallWatch`: only a seek can leave a partition waiting.
         """
-        if not self.open or self.app.rebalancing or self.lock.locked():
+        if not self.open or not self.gate.is_open or self.app.rebalancing:
             return
-        now = time.monotonic()
-        stuck: dict[TP, int] = {}
-        for p, held in list(self.stage.held.items()):
-            tp = TP(self.topic, p)
-            try:
-                end = self.app.consumer.highwater(tp)
-            except (KeyError, AssertionError, AttributeError):
-                continue
-            last = self._progress.get(p)
-            if end is None or held.offset >= end:
-                self._progress[p] = (held.offset, now)
-                continue
-            if last is None or last[0] != held.offset:
-                self._progress[p] = (held.offset, now)
-            elif now - last[1] >= 4.0:
-                stuck[tp] = held.offset
-                self._progress[p] = (held.offset, now)
+        if self.lock.locked():
+            return
+        positions = {TP(self.topic, p): h.offset for p, h in list(self.stage.held.items())}
+        stuck = self._stall.stuck(self.app, positions)
         if stuck:
             async with self.lock:
                 log.warning(
@@ -208,6 +208,7 @@ class FeatureCheckpoints:
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Signal ``app.on_partitions_revoked``: checkpoint, commit, release."""
+        self.gate.close()  # first, before any await: no batch until the next assignment
         partitions = self._mine(revoked)
         async with self.lock:
             if self.open:

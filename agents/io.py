@@ -13,7 +13,16 @@ from streams.messages import InMessage, OutMessage
 from streams.metrics import WorkerMetrics
 from streams.stage import StageResult
 
-__all__ = ["Guard", "Stage", "run_stage", "seek_back", "send_all", "to_in_message"]
+__all__ = [
+    "AssignmentGate",
+    "Guard",
+    "Stage",
+    "StallWatch",
+    "run_stage",
+    "seek_back",
+    "send_all",
+    "to_in_message",
+]
 
 
 class Stage(Protocol):
@@ -67,10 +76,69 @@ async def seek_back(app: faust.App, offsets: dict[Any, int]) -> None:
         consumer._read_offset[tp] = offset if offset else None
 
 
+class AssignmentGate:
+    """Holds a checkpointed stage's batches from a rebalance's start until its state is back.
+
+    Closed at construction and by the revocation handler (synchronously, first thing:
+    every rebalance revokes before it assigns), opened by the assignment handler once the
+    assigned partitions' state is restored. A batch never meets a partition that is
+    assigned but not restored yet, so no event is skipped as "not ours" and no seek is
+    needed to have it delivered again: Faust starts each partition at the offset
+    Riverline committed with its latest checkpoint, which is never ahead of the state.
+    """
+
+    def __init__(self) -> None:
+        self._ready = asyncio.Event()
+
+    def close(self) -> None:
+        self._ready.clear()
+
+    def open(self) -> None:
+        self._ready.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+
+class StallWatch:
+    """Partitions with events waiting that have not moved for ``after`` seconds.
+
+    The safety net for the rare seek backwards (a checkpoint unusable, the state rebuilt
+    from an earlier offset than the committed one): a fetch in flight during a seek can
+    make Faust drop the seek's messages (it drops offsets below its read offset), and the
+    partition would wait forever. The owner seeks such partitions back again.
+    """
+
+    def __init__(self, after: float = 4.0) -> None:
+        self.after = after
+        self._seen: dict[Any, tuple[int, float]] = {}
+
+    def stuck(self, app: faust.App, positions: dict[Any, int]) -> dict[Any, int]:
+        now = time.monotonic()
+        found: dict[Any, int] = {}
+        for tp, position in positions.items():
+            try:
+                end = app.consumer.highwater(tp)
+            except (KeyError, AssertionError, AttributeError):
+                continue
+            last = self._seen.get(tp)
+            if end is None or position >= end or last is None or last[0] != position:
+                self._seen[tp] = (position, now)
+            elif now - last[1] >= self.after:
+                found[tp] = position
+                self._seen[tp] = (position, now)
+        return found
+
+
 class Guard(Protocol):
     """What a checkpointed stage wraps each batch in (see agents.checkpoints)."""
 
     lock: asyncio.Lock
+    gate: AssignmentGate
 
     @property
     def open(self) -> bool: ...
@@ -90,7 +158,8 @@ async def run_stage(
 ) -> Any:
     """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol).
 
-    With a ``guard``, each batch is processed, sent and followed by
+    With a ``guard``, each batch waits for the guard's assignment gate, then is processed,
+    sent and followed by
     ``guard.after_batch`` under ``guard.lock`` (so rebalance and shutdown handlers never
     see a half-done batch), and skipped once the guard is closed (shutdown).
     """
@@ -101,6 +170,8 @@ async def run_stage(
     batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
     async for events in batches:
         batch = [to_in_message(e) for e in events]
+        if guard is not None:
+            await guard.gate.wait()
         started = time.perf_counter()
         async with lock:
             if guard is not None and not guard.open:

@@ -7,7 +7,7 @@ as a new signed registry version (manifest with the offsets), announced on
 ``riverline.models``; then the stage's other state (versions, join, metrics, offsets) as
 a checkpoint record ``<pipeline>/predict`` on ``riverline.checkpoints``; then the commit.
 On assignment the latest checkpoint is restored (models loaded from the registry,
-verified) and the consumer is sought to its offsets.
+verified) while batches wait at the gate; Faust resumes at the committed offsets.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from agents.io import seek_back, send_all
+from agents.io import AssignmentGate, StallWatch, seek_back, send_all
 from streams.checkpoint import Checkpoint, CheckpointError, CheckpointSchedule, CheckpointStore
 from streams.codec import encode_single_object
 from streams.messages import InMessage, OutMessage
@@ -59,6 +59,11 @@ class ModelSnapshots:
         self.written = 0
         self._restored = False
         self._reseeked: dict[str, float] = {}
+        #: Positions of partitions revoked from this worker, for when they come back: the
+        #: models in memory have learned their events up to there.
+        self._released: dict[str, int] = {}
+        self.gate = AssignmentGate()
+        self._stall = StallWatch()
         self._closed = False
         # The pipeline field is free text: "<p>/predict" keys apart from "<p>/features/<n>".
         self.key = Checkpoint(f"{stage.spec.name}/predict", 0, 0, "", "", b"").key
@@ -67,6 +72,7 @@ class ModelSnapshots:
         app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
         app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
         app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+        app.timer(interval=2.0, name=f"{stage.spec.name}.snapshots.watchdog")(self.watchdog)
 
     @property
     def open(self) -> bool:
@@ -77,32 +83,72 @@ class ModelSnapshots:
         return sorted((tp for tp in tps if tp.topic in self.topics), key=str)
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        """Signal ``app.on_partitions_assigned``: restore, seek and commit."""
+        """Signal ``app.on_partitions_assigned``: restore, commit, open the gate.
+
+        As agents.checkpoints: Faust starts each partition at the committed offset, never
+        ahead of the snapshot's; only a partition whose position is behind it (fresh
+        models over a used topic) is sought back.
+        """
         tps = self._mine(assigned)
-        if not tps:
-            return
         async with self.lock:
-            if not self._restored:
-                await self._restore()
-                self._restored = True
-            stage = self.stage
-            held = {f"{tp.topic}:{tp.partition}" for tp in tps}
-            for key in set(stage.positions) - held:
-                del stage.positions[key]
-            for tp in tps:
-                stage.positions.setdefault(f"{tp.topic}:{tp.partition}", 0)
-            for topic in {tp.topic for tp in tps}:
-                parts = [tp.partition for tp in tps if tp.topic == topic]
-                starts, _ends = await self.store.offset_range(topic, parts)
-                for p, start in starts.items():
-                    key = f"{topic}:{p}"
-                    stage.positions[key] = max(stage.positions[key], start)
-            stage.tracking = True
-            offsets = {tp: stage.positions[f"{tp.topic}:{tp.partition}"] for tp in tps}
-            # Commit first: Faust's Recovery may seek to the committed offset concurrently.
-            await self._commit(offsets)
-            await seek_back(self.app, offsets)
-            log.info("predict stage of %s resumes at %s", stage.spec.name, stage.positions)
+            try:
+                if tps:
+                    await self._resume(tps)
+            finally:
+                self.gate.open()
+
+    async def _resume(self, tps: list[TP]) -> None:
+        if not self._restored:
+            await self._restore()
+            self._restored = True
+        stage = self.stage
+        held = {f"{tp.topic}:{tp.partition}" for tp in tps}
+        for key in set(stage.positions) - held:
+            self._released[key] = stage.positions.pop(key)
+        for key in held:
+            if key not in stage.positions:
+                stage.positions[key] = self._released.pop(key, 0)
+        behind: dict[TP, int] = {}
+        for topic in sorted({tp.topic for tp in tps}):
+            parts = [tp.partition for tp in tps if tp.topic == topic]
+            starts, _ends = await self.store.offset_range(topic, parts)
+            committed = await self.store.committed(self.app.conf.id, topic, parts)
+            for p in parts:
+                key = f"{topic}:{p}"
+                stage.positions[key] = max(stage.positions[key], starts[p])
+                if committed.get(p, 0) > stage.positions[key]:
+                    behind[TP(topic, p)] = stage.positions[key]
+        stage.tracking = True
+        offsets = {tp: stage.positions[f"{tp.topic}:{tp.partition}"] for tp in tps}
+        await self._commit(offsets)
+        if behind:
+            log.warning(
+                "predict stage of %s starts before the committed offsets; seeking back to %s",
+                stage.spec.name,
+                {str(tp): o for tp, o in behind.items()},
+            )
+            await seek_back(self.app, behind)
+        log.info("predict stage of %s resumes at %s", stage.spec.name, stage.positions)
+
+    async def watchdog(self) -> None:
+        """Seek a partition back when it stops making progress (see agents.io.StallWatch)."""
+        if self._closed or not self.gate.is_open or self.app.rebalancing:
+            return
+        if self.lock.locked():
+            return
+        positions = {}
+        for key, offset in list(self.stage.positions.items()):
+            topic, _, partition = key.rpartition(":")
+            positions[TP(topic, int(partition))] = offset
+        stuck = self._stall.stuck(self.app, positions)
+        if stuck:
+            async with self.lock:
+                log.warning(
+                    "predict stage of %s made no progress with events waiting; seeking back to %s",
+                    self.stage.spec.name,
+                    {str(tp): o for tp, o in stuck.items()},
+                )
+                await seek_back(self.app, stuck)
 
     async def _restore(self) -> None:
         stage = self.stage
@@ -213,6 +259,7 @@ class ModelSnapshots:
 
     async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Signal ``app.on_partitions_revoked``: snapshot and commit before letting go."""
+        self.gate.close()  # first, before any await: no batch until the next assignment
         tps = self._mine(revoked)
         if not tps:
             return
@@ -220,7 +267,9 @@ class ModelSnapshots:
             if self.open and self.schedule.pending:
                 await self._snapshot("snapshot on revocation")
             for tp in tps:
-                self.stage.positions.pop(f"{tp.topic}:{tp.partition}", None)
+                key = f"{tp.topic}:{tp.partition}"
+                if key in self.stage.positions:
+                    self._released[key] = self.stage.positions.pop(key)
 
     async def on_shutdown(self, sender: Any, **_: Any) -> None:
         """Signal ``app.on_before_shutdown``: a last snapshot; no batch after it."""

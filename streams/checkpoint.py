@@ -38,17 +38,22 @@ So Riverline owns the commits of ``P.events`` (option "control commits"):
    events or ``checkpoint_interval`` seconds, on revocation and at clean shutdown; only
    then is its offset committed. The committed offset is therefore never ahead of the
    latest checkpoint.
-3. On assignment the worker restores each partition's checkpoint, commits the
-   checkpoint's offset and then seeks the partition there. Recovery's ``perform_seek``
-   may run before, between or after these two steps; committing first means every seek
-   lands on the checkpoint offset or on an older commit, never past the restored state.
+3. From the start of a rebalance (the revocation handler, or the worker's start) until
+   the assignment handler has restored every assigned partition, the stage's batches wait
+   at a gate (:class:`agents.io.AssignmentGate`), so no event meets a partition that is
+   assigned but not restored. The handler then commits the checkpoint's offset. Recovery's
+   ``perform_seek`` lands on that offset or on an older commit (both at or before the
+   restored state), so Riverline does not seek in the normal case. Only when the state
+   starts *before* the committed offset (no usable checkpoint: the partition is rebuilt
+   from its start) does it seek back, with a watchdog (:class:`agents.io.StallWatch`)
+   repeating the seek if Faust drops the sought messages (it drops offsets below the read
+   offset that an in-flight fetch already moved).
 4. The stage processes an event only if its partition is held and its offset is exactly
    the partition's next offset (:func:`select_unseen`). Replayed events are skipped, so
-   state is exactly as if no crash happened; events that arrive ahead of a gap (dropped
-   while the partition was not held yet, before the seek took effect) are skipped too
-   and delivered again from the seek position. Outputs of events processed after the
-   last checkpoint are sent again after a crash (duplicates by ``rl.event_id``, with
-   equal values), never lost.
+   state is exactly as if no crash happened; an event ahead of a gap is skipped too (it
+   can only follow a dropped fetch) and delivered again by the watchdog's seek. Outputs
+   of events processed after the last checkpoint are sent again after a crash
+   (duplicates by ``rl.event_id``, with equal values), never lost.
 5. Ingest is at-least-once too: after a crash it writes some events to ``P.events`` a
    second time, at new offsets. The checkpoint also keeps, per raw partition, the last
    raw offset (``rl.source``) the state reflects, and the stage skips an event whose raw
@@ -431,6 +436,31 @@ class CheckpointStore:
             {tp.partition: int(o) for tp, o in starts.items()},
             {tp.partition: int(o) for tp, o in ends.items()},
         )
+
+    async def committed(
+        self, group: str, topic: str, partitions: Collection[int]
+    ) -> dict[int, int]:
+        """The offsets ``group`` has committed for these partitions (absent: none yet).
+
+        Read with a consumer that never joins the group, so the group's members are not
+        disturbed (no rebalance).
+        """
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            **self.client_kwargs,
+        )
+        await consumer.start()
+        try:
+            found = {}
+            for p in partitions:
+                offset = await consumer.committed(TopicPartition(topic, p))
+                if offset is not None and offset >= 0:
+                    found[p] = int(offset)
+        finally:
+            await consumer.stop()
+        return found
 
     async def delete(self, keys: Iterable[str]) -> None:
         """Write tombstones, so the keys have no checkpoint any more (e.g. a reset)."""

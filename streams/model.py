@@ -47,6 +47,7 @@ ESTIMATORS: dict[str, type] = {
     "forest.ARFClassifier": forest.ARFClassifier,
     "forest.ARFRegressor": forest.ARFRegressor,
     "naive_bayes.GaussianNB": naive_bayes.GaussianNB,
+    "naive_bayes.BernoulliNB": naive_bayes.BernoulliNB,
     "anomaly.HalfSpaceTrees": anomaly.HalfSpaceTrees,
 }
 

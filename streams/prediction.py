@@ -171,6 +171,9 @@ class Predictor:
         """Keep a message only if it is its partition's next offset (see streams.checkpoint)."""
         key = f"{msg.topic}:{msg.partition}"
         at = self.positions.get(key)
+        if at is not None and msg.offset > at and msg.topic == self.labels_topic:
+            # Users write P.labels, maybe with transactions: their markers take offsets.
+            at = msg.offset
         if at is None or msg.offset != at:  # not held, already in the state, or after a gap
             self.skipped += 1
             if at is not None and msg.offset > at:

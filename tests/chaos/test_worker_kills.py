@@ -13,8 +13,15 @@ that preceded a kill. It reports loss and the duplicate rate.
 Size: 10,000 events over 1,000 keys in ``make test``; ``RIVERLINE_CHAOS_EVENTS=100000``
 (``make chaos``) runs the issue's 100,000.
 
-Not yet: "the final model equals an uninterrupted run's". Model state is not in the
-checkpoints yet (lifecycle work in progress), so this test asserts feature equality.
+The models: the worker snapshots them every few hundred events, so most kills lose some
+learning that the restored worker must redo exactly once. The champion (a logistic
+regression) learns the two ``P.features`` partitions in whatever order they arrive, so an
+uninterrupted run would learn the same events in another interleaving: its final version
+must have learned each valid event exactly once (``samples_seen``). The shadow, a
+Bernoulli Naive Bayes, keeps integer counts that do not depend on that order: its final
+version must equal, count for count, one learning every event once offline. (With one
+partition the order is fixed and the model equals bit for bit:
+``tests/integration/test_lifecycle_restart.py``.)
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 
 import pytest
 from faultkit import (
+    NAME,
     Producer,
     Rig,
     end_offsets,
@@ -39,7 +47,7 @@ from faultkit import (
     verify,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.restart_stall]
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 N_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EVENTS", "10000"))
 N_KEYS = max(1, N_EVENTS // 10)
@@ -73,6 +81,8 @@ def test_worker_sigkilled_ten_times_loses_nothing(
         tmp_path,
         checkpoint_every=max(500, N_EVENTS // 20),
         checkpoint_interval=0.5,
+        snapshot_every=max(500, N_EVENTS // 20),
+        snapshot_interval=0.5,
     )
     events = make_events(N_EVENTS, N_KEYS, SEED)
     rng = random.Random(SEED)
@@ -127,6 +137,42 @@ def test_worker_sigkilled_ten_times_loses_nothing(
     assert verdict.gaps == {}
     assert verdict.unaccounted_raw == []
     assert verdict.features_differ == [], verdict.features_differ[:5]
+    _assert_models_equal_an_uninterrupted_run(rig)
+
+
+def _assert_models_equal_an_uninterrupted_run(rig: Rig) -> None:
+    from river import naive_bayes
+
+    from streams.codec import decode_single_object
+    from streams.registry import ModelRegistry
+
+    schema = rig.catalog.record("feature_vector")
+    inputs = rig.spec.model.inputs
+    offline = naive_bayes.BernoulliNB(true_threshold=40.0)
+    learned: set[str] = set()
+    for r in read_all(rig.settings, rig.topic("features")):
+        _, vector = decode_single_object(rig.catalog, r.value, schema)
+        if vector["event_id"] in learned or vector["label"] is None:
+            continue
+        learned.add(vector["event_id"])
+        values = vector["values"]
+        x = {n: values[n] for n in inputs if values[n] is not None}
+        offline.learn_one(x, vector["label"])
+    registry = ModelRegistry(
+        rig.settings.home / "registry",
+        NAME,
+        rig.settings.signing_key.get_secret_value().encode(),
+    )
+    champion = registry.manifest("seqs-lr", registry.latest("seqs-lr") or 0)
+    assert champion.samples_seen == len(learned), (champion.label, champion.samples_seen)
+    shadow, manifest = registry.load("seqs-nb", registry.latest("seqs-nb") or 0)
+    nb = shadow if isinstance(shadow, naive_bayes.BernoulliNB) else list(shadow.steps.values())[-1]
+    assert manifest.samples_seen == len(learned)
+    assert dict(nb.class_counts) == dict(offline.class_counts)
+    assert {f: dict(c) for f, c in nb.feature_counts.items()} == {
+        f: dict(c) for f, c in offline.feature_counts.items()
+    }
+    print(f"models: {champion.label} and {manifest.label} learned {len(learned)} events once each")
 
 
 def _assert_duplicates_follow_a_checkpoint(rig: Rig, kills: list[dict[str, Any]]) -> None:

@@ -33,7 +33,7 @@ from streams.spec import load_spec
 from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
 from streams.workerproc import WorkerProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.restart_stall]
+pytestmark = pytest.mark.integration
 
 PHISHING = REPO_ROOT / "pipelines" / "phishing.toml"
 VIEWER = "view-" + uuid.uuid4().hex

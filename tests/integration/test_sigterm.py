@@ -45,6 +45,12 @@ def test_sigterm_checkpoints_commits_and_exits_0_within_10_s(
         producer.start()
         rig.wait_for(lambda: rig.processed() >= N_EVENTS // 8, "an eighth of the events")
         assert worker.proc is not None
+        # SIGUSR1 (agents.diagnostics) logs the worker's state and changes nothing.
+        worker.proc.send_signal(signal.SIGUSR1)
+        rig.wait_for(
+            lambda: "state on SIGUSR1" in worker.log_path.read_text(errors="replace"),
+            "the SIGUSR1 state dump",
+        )
         signalled = time.monotonic()
         worker.proc.send_signal(signal.SIGTERM)
         code = worker.proc.wait(timeout=60)
@@ -53,6 +59,9 @@ def test_sigterm_checkpoints_commits_and_exits_0_within_10_s(
         print(f"\nSIGTERM to exit: {took:.2f} s, code {code}")
         log = worker.log_path.read_text(errors="replace")
         assert code == 0, log[-3000:]
+        dump = log[log.index("state on SIGUSR1") :]
+        assert "aiokafka " in dump and "position" in dump
+        assert "=== run_stage" in dump  # each stage's batch loop, and where it waits
         assert took < EXIT_WITHIN, f"the worker took {took:.1f} s to exit"
         assert producer.is_alive(), "events must still be flowing when SIGTERM arrives"
 

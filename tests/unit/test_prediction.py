@@ -208,3 +208,21 @@ def test_drift_sends_an_alert_and_applies_the_spec_action() -> None:
     assert "action: reset" in alerts[0]["message"]
     assert audits[0]["action"] == "reset"
     assert audits[0]["actor"] == "worker:drift"
+
+
+def test_tracked_partitions_skip_repeats_and_hold_features_gaps_but_not_label_gaps() -> None:
+    """With tracking, a P.features offset must be the next one (a gap means a lost fetch:
+    skipped and reported for a seek back); P.labels may skip offsets (users may write it
+    with transactions, whose markers take offsets)."""
+    predictor = _predictor()
+    predictor.tracking = True
+    predictor.positions = {"p.features:0": 1, "p.labels:0": 0}
+    rows = list(datasets.Phishing())[:5]
+    out = _records(predictor, [_vector(i, rows[i][0], None) for i in range(3)], "p.predictions")
+    assert [r["event_id"] for r in out] == ["e00001", "e00002"]  # e00000: already learned
+    assert predictor.positions["p.features:0"] == 3
+    assert _records(predictor, [_vector(4, rows[4][0], None)], "p.predictions") == []
+    assert predictor.gaps == {"p.features:0"}
+    predictor.process([_label(2, True, avro=True)])  # offset 2 after 0: a transaction's gap
+    assert predictor.positions["p.labels:0"] == 3
+    assert predictor.join.joined == 1
