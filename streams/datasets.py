@@ -23,8 +23,21 @@ def _transactions(size: int | None) -> Iterable[tuple[dict[str, Any], Any]]:
     return Transactions() if size is None else Transactions(rows=size)
 
 
+def _agrawal_drift(size: int | None) -> Iterable[tuple[dict[str, Any], Any]]:
+    """Agrawal function 0 drifting to function 4 at 10,000 (issue #5's drift test)."""
+    stream = river_datasets.synth.ConceptDriftStream(
+        stream=river_datasets.synth.Agrawal(classification_function=0, seed=42),
+        drift_stream=river_datasets.synth.Agrawal(classification_function=4, seed=42),
+        seed=1,
+        position=10_000,
+        width=1_000,
+    )
+    return ((x, bool(y)) for x, y in stream.take(13_000 if size is None else size))
+
+
 #: dataset name -> rows factory (``size``: how many rows; None: the dataset's default).
 DATASETS: dict[str, Callable[[int | None], Iterable[tuple[dict[str, Any], Any]]]] = {
+    "agrawal_drift": _agrawal_drift,
     "phishing": _phishing,
     "transactions": _transactions,
 }

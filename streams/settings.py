@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     """Seconds before the consumer group gives up on a worker that stopped heartbeating
     (a crashed worker's partitions wait this long before a restarted one gets them)."""
 
-    sink_enabled: bool = False
+    sink_enabled: bool = True
     """Run each pipeline's offline sink in the worker (Parquet under ``home/store``).
 
     Off by default until tests/chaos/test_worker_kills.py passes reliably with it on."""
