@@ -153,7 +153,15 @@ class ModelSnapshots:
     async def _restore(self) -> None:
         stage = self.stage
         found = (await self.store.load([self.key])).get(self.key)
-        if isinstance(found, Checkpoint) and found.spec_hash == stage.spec.hash:
+        past = await self._past_end(found) if isinstance(found, Checkpoint) else []
+        if past:
+            log.warning(
+                "not using the model checkpoint %s: its offsets are past the end of %s (the "
+                "topics were recreated since); fresh models",
+                self.key,
+                ", ".join(past),
+            )
+        elif isinstance(found, Checkpoint) and found.spec_hash == stage.spec.hash:
             alerts = stage.restore(found.state)
             for alert in alerts:
                 log.error("%s", alert.message)
@@ -167,10 +175,25 @@ class ModelSnapshots:
             return
         if isinstance(found, CheckpointError):
             log.warning("not using the model checkpoint %s (%s); fresh models", self.key, found)
-        elif isinstance(found, Checkpoint):
+        elif isinstance(found, Checkpoint) and not past:
             log.warning("the model checkpoint %s is of another spec; fresh models", self.key)
         labels = stage.register_fresh()
         log.info("fresh models %s", labels)
+
+    async def _past_end(self, checkpoint: Checkpoint) -> list[str]:
+        """The checkpoint's ``topic:partition`` positions beyond their topic's end now."""
+        positions = Predictor.saved_positions(checkpoint.state)
+        by_topic: dict[str, list[int]] = {}
+        for key in positions:
+            topic, _, partition = key.rpartition(":")
+            by_topic.setdefault(topic, []).append(int(partition))
+        past = []
+        for topic, parts in sorted(by_topic.items()):
+            _starts, ends = await self.store.offset_range(topic, parts)
+            for p in parts:
+                if positions[f"{topic}:{p}"] > ends.get(p, 0):
+                    past.append(f"{topic}:{p} ({positions[f'{topic}:{p}']} > {ends.get(p, 0)})")
+        return past
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
         await self._reseek_gaps()

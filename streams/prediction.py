@@ -203,6 +203,12 @@ class Predictor:
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
+    @staticmethod
+    def saved_positions(data: bytes) -> dict[str, int]:
+        """The ``topic:partition`` -> next offset that :meth:`state_bytes` saved."""
+        # Our own checkpoint, checksummed by streams.checkpoint.
+        return dict(pickle.loads(data)["positions"])
+
     def restore(self, data: bytes) -> list[Alert]:
         """Restore :meth:`state_bytes` and each model's version from the registry.
 
