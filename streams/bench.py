@@ -262,7 +262,7 @@ def ingest_section(options: BenchOptions) -> dict[str, Any]:
             "bytes": round(sum(map(len, values)) / n, 1),
             "riverline_eps": round(riverline_eps),
             "fastavro_eps": round(fastavro_eps),
-            "ratio": round(riverline_eps / fastavro_eps, 3),
+            "ratio": float(f"{riverline_eps / fastavro_eps:.3g}"),  # 3 significant digits
         }
         if fmt == "json":
             row["json_loads_eps"] = round(_best_eps(n, repeats, partial(_json_loads_all, values)))

@@ -209,7 +209,9 @@ def _wait_for(worker: WorkerProcess, done: Any, what: str, timeout: float = 240.
     while not done():
         if worker.proc is not None and worker.proc.poll() is not None:
             raise AssertionError(f"worker died while waiting for {what}:\n{worker.log_path}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            tail = worker.log_path.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"timed out waiting for {what}; the end of its log:\n{tail}")
         time.sleep(0.05)
 
 
@@ -485,7 +487,11 @@ def test_partitions_moving_between_workers_keep_features_exact(
     events = _events(n, max(1, n // 10), SEED + 1)
     a = WorkerProcess(settings, [spec_path], root / "worker-a.log")
     b = WorkerProcess(other, [spec_path], root / "worker-b.log")
-    producer = Producer(settings, topics.raw, events, rate=n / 8.0)
+    # Two halves: the second is produced only once B has joined, so that A has events
+    # left to process after the rebalance however long B takes to start.
+    half = n // 2
+    producer = Producer(settings, topics.raw, events[:half], rate=half / 4.0)
+    second = Producer(settings, topics.raw, events[half:], rate=(n - half) / 8.0)
     schema = catalog.record("feature_vector")
 
     def feature_ids() -> set[str]:
@@ -499,6 +505,9 @@ def test_partitions_moving_between_workers_keep_features_exact(
         _wait_for(a, lambda: _processed(a) >= n // 5, "worker A's progress")
         b.start()  # a rebalance: A checkpoints and gives up a partition, B restores it
         b.wait_ready()
+        producer.join(timeout=120)
+        assert producer.error is None, producer.error
+        second.start()
         _wait_for(b, lambda: _processed(b) > 0, "worker B's first events")
         # A goes on with the partition it kept, past its last checkpoint, then dies.
         kept = _processed(a)
@@ -506,8 +515,8 @@ def test_partitions_moving_between_workers_keep_features_exact(
         assert a.proc is not None
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait()
-        producer.join(timeout=120)
-        assert producer.error is None, producer.error
+        second.join(timeout=120)
+        assert second.error is None, second.error
         deadline = time.monotonic() + 180
         while len(feature_ids()) < n:
             assert time.monotonic() < deadline, "not every event reached P.features"
