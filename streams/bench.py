@@ -21,8 +21,9 @@ The ``pipeline`` section runs Kafka end to end on one broker (the settings' clus
 :class:`~streams.kafka_local.LocalBroker` on free ports): N pre-produced events of the
 pipeline (default ``pipelines/transactions.toml``), read by four contenders in turn, each
 in its own process (:data:`CONTENDERS`; the baselines are :mod:`agents.baselines`, the
-last a real worker), then Riverline's latency at a fixed share of its measured maximum,
-and optionally Riverline on 4 partitions with 1 and 2 workers. README, Benchmark, has
+last a real worker), then Riverline's latency at a fixed share of its measured maximum
+and each baseline's at that same offered load (a fresh process on fresh topics), and
+optionally Riverline on 4 partitions with 1 and 2 workers. README, Benchmark, has
 the method and a run.
 """
 
@@ -631,7 +632,10 @@ async def _run_riverline(
         async with _Topic(bootstrap, topics.predictions) as out:
             result = await _drain(options, "riverline", out, n, rss, alive)
             if latency:
-                result["latency"] = await _latency(options, bootstrap, spec, out, result, n)
+                rate = max(1.0, result["events_per_s"] * options.latency_load)
+                result["latency"] = await _latency(
+                    options, "riverline", bootstrap, spec, topics.raw, out, rate, n * 10_000
+                )
                 result["peak_rss_mib"] = round(sum(r.mib for r in rss), 1)
         return result
     finally:
@@ -639,33 +643,61 @@ async def _run_riverline(
             await asyncio.to_thread(w.stop)
 
 
+def _event_id(msg: ConsumerRecord[bytes, bytes], id_field: str) -> str | None:
+    """The event id of a raw or output message: Riverline's header, else the JSON body's."""
+    header = dict(msg.headers or ()).get("rl.event_id")
+    if header:
+        return bytes(header).decode()
+    try:
+        body = json.loads(msg.value or b"")
+    except ValueError:
+        return None
+    found = body.get(id_field, body.get("event_id")) if isinstance(body, dict) else None
+    return None if found is None else str(found)
+
+
 async def _latency(
     options: BenchOptions,
+    who: str,
     bootstrap: str,
     spec: PipelineSpec,
+    raw_topic: str,
     out: _Topic,
-    measured: dict[str, Any],
-    n: int,
+    rate: float,
+    offset_ms: int,
 ) -> dict[str, Any]:
-    """End-to-end latency at a fixed offered load: raw message timestamp to prediction's."""
-    rate = max(1.0, measured["events_per_s"] * options.latency_load)
+    """End-to-end latency at a fixed offered load, the same way for every contender.
+
+    Each event's latency is its first output message's timestamp minus its raw message's
+    (both stamped by the producers, as Riverline's ``rl.raw_ts`` header is), joined by
+    event id.
+    """
     count = max(100, min(options.latency_events, int(rate * options.latency_seconds)))
-    _say(options, f"riverline latency: {count:,} events offered at {rate:,.0f} events/s")
-    start = await out.ends()
-    # Event times continue after the pre-produced ones, so no event is late.
-    values = _bench_events(spec, count, "lat", offset_ms=n * 10_000)
+    _say(options, f"{who} latency: {count:,} events offered at {rate:,.0f} events/s")
+    values = _bench_events(spec, count, f"lat-{who}", offset_ms=offset_ms)
     keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
-    await _produce(bootstrap, spec.topics(options.namespace).raw, values, keys, rate=rate)
-    deadline = time.monotonic() + options.drain_timeout
-    while sum((await out.ends()).values()) - sum(start.values()) < count:
-        if time.monotonic() > deadline:
-            raise RiverlineError("riverline latency: not every offered event came out")
-        await asyncio.sleep(0.2)
-    latencies = []
+    async with _Topic(bootstrap, raw_topic) as source:
+        raw_start = await source.ends()
+        start = await out.ends()
+        await _produce(bootstrap, raw_topic, values, keys, rate=rate)
+        deadline = time.monotonic() + options.drain_timeout
+        while sum((await out.ends()).values()) - sum(start.values()) < count:
+            if time.monotonic() > deadline:
+                raise RiverlineError(f"{who} latency: not every offered event came out")
+            await asyncio.sleep(0.2)
+        sent = {
+            eid: m.timestamp
+            for m in await source.read(raw_start)
+            if (eid := _event_id(m, spec.id_field)) is not None
+        }
+    came: dict[str, int] = {}
     for msg in await out.read(start):
-        raw_ts = dict(msg.headers or ()).get("rl.raw_ts")
-        if raw_ts:
-            latencies.append(max(0.0, float(msg.timestamp - int(raw_ts))))
+        eid = _event_id(msg, spec.id_field)
+        if eid in sent:
+            came.setdefault(eid, msg.timestamp)
+    latencies = [max(0.0, float(ts - sent[eid])) for eid, ts in came.items()]
+    if len(latencies) < count:
+        raise RiverlineError(f"{who} latency: {count - len(latencies):,} offered events missing")
     qs = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "offered_per_s": round(rate),
@@ -676,6 +708,50 @@ async def _latency(
         "p99_ms": round(qs[98], 1),
         "max_ms": round(max(latencies), 1),
     }
+
+
+async def _baseline_latency(
+    options: BenchOptions,
+    kind: str,
+    bootstrap: str,
+    spec: PipelineSpec,
+    rate: float,
+    offset_ms: int,
+    tmp: Path,
+) -> dict[str, Any]:
+    """A baseline's latency at Riverline's offered load: a fresh process on fresh topics."""
+    prefix = f"{options.namespace}{kind}-lat"
+    source = f"{prefix}.raw"
+    hops = ["predictions"] if kind == "naive" else ["events", "features", "predictions"]
+    await _ensure(
+        bootstrap,
+        [TopicConfig(t, options.partitions) for t in [source] + [f"{prefix}.{h}" for h in hops]],
+    )
+    args = {
+        "bootstrap": bootstrap,
+        "source": source,
+        "prefix": prefix,
+        "batch_size": options.settings.batch_size,
+        "datadir": str(tmp / f"{kind}-lat"),
+    }
+    log_path = tmp / f"{kind}-lat.log"
+    proc = _start_baseline(kind, args, log_path, options.settings)
+    try:
+
+        def alive() -> str | None:
+            if proc.poll() is None:
+                return None
+            return f"exit code {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}"
+
+        async with _Topic(bootstrap, f"{prefix}.predictions") as out:
+            # Warm-up: once these come out, the contender holds its partitions and runs.
+            warm = _bench_events(spec, 20, f"warm-{kind}", offset_ms=0)
+            keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in warm]
+            await _produce(bootstrap, source, warm, keys)
+            await _drain(options, f"{kind} warm-up", out, len(warm), [], alive)
+            return await _latency(options, kind, bootstrap, spec, source, out, rate, offset_ms)
+    finally:
+        await asyncio.to_thread(_stop, proc)
 
 
 async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
@@ -706,6 +782,13 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
             else:
                 results[kind] = await _run_baseline(options, kind, bootstrap, topics.raw, n, tmp)
             _say(options, f"  {kind}: {results[kind]['events_per_s']:,} events/s")
+        # The baselines' latency at the load Riverline's was measured at, side by side.
+        if "latency" in results.get("riverline", {}):
+            rate = max(1.0, results["riverline"]["events_per_s"] * options.latency_load)
+            for kind in [k for k in results if k != "riverline"]:
+                results[kind]["latency"] = await _baseline_latency(
+                    options, kind, bootstrap, spec, rate, n * 10_000, tmp
+                )
         if options.scaling:
             scaling = await _scaling(options, bootstrap, source, tmp)
     rows = [
@@ -714,6 +797,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
             "events": r["events"],
             "events_per_s": r["events_per_s"],
             "peak_rss_mib": r["peak_rss_mib"],
+            **{f"{q}_ms": r["latency"][f"{q}_ms"] for q in ("p50", "p99") if "latency" in r},
         }
         for kind, r in results.items()
     ]
@@ -727,8 +811,14 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
             if goal is not None:
                 goals[f"riverline >= {goal} x {kind}"] = ratio >= goal
     latency = results.get("riverline", {}).get("latency")
+    added: dict[str, float] = {}
     if latency:
         goals["p99 <= 25 ms"] = latency["p99_ms"] <= 25.0
+        floor = results.get("floor", {}).get("latency")
+        if floor:  # what Riverline's own code adds to the framework's three hops
+            added = {
+                f"{q}_ms": round(latency[f"{q}_ms"] - floor[f"{q}_ms"], 1) for q in ("p50", "p99")
+            }
     report: dict[str, Any] = {
         "title": (
             f"pipeline: {spec.name}, {n:,} events, {options.partitions} partition(s), "
@@ -748,6 +838,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
         "results": results,
         "ratios": ratios,
         "latency": latency,
+        "latency_over_floor": added,
         "goals": goals,
         "rows": rows,
     }

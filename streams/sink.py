@@ -63,6 +63,7 @@ class OfflineSink:
         self.kinds = kinds
         self.block_size = block_size
         self._blocks: dict[tuple[str, int], _Block] = {}
+        self._finished: list[tuple[str, int, _Block]] = []  # complete, not written yet
         self._schemas = {
             "features": catalog.record("feature_vector"),
             "predictions": catalog.record("prediction"),
@@ -127,7 +128,8 @@ class OfflineSink:
         if block is not None and block.start == start:
             return block
         if block is not None and block.dirty:
-            self._write(topic, partition, block)
+            # Written by the next flush (in the agent's thread), not here on the event loop.
+            self._finished.append((topic, partition, block))
         block = _Block(start)
         existing = self.store.file_for(
             self.kinds[topic], topic, partition, start, start + self.block_size - 1, self.spec.name
@@ -174,8 +176,11 @@ class OfflineSink:
         return path
 
     def flush(self) -> list[Path]:
-        """Rewrite every block that changed since the last flush."""
-        written = []
+        """Write the blocks completed and rewrite every block changed since the last flush."""
+        written = [
+            self._write(topic, partition, block) for topic, partition, block in self._finished
+        ]
+        self._finished.clear()
         for (topic, partition), block in self._blocks.items():
             if block.dirty:
                 written.append(self._write(topic, partition, block))

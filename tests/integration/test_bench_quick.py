@@ -31,8 +31,18 @@ def test_quick_pipeline_bench_reports_every_contender(
         assert result["peak_rss_mib"] > 0
     assert set(section["ratios"]) == {"riverline/raw", "riverline/floor", "riverline/naive"}
     latency = section["latency"]
-    assert latency["events"] >= 100
-    assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert latency == section["results"]["riverline"]["latency"]
+    for kind in CONTENDERS:  # every contender at the load Riverline's latency was measured at
+        got = section["results"][kind]["latency"]
+        assert got["offered_per_s"] == latency["offered_per_s"]
+        assert got["events"] == latency["events"] >= 100
+        assert got["p50_ms"] <= got["p95_ms"] <= got["p99_ms"] <= got["max_ms"]
+        row = next(r for r in section["rows"] if r["contender"] == kind)
+        assert (row["p50_ms"], row["p99_ms"]) == (got["p50_ms"], got["p99_ms"])
+    floor = section["results"]["floor"]["latency"]
+    assert section["latency_over_floor"] == {
+        q: round(latency[q] - floor[q], 1) for q in ("p50_ms", "p99_ms")
+    }
     assert set(section["goals"]) == {
         "riverline >= 0.7 x floor",
         "riverline >= 1.0 x naive",
@@ -40,3 +50,4 @@ def test_quick_pipeline_bench_reports_every_contender(
     }
     assert "scaling" not in section  # --quick leaves it out: two more worker start-ups
     assert any("riverline latency" in line for line in lines)  # progress while it runs
+    assert any("floor latency" in line for line in lines)

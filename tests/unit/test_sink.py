@@ -69,6 +69,19 @@ def test_blocks_are_files_named_by_offset_range(tmp_path) -> None:
     assert set(table.column("rl_model").to_pylist()) == {"phishing-lr@1"}
 
 
+def test_a_completed_block_is_written_by_the_flush_not_by_add(tmp_path) -> None:
+    sink = _sink(tmp_path)
+    sink.add([_prediction(o) for o in range(10)])  # blocks 0-3 and 4-7 complete, 8-11 open
+    assert list(tmp_path.rglob("*.parquet")) == []  # add() runs on the event loop: no I/O
+    written = sink.flush()
+    assert sorted(p.name for p in written) == [
+        "phishing.predictions+0+0-3.parquet",
+        "phishing.predictions+0+4-7.parquet",
+        "phishing.predictions+0+8-11.parquet",
+    ]
+    assert sink.flush() == []  # nothing changed since
+
+
 def test_a_restart_that_rereads_offsets_does_not_duplicate_rows(tmp_path) -> None:
     first = _sink(tmp_path)
     first.add([_prediction(o) for o in range(6)])
