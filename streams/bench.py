@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from io import BytesIO
@@ -361,6 +361,12 @@ def _bench_events(spec: PipelineSpec, n: int, run_id: str, offset_ms: int) -> li
     return values
 
 
+def _keys(spec: PipelineSpec, values: Sequence[bytes]) -> list[bytes]:
+    """Message keys of bench events: the spec's key field (else its id), as Riverline keys."""
+    field_name = spec.key_field or spec.id_field
+    return [str(json.loads(v)[field_name]).encode() for v in values]
+
+
 async def _produce(
     bootstrap: str,
     topic: str,
@@ -519,35 +525,45 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "(no log)"
 
 
+@contextlib.asynccontextmanager
+async def _baseline(
+    options: BenchOptions, kind: str, name: str, bootstrap: str, source: str, tmp: Path
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], _Topic, Callable[[], str | None]]]:
+    """A baseline process reading ``source`` into topics ``<ns><name>.*``, stopped at exit.
+
+    Yields the process, its last topic and a check that says why it died, if it did.
+    """
+    prefix = f"{options.namespace}{name}"
+    hops = ["predictions"] if kind == "naive" else ["events", "features", "predictions"]
+    await _ensure(bootstrap, [TopicConfig(f"{prefix}.{h}", options.partitions) for h in hops])
+    args = {
+        "bootstrap": bootstrap,
+        "source": source,
+        "prefix": prefix,
+        "batch_size": options.settings.batch_size,
+        "datadir": str(tmp / name),
+    }
+    log_path = tmp / f"{name}.log"
+    proc = _start_baseline(kind, args, log_path, options.settings)
+
+    def alive() -> str | None:
+        if proc.poll() is None:
+            return None
+        return f"exit code {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}"
+
+    try:
+        async with _Topic(bootstrap, f"{prefix}.predictions") as out:
+            yield proc, out, alive
+    finally:
+        await asyncio.to_thread(_stop, proc)
+
+
 async def _run_baseline(
     options: BenchOptions, kind: str, bootstrap: str, raw_topic: str, n: int, tmp: Path
 ) -> dict[str, Any]:
-    prefix = f"{options.namespace}{kind}"
-    partitions = options.partitions
-    hops = ["predictions"] if kind == "naive" else ["events", "features", "predictions"]
-    await _ensure(bootstrap, [TopicConfig(f"{prefix}.{h}", partitions) for h in hops])
-    args = {
-        "bootstrap": bootstrap,
-        "source": raw_topic,
-        "prefix": prefix,
-        "batch_size": options.settings.batch_size,
-        "datadir": str(tmp / kind),
-    }
-    log_path = tmp / f"{kind}.log"
     _say(options, f"{kind}: {_DESCRIBE[kind]}")
-    proc = _start_baseline(kind, args, log_path, options.settings)
-    try:
-        rss = _PeakRss(proc.pid)
-
-        def alive() -> str | None:
-            if proc.poll() is None:
-                return None
-            return f"exit code {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}"
-
-        async with _Topic(bootstrap, f"{prefix}.predictions") as out:
-            return await _drain(options, kind, out, n, [rss], alive)
-    finally:
-        await asyncio.to_thread(_stop, proc)
+    async with _baseline(options, kind, kind, bootstrap, raw_topic, tmp) as (proc, out, alive):
+        return await _drain(options, kind, out, n, [_PeakRss(proc.pid)], alive)
 
 
 def _start_baseline(
@@ -632,7 +648,7 @@ async def _run_riverline(
         async with _Topic(bootstrap, topics.predictions) as out:
             result = await _drain(options, "riverline", out, n, rss, alive)
             if latency:
-                rate = max(1.0, result["events_per_s"] * options.latency_load)
+                rate = _offered_rate(options, result)
                 result["latency"] = await _latency(
                     options, "riverline", bootstrap, spec, topics.raw, out, rate, n * 10_000
                 )
@@ -641,6 +657,11 @@ async def _run_riverline(
     finally:
         for w in procs:
             await asyncio.to_thread(w.stop)
+
+
+def _offered_rate(options: BenchOptions, riverline: dict[str, Any]) -> float:
+    """The latency runs' offered events/s: a share of Riverline's measured maximum."""
+    return max(1.0, riverline["events_per_s"] * options.latency_load)
 
 
 def _event_id(msg: ConsumerRecord[bytes, bytes], id_field: str) -> str | None:
@@ -675,7 +696,7 @@ async def _latency(
     count = max(100, min(options.latency_events, int(rate * options.latency_seconds)))
     _say(options, f"{who} latency: {count:,} events offered at {rate:,.0f} events/s")
     values = _bench_events(spec, count, f"lat-{who}", offset_ms=offset_ms)
-    keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
+    keys = _keys(spec, values)
     async with _Topic(bootstrap, raw_topic) as source:
         raw_start = await source.ends()
         start = await out.ends()
@@ -720,38 +741,15 @@ async def _baseline_latency(
     tmp: Path,
 ) -> dict[str, Any]:
     """A baseline's latency at Riverline's offered load: a fresh process on fresh topics."""
-    prefix = f"{options.namespace}{kind}-lat"
-    source = f"{prefix}.raw"
-    hops = ["predictions"] if kind == "naive" else ["events", "features", "predictions"]
-    await _ensure(
-        bootstrap,
-        [TopicConfig(t, options.partitions) for t in [source] + [f"{prefix}.{h}" for h in hops]],
-    )
-    args = {
-        "bootstrap": bootstrap,
-        "source": source,
-        "prefix": prefix,
-        "batch_size": options.settings.batch_size,
-        "datadir": str(tmp / f"{kind}-lat"),
-    }
-    log_path = tmp / f"{kind}-lat.log"
-    proc = _start_baseline(kind, args, log_path, options.settings)
-    try:
-
-        def alive() -> str | None:
-            if proc.poll() is None:
-                return None
-            return f"exit code {proc.returncode}; last lines of {log_path}:\n{_tail(log_path)}"
-
-        async with _Topic(bootstrap, f"{prefix}.predictions") as out:
-            # Warm-up: once these come out, the contender holds its partitions and runs.
-            warm = _bench_events(spec, 20, f"warm-{kind}", offset_ms=0)
-            keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in warm]
-            await _produce(bootstrap, source, warm, keys)
-            await _drain(options, f"{kind} warm-up", out, len(warm), [], alive)
-            return await _latency(options, kind, bootstrap, spec, source, out, rate, offset_ms)
-    finally:
-        await asyncio.to_thread(_stop, proc)
+    name = f"{kind}-lat"
+    source = f"{options.namespace}{name}.raw"
+    await _ensure(bootstrap, [TopicConfig(source, options.partitions)])
+    async with _baseline(options, kind, name, bootstrap, source, tmp) as (_, out, alive):
+        # Warm-up: once these come out, the contender holds its partitions and runs.
+        warm = _bench_events(spec, 20, f"warm-{kind}", offset_ms=0)
+        await _produce(bootstrap, source, warm, _keys(spec, warm))
+        await _drain(options, f"{kind} warm-up", out, len(warm), [], alive)
+        return await _latency(options, kind, bootstrap, spec, source, out, rate, offset_ms)
 
 
 async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
@@ -771,7 +769,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
         )
         _say(options, f"producing {n:,} {spec.name} events (JSON) to {topics.raw} ...")
         values = _bench_events(spec, n, "bench", offset_ms=0)
-        keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
+        keys = _keys(spec, values)
         await _produce(bootstrap, topics.raw, values, keys)
         del values, keys
         for kind in options.contenders:
@@ -784,7 +782,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
             _say(options, f"  {kind}: {results[kind]['events_per_s']:,} events/s")
         # The baselines' latency at the load Riverline's was measured at, side by side.
         if "latency" in results.get("riverline", {}):
-            rate = max(1.0, results["riverline"]["events_per_s"] * options.latency_load)
+            rate = _offered_rate(options, results["riverline"])
             for kind in [k for k in results if k != "riverline"]:
                 results[kind]["latency"] = await _baseline_latency(
                     options, kind, bootstrap, spec, rate, n * 10_000, tmp
@@ -867,7 +865,7 @@ async def _scaling(
         n = options.kafka_events
         _say(options, f"scaling: {n:,} events on {partitions} partitions, {workers} worker(s)")
         values = _bench_events(spec, n, "scale", offset_ms=0)
-        keys = [str(json.loads(v)[spec.key_field or spec.id_field]).encode() for v in values]
+        keys = _keys(spec, values)
         raw = spec.topics(ns).raw
         r = await _run_riverline(
             sub,
