@@ -81,6 +81,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import struct
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -88,10 +89,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import RiverlineError
 from streams.messages import InMessage
+
+log = logging.getLogger("riverline.checkpoints")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -307,13 +310,45 @@ class CheckpointStore:
         topic: str,
         max_bytes: int,
         client_kwargs: Mapping[str, Any] | None = None,
+        connect_timeout: float = 60.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.max_bytes = max_bytes
         #: Extra aiokafka client arguments (authentication: streams.security.client_kwargs).
         self.client_kwargs = dict(client_kwargs or {})
+        #: How long a client keeps trying to reach the cluster (a broker restarting).
+        self.connect_timeout = connect_timeout
         self._producer: AIOKafkaProducer | None = None
+
+    async def _start(self, client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
+        """Start a client, retrying while the cluster is unreachable, up to ``connect_timeout``.
+
+        The stores' reads run in rebalance handlers: a broker that is restarting must
+        delay them, not fail them (a failed assignment handler stops Faust's app).
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.25
+        while True:
+            try:
+                await client.start()
+                return
+            except KafkaConnectionError as exc:
+                await client.stop()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CheckpointError(
+                        f"cannot reach Kafka at {self.bootstrap} to {what} after "
+                        f"{self.connect_timeout:.0f} s: {exc}. Is the broker up?"
+                    ) from exc
+                log.warning("cannot reach Kafka at %s to %s; retrying", self.bootstrap, what)
+                await asyncio.sleep(min(delay, left))
+                delay = min(2.0, delay * 2)
+            except KafkaError as exc:
+                await client.stop()
+                raise CheckpointError(
+                    f"cannot reach Kafka at {self.bootstrap} to {what}: {exc}."
+                ) from exc
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -323,13 +358,7 @@ class CheckpointStore:
                 max_request_size=self.max_bytes + (1 << 16),
                 **self.client_kwargs,
             )
-            try:
-                await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
-                raise CheckpointError(
-                    f"cannot reach Kafka at {self.bootstrap} to write checkpoints: {exc}."
-                ) from exc
+            await self._start(producer, "write checkpoints")
             self._producer = producer
         return self._producer
 
@@ -370,13 +399,7 @@ class CheckpointStore:
             fetch_max_bytes=self.max_bytes + (1 << 16),
             **self.client_kwargs,
         )
-        try:
-            await consumer.start()
-        except KafkaError as exc:
-            await consumer.stop()
-            raise CheckpointError(
-                f"cannot reach Kafka at {self.bootstrap} to read checkpoints: {exc}."
-            ) from exc
+        await self._start(consumer, "read checkpoints")
         wanted = set(keys)
         latest: dict[str, bytes | None] = {}
         try:
@@ -425,7 +448,7 @@ class CheckpointStore:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, **self.client_kwargs
         )
-        await consumer.start()
+        await self._start(consumer, f"read the offsets of {topic}")
         try:
             tps = [TopicPartition(topic, p) for p in partitions]
             starts = await consumer.beginning_offsets(tps)
@@ -451,7 +474,7 @@ class CheckpointStore:
             enable_auto_commit=False,
             **self.client_kwargs,
         )
-        await consumer.start()
+        await self._start(consumer, f"read the committed offsets of {topic}")
         try:
             found = {}
             for p in partitions:

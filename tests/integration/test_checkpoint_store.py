@@ -1,0 +1,56 @@
+"""CheckpointStore's clients wait for a restarting broker instead of failing at once.
+
+Its reads run inside Faust's assignment handlers, where an exception stops the app: a
+broker killed during an assignment (tests/integration/test_broker_fault.py) must delay
+the handler, not end the worker's processing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
+
+from streams.checkpoint import CheckpointError, CheckpointStore
+from streams.kafka_local import free_port
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_broker_that_comes_back_is_waited_for(
+    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = AIOKafkaConsumer.start
+    refused = []
+
+    async def flaky_start(self: AIOKafkaConsumer) -> Any:
+        if len(refused) < 2:  # the broker is still down for the first two attempts
+            refused.append(time.monotonic())
+            raise KafkaConnectionError("Unable to bootstrap (test)")
+        return await real_start(self)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", flaky_start)
+    settings = settings_factory()
+    store = CheckpointStore(settings.effective_bootstrap, "unused", 1 << 20, connect_timeout=30)
+    group = f"t{secrets.token_hex(4)}.group"
+    started = time.monotonic()
+    assert asyncio.run(store.committed(group, "no-such-topic", [0, 1])) == {}
+    assert len(refused) == 2
+    assert time.monotonic() - started >= 0.25 + 0.5  # backed off between the attempts
+
+
+def test_a_broker_that_stays_away_is_a_clear_error() -> None:
+    store = CheckpointStore(f"127.0.0.1:{free_port()}", "unused", 1 << 20, connect_timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(
+        CheckpointError, match=r"cannot reach Kafka at 127\.0\.0\.1:\d+ .*broker up"
+    ):
+        asyncio.run(store.offset_range("t", [0]))
+    assert 1.5 <= time.monotonic() - started < 10  # tried for connect_timeout, then gave up
