@@ -86,7 +86,7 @@ import struct
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -95,6 +95,8 @@ from streams.errors import RiverlineError
 from streams.messages import InMessage
 
 log = logging.getLogger("riverline.checkpoints")
+
+_Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -321,8 +323,9 @@ class CheckpointStore:
         self.connect_timeout = connect_timeout
         self._producer: AIOKafkaProducer | None = None
 
-    async def _start(self, client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
-        """Start a client, retrying while the cluster is unreachable, up to ``connect_timeout``.
+    async def _start(self, make: Callable[[], _Client], what: str) -> _Client:
+        """A started client from ``make``, retrying while the cluster is unreachable, up to
+        ``connect_timeout``.
 
         The stores' reads run in rebalance handlers: a broker that is restarting must
         delay them, not fail them (a failed assignment handler stops Faust's app).
@@ -330,9 +333,10 @@ class CheckpointStore:
         deadline = time.monotonic() + self.connect_timeout
         delay = 0.25
         while True:
+            client = make()  # a stopped aiokafka client cannot be started again
             try:
                 await client.start()
-                return
+                return client
             except KafkaConnectionError as exc:
                 await client.stop()
                 left = deadline - time.monotonic()
@@ -352,14 +356,15 @@ class CheckpointStore:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                max_request_size=self.max_bytes + (1 << 16),
-                **self.client_kwargs,
+            self._producer = await self._start(
+                lambda: AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    max_request_size=self.max_bytes + (1 << 16),
+                    **self.client_kwargs,
+                ),
+                "write checkpoints",
             )
-            await self._start(producer, "write checkpoints")
-            self._producer = producer
         return self._producer
 
     async def stop(self) -> None:
@@ -391,15 +396,17 @@ class CheckpointStore:
         self, keys: Collection[str], *, within: float = 60.0
     ) -> dict[str, Checkpoint | CheckpointError]:
         """The latest checkpoint of each key that has one (or why it cannot be read)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=self.max_bytes + (1 << 16),
-            fetch_max_bytes=self.max_bytes + (1 << 16),
-            **self.client_kwargs,
+        consumer = await self._start(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=self.max_bytes + (1 << 16),
+                fetch_max_bytes=self.max_bytes + (1 << 16),
+                **self.client_kwargs,
+            ),
+            "read checkpoints",
         )
-        await self._start(consumer, "read checkpoints")
         wanted = set(keys)
         latest: dict[str, bytes | None] = {}
         try:
@@ -445,10 +452,12 @@ class CheckpointStore:
         self, topic: str, partitions: Collection[int]
     ) -> tuple[dict[int, int], dict[int, int]]:
         """First retained and next-to-be-written offsets, per partition of ``topic``."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, **self.client_kwargs
+        consumer = await self._start(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=None, **self.client_kwargs
+            ),
+            f"read the offsets of {topic}",
         )
-        await self._start(consumer, f"read the offsets of {topic}")
         try:
             tps = [TopicPartition(topic, p) for p in partitions]
             starts = await consumer.beginning_offsets(tps)
@@ -468,13 +477,15 @@ class CheckpointStore:
         Read with a consumer that never joins the group, so the group's members are not
         disturbed (no rebalance).
         """
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            **self.client_kwargs,
+        consumer = await self._start(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                **self.client_kwargs,
+            ),
+            f"read the committed offsets of {topic}",
         )
-        await self._start(consumer, f"read the committed offsets of {topic}")
         try:
             found = {}
             for p in partitions:
