@@ -15,6 +15,7 @@ from agents.diagnostics import dump_state
 from agents.features import add_features_agent
 from agents.ingest import add_ingest_agent
 from agents.learn import add_learn_agent
+from agents.onepass import add_onepass_agent
 from agents.sink import add_sink_agent
 from agents.views import add_views
 from streams.catalog import SchemaCatalog
@@ -106,8 +107,14 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
     )
     worker = Worker(app, settings, WorkerMetrics())
     for spec in specs:
-        ingestion = add_ingest_agent(app, settings, spec, catalog, worker.metrics)
         add_sink_agent(app, settings, spec, catalog)  # offline store (agents.sink)
+        if settings.topology == "one-pass":
+            stage, guard = add_onepass_agent(app, settings, spec, catalog, worker.metrics)
+            worker.pipelines[spec.name] = PipelineStages(
+                spec, stage.ingestion, stage.featurization, guard.features, stage.predictor
+            )
+            continue
+        ingestion = add_ingest_agent(app, settings, spec, catalog, worker.metrics)
         featurization, checkpoints = add_features_agent(
             app, settings, spec, catalog, worker.metrics
         )

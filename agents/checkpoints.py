@@ -42,8 +42,16 @@ class FeatureCheckpoints:
     """Keeps a features stage's partitions, checkpoints and committed offsets in step."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, stage: Featurization, events_topic: str
+        self,
+        app: faust.App,
+        settings: Settings,
+        stage: Featurization,
+        events_topic: str,
+        *,
+        wire: bool = True,
     ) -> None:
+        """``wire=False``: no signal handlers and no watchdog; an owner calls the steps
+        (agents.onepass, which checkpoints features and models together)."""
         self.app = app
         self.stage = stage
         self.topic = events_topic
@@ -60,13 +68,14 @@ class FeatureCheckpoints:
         self.last_saved: float | None = None
         self._saved: dict[int, int] = {}  # partition -> offset of its latest checkpoint
         self._closed = False
-        # mode types handlers as taking ``*args``; these name the one argument they get.
-        app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
-        app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
-        app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
         self.gate = AssignmentGate()
         self._stall = StallWatch()
-        app.timer(interval=2.0, name=f"{events_topic}.checkpoints.watchdog")(self.watchdog)
+        if wire:
+            # mode types handlers as taking ``*args``; these name the one argument they get.
+            app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
+            app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
+            app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+            app.timer(interval=2.0, name=f"{events_topic}.checkpoints.watchdog")(self.watchdog)
 
     @property
     def open(self) -> bool:
@@ -176,8 +185,8 @@ class FeatureCheckpoints:
         if self.schedule.due():
             await self._save()
 
-    async def _save(self, partitions: Iterable[int] | None = None) -> None:
-        """Checkpoint the partitions that moved, then commit their offsets."""
+    async def _save(self, partitions: Iterable[int] | None = None, commit: bool = True) -> None:
+        """Checkpoint the partitions that moved, then commit their offsets (if ``commit``)."""
         held = self.stage.held
         moved = [
             p
@@ -198,7 +207,8 @@ class FeatureCheckpoints:
                 ", ".join(f"{cp.partition}@{cp.offset}" for cp in checkpoints),
                 extra={"pipeline": self.stage.spec.name, "checkpoints": len(checkpoints)},
             )
-            await self._commit({TP(self.topic, cp.partition): cp.offset for cp in checkpoints})
+            if commit:
+                await self._commit({TP(self.topic, cp.partition): cp.offset for cp in checkpoints})
 
     async def _commit(self, offsets: dict[TP, int]) -> None:
         # Faust's public Consumer.commit() commits only offsets it saw acked, and P.events

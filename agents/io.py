@@ -164,7 +164,6 @@ async def run_stage(
     see a half-done batch), and skipped once the guard is closed (shutdown).
     """
     latency = metrics.stage_latency.labels(pipeline, stage.stage)
-    ok = metrics.events.labels(pipeline, stage.stage, "ok")
     lock = guard.lock if guard is not None else contextlib.nullcontext()
     # take_events exists on faust.Stream; the StreamT protocol does not declare it.
     batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
@@ -182,8 +181,11 @@ async def run_stage(
                 await guard.after_batch(batch, result)
         per_event = (time.perf_counter() - started) / max(1, len(batch))
         latency.observe(per_event)
-        ok.inc(result.ok)
-        for reason, n in result.dead.items():
-            metrics.events.labels(pipeline, stage.stage, "dead_letter").inc(n)
-            metrics.dead_letters.labels(pipeline, stage.stage, reason).inc(n)
+        # A one-pass stage (streams.onepass) counts each of its stages apart.
+        counts: dict[str, Any] = getattr(stage, "counts", None) or {stage.stage: result}
+        for name, done in counts.items():
+            metrics.events.labels(pipeline, name, "ok").inc(done.ok)
+            for reason, n in done.dead.items():
+                metrics.events.labels(pipeline, name, "dead_letter").inc(n)
+                metrics.dead_letters.labels(pipeline, name, reason).inc(n)
         yield result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -24,21 +25,16 @@ from streams.registry import ModelRegistry
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 
-__all__ = ["add_learn_agent"]
+__all__ = ["add_learn_agent", "make_predictor", "predict_recorder"]
 
 
-def add_learn_agent(
-    app: faust.App,
-    settings: Settings,
-    spec: PipelineSpec,
-    catalog: SchemaCatalog,
-    metrics: WorkerMetrics,
-) -> Predictor:
+def make_predictor(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog) -> Predictor:
+    """The predict stage of a pipeline, with its registry, topics and label join."""
     topics = spec.topics(settings.namespace)
     registry = ModelRegistry(
         settings.home / "registry", spec.name, settings.signing_key.get_secret_value().encode()
     )
-    stage = Predictor(
+    return Predictor(
         spec,
         catalog,
         predictions_topic=topics.predictions,
@@ -51,7 +47,12 @@ def add_learn_agent(
         label_ttl_ms=int(settings.label_ttl * 1000),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
-    snapshots = ModelSnapshots(app, settings, stage, [topics.features, topics.labels])
+
+
+def predict_recorder(
+    metrics: WorkerMetrics, spec: PipelineSpec, stage: Predictor
+) -> Callable[[], None]:
+    """What to call after each predict batch: latency, models, labels, drift, audits."""
     e2e = metrics.end_to_end.labels(spec.name)
     labels = _label_counters(metrics)
     expired = labels["expired"].labels(spec.name)
@@ -72,13 +73,32 @@ def add_learn_agent(
         joined.inc(stage.join.joined - reported["joined"])
         reported.update(expired=stage.join.expired, joined=stage.join.joined)
 
-    def record_events() -> None:
+    def record() -> None:
+        for seconds in stage.latencies:
+            e2e.observe(seconds)
         for alert in stage.alerts:
             if alert.kind == "drift":
                 name, _, version = alert.model.partition("@")
                 metrics.drift.labels(spec.name, name, version).inc()
         for entry in stage.audits:
             metrics.registry_actions.labels(spec.name, entry.model, entry.action).inc()
+        record_model()
+
+    record_model()
+    return record
+
+
+def add_learn_agent(
+    app: faust.App,
+    settings: Settings,
+    spec: PipelineSpec,
+    catalog: SchemaCatalog,
+    metrics: WorkerMetrics,
+) -> Predictor:
+    topics = spec.topics(settings.namespace)
+    stage = make_predictor(settings, spec, catalog)
+    snapshots = ModelSnapshots(app, settings, stage, [topics.features, topics.labels])
+    record = predict_recorder(metrics, spec, stage)
 
     async def learn(stream: faust.StreamT) -> Any:
         async for _ in run_stage(
@@ -91,12 +111,8 @@ def add_learn_agent(
             settings.batch_timeout,
             guard=snapshots,
         ):
-            for seconds in stage.latencies:
-                e2e.observe(seconds)
-            record_events()
-            record_model()
+            record()
 
-    record_model()
     # acks=False: Faust never commits these topics; ModelSnapshots commits the offsets each
     # snapshot reflects (see agents.snapshots and streams.checkpoint).
     source = app.topic(topics.features, topics.labels, acks=False)

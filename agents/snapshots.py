@@ -41,8 +41,16 @@ class ModelSnapshots:
     """Keeps a predict stage's models, its checkpoint and its committed offsets in step."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, stage: Predictor, topics: Iterable[str]
+        self,
+        app: faust.App,
+        settings: Settings,
+        stage: Predictor,
+        topics: Iterable[str],
+        *,
+        wire: bool = True,
     ) -> None:
+        """``wire=False``: no signal handlers and no watchdog; an owner calls the steps
+        (agents.onepass, which checkpoints features and models together)."""
         self.app = app
         self.settings = settings
         self.stage = stage
@@ -69,10 +77,11 @@ class ModelSnapshots:
         self.key = Checkpoint(f"{stage.spec.name}/predict", 0, 0, "", "", b"").key
         # Until a partition is restored and held, its messages are skipped (not ours yet).
         stage.tracking = True
-        app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
-        app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
-        app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
-        app.timer(interval=2.0, name=f"{stage.spec.name}.snapshots.watchdog")(self.watchdog)
+        if wire:
+            app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
+            app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
+            app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+            app.timer(interval=2.0, name=f"{stage.spec.name}.snapshots.watchdog")(self.watchdog)
 
     @property
     def open(self) -> bool:
@@ -98,6 +107,24 @@ class ModelSnapshots:
                 self.gate.open()
 
     async def _resume(self, tps: list[TP]) -> None:
+        behind = await self.place(tps)
+        stage = self.stage
+        await self._commit({tp: stage.positions[f"{tp.topic}:{tp.partition}"] for tp in tps})
+        if behind:
+            log.warning(
+                "predict stage of %s starts before the committed offsets; seeking back to %s",
+                stage.spec.name,
+                {str(tp): o for tp, o in behind.items()},
+            )
+            await seek_back(self.app, behind)
+        log.info("predict stage of %s resumes at %s", stage.spec.name, stage.positions)
+
+    async def place(self, tps: list[TP]) -> dict[TP, int]:
+        """Restore (once), then set ``positions`` of the assigned partitions.
+
+        Returns the partitions whose position is behind the group's committed offset
+        (the caller commits and seeks back).
+        """
         if not self._restored:
             await self._restore()
             self._restored = True
@@ -119,16 +146,7 @@ class ModelSnapshots:
                 if committed.get(p, 0) > stage.positions[key]:
                     behind[TP(topic, p)] = stage.positions[key]
         stage.tracking = True
-        offsets = {tp: stage.positions[f"{tp.topic}:{tp.partition}"] for tp in tps}
-        await self._commit(offsets)
-        if behind:
-            log.warning(
-                "predict stage of %s starts before the committed offsets; seeking back to %s",
-                stage.spec.name,
-                {str(tp): o for tp, o in behind.items()},
-            )
-            await seek_back(self.app, behind)
-        log.info("predict stage of %s resumes at %s", stage.spec.name, stage.positions)
+        return behind
 
     async def watchdog(self) -> None:
         """Seek a partition back when it stops making progress (see agents.io.StallWatch)."""
@@ -219,7 +237,7 @@ class ModelSnapshots:
             await seek_back(self.app, {TP(topic, int(partition)): stage.positions[key]})
         stage.gaps.clear()
 
-    async def _snapshot(self, note: str) -> None:
+    async def _snapshot(self, note: str, commit: bool = True) -> None:
         """Models to the registry, state to the checkpoint topic, then commit the offsets."""
         stage = self.stage
         offsets = dict(stage.positions)
@@ -241,7 +259,7 @@ class ModelSnapshots:
         for key, offset in offsets.items():
             topic, _, partition = key.rpartition(":")
             tps[TP(topic, int(partition))] = offset
-        if tps:
+        if tps and commit:
             await self._commit(tps)
         log.info("snapshot %s at %s", [m.label for m in manifests], offsets)
 

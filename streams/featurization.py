@@ -35,7 +35,7 @@ from streams.messages import InMessage, OutMessage
 from streams.spec import PipelineSpec
 from streams.stage import DeadLetter, StageResult, now_ms
 
-__all__ = ["Featurization", "HeldPartition"]
+__all__ = ["Featurization", "HeldPartition", "Vector"]
 
 LATE = "late"
 
@@ -44,6 +44,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return epoch_ms(value)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Vector:
+    """A feature vector computed in this process, for the predict stage (one-pass)."""
+
+    msg: InMessage
+    """The message it was computed from (in one-pass, the raw message)."""
+    vector: dict[str, Any]
+    """The ``feature_vector.avsc`` record, as encoded on ``P.features``."""
+    lineage: Lineage
+    """Its lineage, with the feature set."""
 
 
 @dataclass
@@ -202,6 +214,21 @@ class Featurization:
             self._compute(result, self.held[partition].state, good)
         return result
 
+    def featurize(
+        self,
+        partition: int,
+        good: list[tuple[InMessage, dict[str, Any], Lineage]],
+        result: StageResult,
+    ) -> list[Vector]:
+        """Features of events already selected in order (one-pass: :mod:`streams.onepass`).
+
+        The caller keeps ``held[partition].offset``; the vectors come back for the predict
+        stage, beside their encoded messages in ``result``.
+        """
+        vectors: list[Vector] = []
+        self._compute(result, self.held[partition].state, good, vectors)
+        return vectors
+
     def _dead(self, result: StageResult, msg: InMessage, reason: str, message: str) -> None:
         dead = DeadLetter(self.stage, reason, message, self.reader.label)
         result.sends.append(dead.to_message(msg, self.dlq_topic))
@@ -212,6 +239,7 @@ class Featurization:
         result: StageResult,
         state: FeatureState,
         good: list[tuple[InMessage, dict[str, Any], Lineage]],
+        vectors: list[Vector] | None = None,
     ) -> None:
         fs = self.feature_set
         key_field = self.spec.key_field
@@ -255,6 +283,8 @@ class Featurization:
                 "values": values,
             }
             out = lineage.with_features(fs.label)
+            if vectors is not None:
+                vectors.append(Vector(_msg, vector, out))
             result.sends.append(
                 OutMessage(
                     self.features_topic,

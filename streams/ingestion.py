@@ -51,29 +51,40 @@ class Ingestion:
         result = StageResult()
         ingest_ts = now_ms()
         for msg in batch:
-            try:
-                decoded = self.decoder.decode(msg.key, msg.value)
-            except DecodeError as exc:
-                dead = DeadLetter(self.stage, exc.reason, str(exc), self.reader.label)
-                result.sends.append(dead.to_message(msg, self.dlq_topic))
-                result.dead[exc.reason] += 1
-                continue
-            record = decoded.record
-            event_id = str(record[self.spec.id_field])
-            lineage = Lineage(
-                event_id=event_id,
-                schema=decoded.writer.label,
-                source=msg.source,
-                pipeline=self.spec.label,
-                event_ts=epoch_ms(record[self.spec.time_field]),
-                ingest_ts=ingest_ts,
-                raw_ts=msg.timestamp_ms,
-            )
-            key_field = self.spec.key_field
-            key = str(record[key_field]) if key_field else event_id
-            value = encode_single_object(self.reader, record)
-            result.sends.append(
-                OutMessage(self.events_topic, key.encode(), value, lineage.to_headers())
-            )
-            result.ok += 1
+            self.ingest(msg, ingest_ts, result)
         return result
+
+    def ingest(
+        self, msg: InMessage, ingest_ts: int, result: StageResult
+    ) -> tuple[dict[str, Any], Lineage] | None:
+        """One raw message to ``result``: its event, or its dead letter (then None).
+
+        Returns the validated record and its lineage, for a caller that computes features
+        in the same pass (:mod:`streams.onepass`).
+        """
+        try:
+            decoded = self.decoder.decode(msg.key, msg.value)
+        except DecodeError as exc:
+            dead = DeadLetter(self.stage, exc.reason, str(exc), self.reader.label)
+            result.sends.append(dead.to_message(msg, self.dlq_topic))
+            result.dead[exc.reason] += 1
+            return None
+        record = decoded.record
+        event_id = str(record[self.spec.id_field])
+        lineage = Lineage(
+            event_id=event_id,
+            schema=decoded.writer.label,
+            source=msg.source,
+            pipeline=self.spec.label,
+            event_ts=epoch_ms(record[self.spec.time_field]),
+            ingest_ts=ingest_ts,
+            raw_ts=msg.timestamp_ms,
+        )
+        key_field = self.spec.key_field
+        key = str(record[key_field]) if key_field else event_id
+        value = encode_single_object(self.reader, record)
+        result.sends.append(
+            OutMessage(self.events_topic, key.encode(), value, lineage.to_headers())
+        )
+        result.ok += 1
+        return record, lineage

@@ -26,6 +26,7 @@ from typing import Any
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object, encode_single_object
 from streams.errors import DecodeError
+from streams.featurization import Vector
 from streams.labels import LabelJoin, Pending
 from streams.lifecycle import Alert, AuditEntry, LifecycleError, ModelLifecycle, Served
 from streams.lineage import Lineage
@@ -149,12 +150,21 @@ class Predictor:
             self.save(self.lifecycle.champion, f"saved before promoting {name} by {who}")
         return self.lifecycle.promote(name, who, why)
 
-    def process(self, batch: Sequence[InMessage]) -> StageResult:
+    def process(self, batch: Sequence[InMessage | Vector]) -> StageResult:
+        """Predict and learn from a micro-batch of feature vectors and labels, in order.
+
+        A :class:`~streams.featurization.Vector` (one-pass, :mod:`streams.onepass`) is
+        predicted as it is: its offset was checked by the caller, which also keeps
+        ``positions`` of its source topic.
+        """
         result = StageResult()
         self.latencies = []
         self.alerts = []
         self.audits = []
         for msg in batch:
+            if isinstance(msg, Vector):  # computed in this pass, selected in order already
+                self._predict(msg.msg, msg.vector, msg.lineage, result)
+                continue
             if self.tracking and not self._next_in_order(msg):
                 continue
             if self.labels_topic is not None and msg.topic == self.labels_topic:
@@ -289,20 +299,31 @@ class Predictor:
     # -- features -------------------------------------------------------------------
 
     def _features(self, msg: InMessage, result: StageResult) -> None:
-        inputs = self.spec.model.inputs
         try:
             _, vector = decode_single_object(self.catalog, msg.value or b"", self.vector_schema)
+        except DecodeError as exc:
+            self._dead(msg, result, exc.reason, str(exc))
+            return
+        lineage = Lineage.from_headers(msg.headers)
+        self._predict(msg, vector, lineage, result)
+
+    def _dead(self, msg: InMessage, result: StageResult, reason: str, message: str) -> None:
+        dead = DeadLetter(self.stage, reason, message, self.vector_schema.label)
+        result.sends.append(dead.to_message(msg, self.dlq_topic))
+        result.dead[reason] += 1
+
+    def _predict(
+        self, msg: InMessage, vector: dict[str, Any], lineage: Lineage, result: StageResult
+    ) -> None:
+        inputs = self.spec.model.inputs
+        try:
             values = vector["values"]
             # A feature with no value yet (a key's first event for since_last, zscore)
             # is left out: River's models treat a missing key as "no information".
             x: dict[str, Any] = {name: values[name] for name in inputs if values[name] is not None}
-        except (DecodeError, KeyError) as exc:
-            reason = exc.reason if isinstance(exc, DecodeError) else "missing_feature"
-            dead = DeadLetter(self.stage, reason, str(exc), self.vector_schema.label)
-            result.sends.append(dead.to_message(msg, self.dlq_topic))
-            result.dead[reason] += 1
+        except KeyError as exc:
+            self._dead(msg, result, "missing_feature", str(exc))
             return
-        lineage = Lineage.from_headers(msg.headers)
         event_id = lineage.event_id or str(vector["event_id"])
         if self.tracking:
             if event_id in self._seen:

@@ -56,15 +56,24 @@ class Settings(BaseSettings):
     max_message_bytes: int = 1024 * 1024
     """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""
 
+    topology: Literal["one-pass", "staged"] = "one-pass"
+    """How a worker chains each pipeline's stages. ``one-pass``: one agent reads ``P.raw``
+    and ``P.labels`` and runs ingest, features and predict over each micro-batch in memory,
+    writing ``P.events``, ``P.features`` and ``P.predictions`` as the staged topology does
+    (streams.onepass); feature state and models are checkpointed together on the snapshot
+    schedule. ``staged``: an agent per hop (raw -> events -> features -> predictions), each
+    consuming the one before; two more consume hops per event (see README, Benchmark)."""
+
     batch_size: int = 500
     batch_timeout: float = 0.005
     """Micro-batching of agents: at most ``batch_size`` events or ``batch_timeout`` seconds
-    (5 ms: each of the three hops waits up to this long; see README, Benchmark)."""
+    (5 ms: each hop waits up to this long; see README, Benchmark)."""
 
     checkpoint_every: int = 10_000
     checkpoint_interval: float = 5.0
     """Feature state is checkpointed after this many events or seconds (whichever first),
-    on partition revocation and at clean shutdown."""
+    on partition revocation and at clean shutdown (staged topology; one-pass checkpoints
+    features with the models, on the snapshot schedule)."""
 
     checkpoint_max_bytes: int = 64 * 1024 * 1024
     """Largest checkpoint (one events partition's feature state); also the checkpoint
@@ -75,9 +84,7 @@ class Settings(BaseSettings):
     (a crashed worker's partitions wait this long before a restarted one gets them)."""
 
     sink_enabled: bool = True
-    """Run each pipeline's offline sink in the worker (Parquet under ``home/store``).
-
-    Off by default until tests/chaos/test_worker_kills.py passes reliably with it on."""
+    """Run each pipeline's offline sink in the worker (Parquet under ``home/store``)."""
 
     sink_block_size: int = 10_000
     """Offsets per offline-store file (per topic partition); a file is rewritten until full."""
