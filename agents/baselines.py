@@ -6,12 +6,13 @@ are ``<prefix>.events``, ``<prefix>.features``, ``<prefix>.predictions``, create
 benchmark), ``batch_size`` and ``datadir``. The kinds:
 
 ``raw``
-    aiokafka alone: three consume -> produce hops (raw -> events -> features ->
-    predictions) copying the same bytes, in batches; each batch's sends are acknowledged
-    before its offsets are committed (at-least-once, as a careful client would do it).
+    aiokafka alone: one consumer of the raw topic producing each message's bytes to the
+    three output topics (events, features, predictions), as Riverline's one-pass topology
+    does, in batches; each batch's sends are acknowledged before its offsets are
+    committed (at-least-once, as a careful client would do it).
 ``floor``
-    Faust alone: three empty agents forwarding each event along the same topics. What
-    the framework costs for Riverline's topology, with no work done.
+    Faust alone: one empty agent on the raw topic forwarding each event to the same three
+    topics. What the framework costs for Riverline's topology, with no work done.
 ``naive``
     What tutorials do: one per-event Faust agent, raw -> predictions, with ``json.loads``,
     per-card features in Python dicts, River ``predict_proba_one``/``learn_one`` and
@@ -21,7 +22,6 @@ benchmark), ``batch_size`` and ``datadir``. The kinds:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import signal
@@ -89,59 +89,39 @@ def naive_features(history: CardHistory, event: dict[str, Any]) -> dict[str, flo
     }
 
 
-async def _raw_hop(
-    bootstrap: str, src: str, dst: str, group: str, producer: AIOKafkaProducer, batch: int
-) -> None:
+async def _run_raw(args: dict[str, Any]) -> None:
+    bootstrap, batch = args["bootstrap"], int(args["batch_size"])
+    outputs = [f"{args['prefix']}.{h}" for h in HOPS]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     consumer = AIOKafkaConsumer(
-        src,
+        args["source"],
         bootstrap_servers=bootstrap,
-        group_id=group,
+        group_id=f"{args['prefix']}.raw",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,
     )
+    await producer.start()
     await consumer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
-        while True:
+        while not stop.is_set():
             polled = await consumer.getmany(timeout_ms=100, max_records=batch)
             futures = [
                 await producer.send(dst, m.value, key=m.key)
                 for msgs in polled.values()
                 for m in msgs
+                for dst in outputs
             ]
             if futures:
                 await asyncio.gather(*futures)
                 await consumer.commit()
     finally:
         await consumer.stop()
-
-
-async def _run_raw(args: dict[str, Any]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=args["bootstrap"], linger_ms=5)
-    await producer.start()
-    topics = [args["source"]] + [f"{args['prefix']}.{h}" for h in HOPS]
-    hops = [
-        asyncio.ensure_future(
-            _raw_hop(
-                args["bootstrap"],
-                src,
-                dst,
-                f"{args['prefix']}.hop{i}",
-                producer,
-                int(args["batch_size"]),
-            )
-        )
-        for i, (src, dst) in enumerate(itertools.pairwise(topics))
-    ]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    await stop.wait()
-    for hop in hops:
-        hop.cancel()
-    await asyncio.gather(*hops, return_exceptions=True)
-    await producer.stop()
+        await producer.stop()
 
 
 def _faust_app(args: dict[str, Any], name: str) -> faust.App:
@@ -163,15 +143,14 @@ def _faust_app(args: dict[str, Any], name: str) -> faust.App:
 
 def _floor_app(args: dict[str, Any]) -> faust.App:
     app = _faust_app(args, "floor")
-    topics = [args["source"]] + [f"{args['prefix']}.{h}" for h in HOPS]
-    for i, (src, dst) in enumerate(itertools.pairwise(topics)):
-        out = app.topic(dst)
+    outputs = [app.topic(f"{args['prefix']}.{h}") for h in HOPS]
 
-        async def forward(stream: faust.StreamT, out: faust.TopicT = out) -> Any:
-            async for event in stream.events():
+    async def forward(stream: faust.StreamT) -> Any:
+        async for event in stream.events():
+            for out in outputs:
                 await out.send(key=event.message.key, value=event.message.value)
 
-        app.agent(app.topic(src), name=f"hop{i}", concurrency=1)(forward)
+    app.agent(app.topic(args["source"]), name="forward", concurrency=1)(forward)
     return app
 
 

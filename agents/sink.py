@@ -13,14 +13,24 @@ pipeline's sink must see all of its partitions.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import ctypes
 import logging
+import logging.config
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streams.catalog import SchemaCatalog
+from streams.logs import logging_config
 from streams.messages import InMessage
 from streams.offline_store import OfflineStore
 from streams.security import client_kwargs
@@ -28,9 +38,12 @@ from streams.settings import Settings
 from streams.sink import OfflineSink, sink_topics
 from streams.spec import PipelineSpec
 
-__all__ = ["SinkAgent", "add_sink_agent"]
+__all__ = ["SinkAgent", "add_sink_agent", "run_sinks", "start_sink_process"]
 
 log = logging.getLogger("riverline.sink")
+
+#: Seconds a stopping ``riverline sink`` waits for its last flush and commit.
+_SHUTDOWN_SECONDS = 30
 
 
 class SinkAgent(ConsumerRebalanceListener):
@@ -135,8 +148,12 @@ def _in_message(m: Any) -> InMessage:
 def add_sink_agent(
     app: faust.App, settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog
 ) -> SinkAgent | None:
-    """Run a pipeline's offline sink as a task of the worker (unless ``sink_enabled`` is off)."""
-    if not settings.sink_enabled:
+    """Run a pipeline's offline sink as a task of the worker.
+
+    Only with ``sink_enabled`` and not ``sink_process`` (then the worker starts
+    ``riverline sink`` as a child process instead: :func:`start_sink_process`).
+    """
+    if not settings.sink_enabled or settings.sink_process:
         return None
     agent = SinkAgent(settings, spec, catalog)
     app.on_before_shutdown.connect(cast(Any, agent.on_shutdown))
@@ -146,3 +163,71 @@ def add_sink_agent(
 
     app.task(sink)
     return agent
+
+
+async def _run_sinks(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    agents = [SinkAgent(settings, spec, catalog) for spec in specs]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(a.run()) for a in agents]
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    try:
+        # Bounded: with the broker gone a last commit would wait for it forever; the
+        # rows not committed are read again next time (and not duplicated, see above).
+        await asyncio.wait_for(
+            asyncio.gather(*(agent.on_shutdown(None) for agent in agents)), _SHUTDOWN_SECONDS
+        )
+    except TimeoutError:
+        log.warning("the sink's last flush did not finish in %d s; stopping", _SHUTDOWN_SECONDS)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task is not stopped:
+            task.result()  # a sink that failed: its error, not a silent stop
+
+
+def run_sinks(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
+    """``riverline sink``: the pipelines' offline sinks in this process, until SIGTERM."""
+    logging.config.dictConfig(logging_config(settings))
+    log.info("offline sink for %s", ", ".join(s.name for s in specs))
+    asyncio.run(_run_sinks(settings, specs))
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGTERM this process when its parent dies (a SIGKILLed worker's sink)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_sink_process(
+    settings: Settings, pipelines: Sequence[Path]
+) -> subprocess.Popen[bytes] | None:
+    """The worker's offline sink as ``riverline sink``, a child process of its own.
+
+    In its own process the sink's decoding and Parquet writes do not hold the worker's
+    GIL (in the worker they cost a third of its events/s; README, Benchmark). It stops
+    with the worker: SIGTERM at the worker's exit, and from the kernel if the worker dies.
+    """
+    if not settings.sink_enabled or not settings.sink_process:
+        return None
+    cmd = [sys.executable, "-m", "streams", "sink"]
+    for path in pipelines:
+        cmd += ["--pipeline", str(path)]
+    proc = subprocess.Popen(cmd, env=settings.child_env(), preexec_fn=_die_with_parent)
+    log.info("offline sink started (pid %d)", proc.pid)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    atexit.register(stop)
+    return proc

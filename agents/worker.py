@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import faust
 
 from agents.app import create_app
+from agents.sink import start_sink_process
 from streams.catalog import SchemaCatalog
 from streams.features import warm_up
 from streams.logs import logging_config
@@ -43,6 +44,8 @@ def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
     # Compile every kernel before the first event (cached under RIVERLINE_HOME).
     warm_up()
     worker = create_app(settings, list(specs), catalog)
+    # The offline sink in a process of its own (agents.sink), unless it runs in the app.
+    start_sink_process(settings, [s.path for s in specs if s.path is not None])
     for spec in specs:
         log.info(
             "pipeline %s: spec %s, features %s, model %s",

@@ -165,6 +165,29 @@ def worker(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
 
 
 @cli.command()
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
+)
+@click.pass_context
+@_friendly
+def sink(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
+    """Run the pipelines' offline sinks (Parquet store) until SIGTERM.
+
+    The worker starts this itself (RIVERLINE_SINK_PROCESS, default on); run it alone with
+    RIVERLINE_SINK_ENABLED=false on the workers to place it elsewhere.
+    """
+    from agents.sink import run_sinks
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    run_sinks(settings, [load_spec(p) for p in (pipelines or _default_pipelines(settings))])
+
+
+@cli.command()
 @click.option("--pipeline", type=click.Path(path_type=Path), required=True)
 @click.option("--dataset", default=None, help="Dataset to replay (default: the spec's).")
 @click.option("--rate", type=float, default=None, help="Events per second (default: max).")

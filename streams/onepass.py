@@ -28,7 +28,7 @@ from streams.checkpoint import select_unseen
 from streams.featurization import Featurization, Vector
 from streams.ingestion import Ingestion
 from streams.lineage import Lineage
-from streams.messages import InMessage
+from streams.messages import InMessage, OutMessage
 from streams.prediction import Predictor
 from streams.stage import StageResult, now_ms
 
@@ -66,6 +66,8 @@ class OnePass:
         self.raw_topic = raw_topic
         #: Per stage (ingest, features, predict), what the last batch did: for metrics.
         self.counts: dict[str, StageCounts] = {}
+        #: Lineage of the batch's validated raw messages, by (partition, offset).
+        self._lineage: dict[tuple[int, int], Lineage] = {}
         #: Raw events skipped because the state already reflects them (after a restart).
         self.replayed = 0
         self.ahead = 0
@@ -79,6 +81,7 @@ class OnePass:
         """Every output of the batch, in input order per stage; ``counts`` per stage."""
         stages = (self.ingestion.stage, self.featurization.stage, self.predictor.stage)
         self.counts = {name: StageCounts() for name in stages}
+        self._lineage = {}
         sends = StageResult()
         items: list[InMessage | Vector] = []
         # Runs of raw messages keep their order with the labels around them.
@@ -99,7 +102,26 @@ class OnePass:
         sends.ok = predicted.ok
         for counts in self.counts.values():
             sends.dead.update(counts.dead)
+        if sends.dead:
+            sends.sends = [self._traced(out) for out in sends.sends]
         return sends
+
+    def _traced(self, out: OutMessage) -> OutMessage:
+        """A features or predict dead letter of a raw message, with the event's lineage.
+
+        It names the message the stage read (the raw one, as ingest's do) and carries the
+        lineage headers a staged dead letter has from ``P.events`` or ``P.features``.
+        """
+        if out.topic != self.predictor.dlq_topic:
+            return out
+        headers = dict(out.headers)
+        if headers.get("rl.error.topic") != self.raw_topic.encode():
+            return out
+        where = (int(headers["rl.error.partition"]), int(headers["rl.error.offset"]))
+        lineage = self._lineage.get(where)
+        if lineage is None or "rl.event_id" in headers:  # ingest's: nothing validated
+            return out
+        return OutMessage(out.topic, out.key, out.value, lineage.to_headers() + out.headers)
 
     def _raw(self, run: list[InMessage], sends: StageResult) -> list[Vector]:
         """Ingest and featurize the raw messages that continue their partition's state."""
@@ -119,6 +141,7 @@ class OnePass:
             event = self.ingestion.ingest(msg, ingest_ts, ingested)
             if event is not None:
                 by_partition.setdefault(msg.partition, []).append((msg, event[0], event[1]))
+                self._lineage[(msg.partition, msg.offset)] = event[1]
         self.counts[self.ingestion.stage].add(ingested)
         sends.sends += ingested.sends
         featurized = StageResult()

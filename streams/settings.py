@@ -84,7 +84,11 @@ class Settings(BaseSettings):
     (a crashed worker's partitions wait this long before a restarted one gets them)."""
 
     sink_enabled: bool = True
-    """Run each pipeline's offline sink in the worker (Parquet under ``home/store``)."""
+    """Run each pipeline's offline sink with the worker (Parquet under ``home/store``)."""
+
+    sink_process: bool = True
+    """The worker runs the sink as ``riverline sink``, a child process of its own; off: as a
+    task on the worker's event loop, where its decoding and Parquet writes share the GIL."""
 
     sink_block_size: int = 10_000
     """Offsets per offline-store file (per topic partition); a file is rewritten until full."""

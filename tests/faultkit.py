@@ -171,7 +171,10 @@ class Rig:
         def caught_up() -> bool:
             ends = end_total(self.settings, self.topic("events"))
             dlq = len(read_all(self.settings, self.settings.topic("riverline.dlq")))
-            return ends + dlq >= n_events and self.processed() >= ends
+            # The features stage reads P.events (staged) or P.raw (one-pass).
+            staged = self.settings.topology == "staged"
+            read = ends if staged else end_total(self.settings, self.raw)
+            return ends + dlq >= n_events and self.processed() >= read
 
         self.wait_for(caught_up, "the features stage to catch up", timeout)
         # P.events holds an event twice when ingest wrote it again after a kill.

@@ -177,10 +177,16 @@ def _assert_models_equal_an_uninterrupted_run(rig: Rig) -> None:
 
 def _assert_duplicates_follow_a_checkpoint(rig: Rig, kills: list[dict[str, Any]]) -> None:
     """Each repeated feature vector: first copy before a kill, of an event at or after the
-    checkpoint that was latest at that kill (its ``P.events`` partition and offset)."""
+    checkpoint that was latest at that kill (its partition and offset in the topic the
+    features stage reads: ``P.events`` staged, ``P.raw`` one-pass)."""
+    staged = rig.settings.topology == "staged"
     events_at: dict[str, tuple[int, int]] = {}
     for r in read_all(rig.settings, rig.topic("events")):
-        events_at.setdefault(r.headers["rl.event_id"], (r.partition, r.offset))
+        if staged:
+            events_at.setdefault(r.headers["rl.event_id"], (r.partition, r.offset))
+        else:
+            _, partition, offset = r.headers["rl.source"].rsplit(":", 2)
+            events_at.setdefault(r.headers["rl.event_id"], (int(partition), int(offset)))
     copies: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for r in read_all(rig.settings, rig.topic("features")):
         copies[r.headers["rl.event_id"]].append((r.partition, r.offset))

@@ -229,6 +229,9 @@ def outcome(settings_factory, tmp_path_factory) -> Outcome:
         batch_size=200,
         checkpoint_every=1500,
         checkpoint_interval=0.5,
+        # One-pass checkpoints features with the models, on the snapshot schedule.
+        snapshot_every=1500,
+        snapshot_interval=0.5,
         session_timeout=6.0,  # a restarted worker gets the killed one's partitions sooner
     )
     spec = load_spec(spec_path)
@@ -259,9 +262,11 @@ def outcome(settings_factory, tmp_path_factory) -> Outcome:
         producer.join(timeout=120)
         assert producer.error is None, producer.error
         assert producer.sent == N_EVENTS
-        # Done when ingest has written every event and the features stage has caught up.
+        # Done when ingest has written every event and the features stage has caught up
+        # with what it reads: P.events (staged) or P.raw (one-pass).
+        read = topics.events if settings.topology == "staged" else topics.raw
         ends = -1
-        while ends != (ends := asyncio.run(_end_total(settings, topics.events))) or ends < N_EVENTS:
+        while ends != (ends := asyncio.run(_end_total(settings, read))) or ends < N_EVENTS:
             _wait_for(worker, lambda: _processed(worker) >= max(ends, 1), "the events topic")
             time.sleep(1.0)
     finally:
@@ -279,14 +284,18 @@ def outcome(settings_factory, tmp_path_factory) -> Outcome:
     )
 
 
-async def _end_total(settings: Settings, topic: str) -> int:
+async def _ends(settings: Settings, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.effective_bootstrap, group_id=None)
     await consumer.start()
     try:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in (0, 1)])
-        return sum(ends.values())
+        return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def _end_total(settings: Settings, topic: str) -> int:
+    return sum((await _ends(settings, topic)).values())
 
 
 def _reference(o: Outcome) -> dict[str, dict[str, float | None]]:
@@ -371,11 +380,12 @@ def test_checkpoints_are_on_the_compacted_topic(outcome: Outcome) -> None:
     features = {k: v for k, v in latest.items() if "/features/" in k and "/predict/" not in k}
     assert set(features) == {"cards/features/0", "cards/features/1"}
     latest = features
-    by_partition = defaultdict(int)
-    for r in outcome.events_topic:
-        by_partition[r.partition] = max(by_partition[r.partition], r.offset + 1)
-    # The clean stop at the end checkpointed everything.
-    assert {cp.partition: cp.offset for cp in latest.values()} == dict(by_partition)
+    # The clean stop at the end checkpointed everything the features stage reads.
+    settings = outcome.settings
+    topics = outcome.spec.topics(settings.namespace)
+    read = topics.events if settings.topology == "staged" else topics.raw
+    ends = asyncio.run(_ends(settings, read))
+    assert {cp.partition: cp.offset for cp in latest.values()} == ends
 
 
 # --------------------------------------------------------------------------------------
@@ -443,11 +453,11 @@ def test_late_events_go_to_the_dead_letter_topic(settings_factory, tmp_path_fact
     headers = dead[0].headers
     assert headers["rl.error.class"] == "late"
     assert headers["rl.error.stage"] == "features"
-    assert headers["rl.error.topic"] == topics.events
+    # The message the features stage read: on P.events (staged), on P.raw (one-pass).
+    read = topics.events if settings.topology == "staged" else topics.raw
+    assert headers["rl.error.topic"] == read
     assert headers["rl.event_id"] == "l2"
-    by_offset = {
-        (r.partition, r.offset): r.value for r in asyncio.run(_read_all(settings, topics.events))
-    }
+    by_offset = {(r.partition, r.offset): r.value for r in asyncio.run(_read_all(settings, read))}
     where = (int(headers["rl.error.partition"]), int(headers["rl.error.offset"]))
     assert dead[0].value == by_offset[where]  # the original bytes
 
@@ -473,6 +483,8 @@ def test_partitions_moving_between_workers_keep_features_exact(
         batch_size=200,
         checkpoint_every=1500,
         checkpoint_interval=0.5,
+        snapshot_every=1500,
+        snapshot_interval=0.5,
         session_timeout=6.0,
     )
     other = settings.model_copy(update={"web_port": free_port(), "home": root / "home-b"})

@@ -128,7 +128,10 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
     estimator, manifest = registry.load("phishing-lr", latest)
     assert manifest.samples_seen == N_EVENTS
     assert manifest.offsets[f"{spec.topics(settings.namespace).labels}:0"] == 0
-    assert manifest.offsets[f"{spec.topics(settings.namespace).features}:0"] >= N_EVENTS
+    # The models' input offsets: P.features (staged) or P.raw (one-pass).
+    topics = spec.topics(settings.namespace)
+    read = topics.features if settings.topology == "staged" else topics.raw
+    assert manifest.offsets[f"{read}:0"] >= N_EVENTS
 
     offline = preprocessing.StandardScaler() | linear_model.LogisticRegression()
     for x, y in datasets.Phishing():
