@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import faust
@@ -146,6 +147,26 @@ class Guard(Protocol):
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None: ...
 
 
+async def drained(stream: faust.StreamT, batch_size: int) -> AsyncIterator[list[Any]]:
+    """Batches of what is already waiting: no timer, so an event alone goes at once.
+
+    Each batch is the first event plus every event already queued behind it (up to
+    ``batch_size``): one event at low load, full batches under load. Only for topics
+    Riverline commits itself (``acks=False``): Faust acks each event as the next one is
+    read, before the batch is processed, which would let it commit an acked topic ahead
+    of the batch's outputs.
+    """
+    queue = stream.channel.queue  # type: ignore[attr-defined]
+    batch: list[Any] = []
+    async for event in stream.events():
+        batch.append(event)
+        if len(batch) < batch_size and queue.empty():
+            await asyncio.sleep(0)  # let the consumer hand over what it has fetched
+        if len(batch) >= batch_size or queue.empty():
+            yield batch
+            batch = []
+
+
 async def run_stage(
     app: faust.App,
     stream: faust.StreamT,
@@ -155,6 +176,7 @@ async def run_stage(
     batch_size: int,
     batch_timeout: float,
     guard: Guard | None = None,
+    drain: bool = False,
 ) -> Any:
     """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol).
 
@@ -165,8 +187,11 @@ async def run_stage(
     """
     latency = metrics.stage_latency.labels(pipeline, stage.stage)
     lock = guard.lock if guard is not None else contextlib.nullcontext()
-    # take_events exists on faust.Stream; the StreamT protocol does not declare it.
-    batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
+    if drain:
+        batches = drained(stream, batch_size)
+    else:
+        # take_events exists on faust.Stream; the StreamT protocol does not declare it.
+        batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
     async for events in batches:
         batch = [to_in_message(e) for e in events]
         if guard is not None:

@@ -249,6 +249,7 @@ def add_onepass_agent(
             settings.batch_size,
             settings.batch_timeout,
             guard=guard,
+            drain=True,
         ):
             record()
 

@@ -7,7 +7,7 @@ these alone; the prediction record repeats them as fields for header-less consum
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 __all__ = [
     "EVENT_ID",
@@ -51,25 +51,45 @@ class Lineage:
     features: str = ""
     model: str = ""
 
+    # Called for every message written: plain constructor calls, not dataclasses.replace.
     def with_features(self, label: str) -> Lineage:
-        return replace(self, features=label)
+        return Lineage(
+            self.event_id,
+            self.schema,
+            self.source,
+            self.pipeline,
+            self.event_ts,
+            self.ingest_ts,
+            self.raw_ts,
+            label,
+            self.model,
+        )
 
     def with_model(self, label: str) -> Lineage:
-        return replace(self, model=label)
+        return Lineage(
+            self.event_id,
+            self.schema,
+            self.source,
+            self.pipeline,
+            self.event_ts,
+            self.ingest_ts,
+            self.raw_ts,
+            self.features,
+            label,
+        )
 
     def to_headers(self) -> list[tuple[str, bytes]]:
-        pairs = [
-            (EVENT_ID, self.event_id),
-            (SCHEMA, self.schema),
-            (SOURCE, self.source),
-            (FEATURES, self.features),
-            (MODEL, self.model),
-            (PIPELINE, self.pipeline),
-            (EVENT_TS, str(self.event_ts)),
-            (INGEST_TS, str(self.ingest_ts)),
-            (RAW_TS, str(self.raw_ts)),
+        return [
+            (EVENT_ID, self.event_id.encode()),
+            (SCHEMA, self.schema.encode()),
+            (SOURCE, self.source.encode()),
+            (FEATURES, self.features.encode()),
+            (MODEL, self.model.encode()),
+            (PIPELINE, self.pipeline.encode()),
+            (EVENT_TS, str(self.event_ts).encode()),
+            (INGEST_TS, str(self.ingest_ts).encode()),
+            (RAW_TS, str(self.raw_ts).encode()),
         ]
-        return [(k, v.encode()) for k, v in pairs]
 
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Lineage:

@@ -66,8 +66,9 @@ class Settings(BaseSettings):
 
     batch_size: int = 500
     batch_timeout: float = 0.005
-    """Micro-batching of agents: at most ``batch_size`` events or ``batch_timeout`` seconds
-    (5 ms: each hop waits up to this long; see README, Benchmark)."""
+    """Micro-batching: at most ``batch_size`` events. One-pass takes what is waiting when an
+    event comes (no timer: one event at low load, full batches under load); the staged
+    agents wait up to ``batch_timeout`` seconds for a batch (5 ms per hop; README, Benchmark)."""
 
     checkpoint_every: int = 10_000
     checkpoint_interval: float = 5.0

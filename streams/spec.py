@@ -7,6 +7,7 @@ never mixes silently with the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -96,13 +97,17 @@ class PipelineSpec:
     drift: DriftSpec = DriftSpec()
     path: Path | None = None
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
-        """12 hex digits of sha256 over the canonical JSON of the spec's content."""
+        """12 hex digits of sha256 over the canonical JSON of the spec's content.
+
+        Computed once (every event's lineage carries it); ``source`` is not changed after
+        :func:`parse_spec`.
+        """
         canonical = json.dumps(self.source, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         return f"{self.name}@{self.hash}"
 
