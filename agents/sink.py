@@ -18,11 +18,12 @@ import contextlib
 import ctypes
 import logging
 import logging.config
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -198,10 +199,15 @@ def run_sinks(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
     asyncio.run(_run_sinks(settings, specs))
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: SIGTERM this process when its parent dies (a SIGKILLed worker's sink)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:  # pragma: no cover - runs in the child before exec
+        """Lower priority; and (Linux) SIGTERM when the parent dies (a SIGKILLed worker)."""
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
+
+    return setup
 
 
 def start_sink_process(
@@ -210,15 +216,18 @@ def start_sink_process(
     """The worker's offline sink as ``riverline sink``, a child process of its own.
 
     In its own process the sink's decoding and Parquet writes do not hold the worker's
-    GIL (in the worker they cost a third of its events/s; README, Benchmark). It stops
-    with the worker: SIGTERM at the worker's exit, and from the kernel if the worker dies.
+    GIL (in the worker they cost a third of its events/s; README, Benchmark), and at
+    ``sink_nice`` it takes the CPU the worker leaves: after a burst the offline store
+    catches up behind the predictions, not in their way. It stops with the worker:
+    SIGTERM at the worker's exit, and from the kernel if the worker dies.
     """
     if not settings.sink_enabled or not settings.sink_process:
         return None
     cmd = [sys.executable, "-m", "streams", "sink"]
     for path in pipelines:
         cmd += ["--pipeline", str(path)]
-    proc = subprocess.Popen(cmd, env=settings.child_env(), preexec_fn=_die_with_parent)
+    setup = _child_setup(settings.sink_nice)
+    proc = subprocess.Popen(cmd, env=settings.child_env(), preexec_fn=setup)
     log.info("offline sink started (pid %d)", proc.pid)
 
     def stop() -> None:

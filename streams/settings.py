@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     """The worker runs the sink as ``riverline sink``, a child process of its own; off: as a
     task on the worker's event loop, where its decoding and Parquet writes share the GIL."""
 
+    sink_nice: int = 10
+    """Niceness added to the sink's process: it gets the CPU the worker leaves, so a backlog
+    in the offline store (after a burst) does not slow the predictions down."""
+
     sink_block_size: int = 10_000
     """Offsets per offline-store file (per topic partition); a file is rewritten until full."""
 
