@@ -6,8 +6,10 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from agents.admin import add_admin_views
 from agents.checkpoints import FeatureCheckpoints
@@ -74,8 +76,31 @@ def _broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
+def _fetch_max_wait(ms: int) -> None:
+    """Faust's consumer with ``fetch_max_wait_ms = ms`` instead of its hard-coded 1,500.
+
+    aiokafka keeps one fetch in flight per broker, and leaves out of it a partition whose
+    fetched records are not consumed yet. A fetch then asks only for an idle partition
+    (``P.labels``) and the broker holds it for the whole wait while events pile up on
+    ``P.raw``: after a busy minute, latency at a quarter of the load was 1.0 s at p50 and
+    1.6 s at most (1.5 s plus), and 6 ms at p50 with 10 ms. Idle, it costs a fetch every
+    ``ms`` milliseconds.
+    """
+    cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(cls, "_riverline_original", None) or cls._create_worker_consumer
+
+    def create(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = original(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    cls._riverline_original = original
+    cls._create_worker_consumer = create
+
+
 def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog) -> Worker:
     """Build the Faust app for these pipelines. Topics must exist already."""
+    _fetch_max_wait(max(1, int(settings.fetch_max_wait * 1000)))
     app_id = settings.topic("riverline")
     datadir = settings.home / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

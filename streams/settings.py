@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     schedule. ``staged``: an agent per hop (raw -> events -> features -> predictions), each
     consuming the one before; two more consume hops per event (see README, Benchmark)."""
 
+    fetch_max_wait: float = 0.01
+    """Longest a worker's fetch waits at the broker for data (Faust fixes 1.5 s; see
+    agents.app._fetch_max_wait for why that held events back by up to 1.5 s)."""
+
     batch_size: int = 500
     batch_timeout: float = 0.005
     """Micro-batching: at most ``batch_size`` events. One-pass takes what is waiting when an
