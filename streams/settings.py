@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     snapshot_every: int = 10_000
     snapshot_interval: float = 300.0
     """Models are snapshotted to the registry (a new version each) after this many input
-    messages (features and labels) or seconds, whichever first, and at clean shutdown."""
+    messages (raw events or feature vectors, and labels) or seconds, whichever first, on
+    revocation and at clean shutdown; one-pass checkpoints the feature state with them."""
 
     label_ttl: float = 86_400.0
     """Seconds of event time a prediction waits for its delayed label on ``P.labels``
