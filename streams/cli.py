@@ -46,6 +46,16 @@ def _default_pipelines(settings: Settings) -> list[Path]:
     return [settings.pipelines_dir / name for name in ("phishing.toml", "transactions.toml")]
 
 
+#: ``--pipeline FILE``, repeatable, for the commands that run pipelines.
+_pipelines_option = click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 @_friendly
@@ -145,13 +155,7 @@ def kafka_status(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option(
-    "--pipeline",
-    "pipelines",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
-)
+@_pipelines_option
 @click.pass_context
 @_friendly
 def worker(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
@@ -165,13 +169,7 @@ def worker(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@click.option(
-    "--pipeline",
-    "pipelines",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
-)
+@_pipelines_option
 @click.pass_context
 @_friendly
 def sink(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:

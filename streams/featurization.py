@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from streams.catalog import SchemaCatalog
-from streams.checkpoint import Checkpoint, CheckpointError, select_unseen
+from streams.checkpoint import Checkpoint, CheckpointError, Selection, select_unseen
 from streams.codec import decode_single_object, encode_single_object
 from streams.errors import DecodeError, FeatureError
 from streams.features import FeatureSet, FeatureState
@@ -184,8 +184,9 @@ class Featurization:
 
     # -- events --------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[InMessage]) -> StageResult:
-        result = StageResult()
+    def select(self, batch: Sequence[InMessage]) -> Selection:
+        """The events that continue each held partition's state, in order; the held
+        offsets move past them (see :func:`streams.checkpoint.select_unseen`)."""
         if self.hold_new_partitions:
             for msg in batch:
                 if msg.partition not in self.held:
@@ -196,7 +197,11 @@ class Featurization:
         self.unowned += selection.unowned
         for partition, offset in selection.positions.items():
             self.held[partition].offset = offset
+        return selection
 
+    def process(self, batch: Sequence[InMessage]) -> StageResult:
+        result = StageResult()
+        selection = self.select(batch)
         by_partition: dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]]
         by_partition = defaultdict(list)
         for msg in selection.events:
@@ -229,9 +234,16 @@ class Featurization:
         self._compute(result, self.held[partition].state, good, vectors)
         return vectors
 
-    def _dead(self, result: StageResult, msg: InMessage, reason: str, message: str) -> None:
+    def _dead(
+        self,
+        result: StageResult,
+        msg: InMessage,
+        reason: str,
+        message: str,
+        lineage: Lineage | None = None,
+    ) -> None:
         dead = DeadLetter(self.stage, reason, message, self.reader.label)
-        result.sends.append(dead.to_message(msg, self.dlq_topic))
+        result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
         result.dead[reason] += 1
 
     def _compute(
@@ -257,6 +269,7 @@ class Featurization:
                     f"{good[i][2].event_ts} ms is more than allowed_lateness = {limit} s "
                     "before the key's latest event time ([features] late_policy = "
                     '"dead_letter").',
+                    good[i][2],
                 )
             keep = ~late
             good = [g for g, k in zip(good, keep, strict=True) if k]

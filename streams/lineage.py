@@ -51,21 +51,14 @@ class Lineage:
     features: str = ""
     model: str = ""
 
-    # Called for every message written: plain constructor calls, not dataclasses.replace.
     def with_features(self, label: str) -> Lineage:
-        return Lineage(
-            self.event_id,
-            self.schema,
-            self.source,
-            self.pipeline,
-            self.event_ts,
-            self.ingest_ts,
-            self.raw_ts,
-            label,
-            self.model,
-        )
+        return self._with(label, self.model)
 
     def with_model(self, label: str) -> Lineage:
+        return self._with(self.features, label)
+
+    def _with(self, features: str, model: str) -> Lineage:
+        # Once per message written: a plain constructor call, not dataclasses.replace.
         return Lineage(
             self.event_id,
             self.schema,
@@ -74,8 +67,8 @@ class Lineage:
             self.event_ts,
             self.ingest_ts,
             self.raw_ts,
-            self.features,
-            label,
+            features,
+            model,
         )
 
     def to_headers(self) -> list[tuple[str, bytes]]:

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.checkpoint import select_unseen
 from streams.featurization import Featurization, Vector
 from streams.ingestion import Ingestion
 from streams.lineage import Lineage
-from streams.messages import InMessage, OutMessage
+from streams.messages import InMessage
 from streams.prediction import Predictor
 from streams.stage import StageResult, now_ms
 
@@ -66,12 +65,6 @@ class OnePass:
         self.raw_topic = raw_topic
         #: Per stage (ingest, features, predict), what the last batch did: for metrics.
         self.counts: dict[str, StageCounts] = {}
-        #: Lineage of the batch's validated raw messages, by (partition, offset).
-        self._lineage: dict[tuple[int, int], Lineage] = {}
-        #: Raw events skipped because the state already reflects them (after a restart).
-        self.replayed = 0
-        self.ahead = 0
-        self.unowned = 0
 
     def raw_key(self, partition: int) -> str:
         """The predict stage's ``positions`` key of a raw partition."""
@@ -81,7 +74,6 @@ class OnePass:
         """Every output of the batch, in input order per stage; ``counts`` per stage."""
         stages = (self.ingestion.stage, self.featurization.stage, self.predictor.stage)
         self.counts = {name: StageCounts() for name in stages}
-        self._lineage = {}
         sends = StageResult()
         items: list[InMessage | Vector] = []
         # Runs of raw messages keep their order with the labels around them.
@@ -102,46 +94,23 @@ class OnePass:
         sends.ok = predicted.ok
         for counts in self.counts.values():
             sends.dead.update(counts.dead)
-        if sends.dead:
-            sends.sends = [self._traced(out) for out in sends.sends]
         return sends
 
-    def _traced(self, out: OutMessage) -> OutMessage:
-        """A features or predict dead letter of a raw message, with the event's lineage.
-
-        It names the message the stage read (the raw one, as ingest's do) and carries the
-        lineage headers a staged dead letter has from ``P.events`` or ``P.features``.
-        """
-        if out.topic != self.predictor.dlq_topic:
-            return out
-        headers = dict(out.headers)
-        if headers.get("rl.error.topic") != self.raw_topic.encode():
-            return out
-        where = (int(headers["rl.error.partition"]), int(headers["rl.error.offset"]))
-        lineage = self._lineage.get(where)
-        if lineage is None or "rl.event_id" in headers:  # ingest's: nothing validated
-            return out
-        return OutMessage(out.topic, out.key, out.value, lineage.to_headers() + out.headers)
-
     def _raw(self, run: list[InMessage], sends: StageResult) -> list[Vector]:
-        """Ingest and featurize the raw messages that continue their partition's state."""
+        """Ingest and featurize the raw messages that continue their partition's state.
+
+        A later stage's dead letter is of the raw message, with the event's lineage added
+        (:meth:`streams.stage.DeadLetter.to_message`).
+        """
         features = self.featurization
-        if features.hold_new_partitions:
-            for msg in run:
-                if msg.partition not in features.held:
-                    features.start(msg.partition, msg.offset)
-        selection = select_unseen(run, features.positions())
-        self.replayed += selection.replayed
-        self.ahead += selection.ahead
-        self.unowned += selection.unowned
+        selection = features.select(run)  # the held offsets move past the batch
         ingested = StageResult()
         ingest_ts = now_ms()
         by_partition: dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]] = {}
         for msg in selection.events:
             event = self.ingestion.ingest(msg, ingest_ts, ingested)
             if event is not None:
-                by_partition.setdefault(msg.partition, []).append((msg, event[0], event[1]))
-                self._lineage[(msg.partition, msg.offset)] = event[1]
+                by_partition.setdefault(msg.partition, []).append((msg, *event))
         self.counts[self.ingestion.stage].add(ingested)
         sends.sends += ingested.sends
         featurized = StageResult()
@@ -151,11 +120,9 @@ class OnePass:
             # The predict stage may be ahead of the features (its snapshot is written
             # first): events it has learned are featurized again but not predicted again.
             learned = positions.get(self.raw_key(partition), 0)
-            for v in features.featurize(partition, good, featurized):
-                if v.msg.offset >= learned:
-                    vectors.append(v)
+            done = features.featurize(partition, good, featurized)
+            vectors += [v for v in done if v.msg.offset >= learned]
         for partition, offset in selection.positions.items():
-            features.held[partition].offset = offset
             key = self.raw_key(partition)
             positions[key] = max(positions.get(key, 0), offset)
         self.counts[features.stage].add(featurized)

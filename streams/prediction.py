@@ -307,9 +307,16 @@ class Predictor:
         lineage = Lineage.from_headers(msg.headers)
         self._predict(msg, vector, lineage, result)
 
-    def _dead(self, msg: InMessage, result: StageResult, reason: str, message: str) -> None:
+    def _dead(
+        self,
+        msg: InMessage,
+        result: StageResult,
+        reason: str,
+        message: str,
+        lineage: Lineage | None = None,
+    ) -> None:
         dead = DeadLetter(self.stage, reason, message, self.vector_schema.label)
-        result.sends.append(dead.to_message(msg, self.dlq_topic))
+        result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
         result.dead[reason] += 1
 
     def _predict(
@@ -322,7 +329,7 @@ class Predictor:
             # is left out: River's models treat a missing key as "no information".
             x: dict[str, Any] = {name: values[name] for name in inputs if values[name] is not None}
         except KeyError as exc:
-            self._dead(msg, result, "missing_feature", str(exc))
+            self._dead(msg, result, "missing_feature", str(exc), lineage)
             return
         event_id = lineage.event_id or str(vector["event_id"])
         if self.tracking:

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from streams.lineage import EVENT_ID, Lineage
 from streams.messages import InMessage, OutMessage
 
 __all__ = ["DeadLetter", "StageResult", "now_ms"]
@@ -24,8 +25,14 @@ class DeadLetter:
     message: str
     schema: str = ""
 
-    def to_message(self, original: InMessage, dlq_topic: str) -> OutMessage:
+    def to_message(
+        self, original: InMessage, dlq_topic: str, lineage: Lineage | None = None
+    ) -> OutMessage:
+        """The dead letter of ``original``; with ``lineage``, its headers are added unless
+        the original has them already (a raw message read by a later stage, one-pass)."""
         headers = list(original.headers)
+        if lineage is not None and not any(k == EVENT_ID for k, _ in headers):
+            headers = lineage.to_headers() + headers
         headers += [
             ("rl.error.topic", original.topic.encode()),
             ("rl.error.partition", str(original.partition).encode()),

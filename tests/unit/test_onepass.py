@@ -151,7 +151,7 @@ def test_events_the_models_learned_are_featurized_again_but_not_predicted_again(
     # Raw offsets already reflected by the feature state are skipped as repeats.
     again = one.process(raw[:3])
     assert again.sends == []
-    assert one.replayed == 3
+    assert one.featurization.replayed == 3
 
 
 def test_a_late_event_is_a_features_dead_letter_of_its_raw_message_with_its_lineage() -> None:
