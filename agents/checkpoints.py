@@ -187,18 +187,25 @@ class FeatureCheckpoints:
 
     async def _save(self, partitions: Iterable[int] | None = None, commit: bool = True) -> None:
         """Checkpoint the partitions that moved, then commit their offsets (if ``commit``)."""
+        await self.write(self.prepare(partitions), commit)
+
+    def prepare(self, partitions: Iterable[int] | None = None) -> list[Checkpoint]:
+        """Checkpoints of the partitions whose state moved since their last one, taken now."""
         held = self.stage.held
         moved = [
             p
             for p in (held if partitions is None else partitions)
             if p in held and self._saved.get(p) != held[p].offset
         ]
-        checkpoints = [self.stage.checkpoint(p) for p in moved]
+        self.schedule.done()
+        return [self.stage.checkpoint(p) for p in moved]
+
+    async def write(self, checkpoints: list[Checkpoint], commit: bool = True) -> None:
+        """Write prepared checkpoints, then commit their offsets (if ``commit``)."""
         await self.store.save(checkpoints)
         for cp in checkpoints:
             self._saved[cp.partition] = cp.offset
         self.written += len(checkpoints)
-        self.schedule.done()
         if checkpoints:
             self.last_saved = time.time()
             log.info(

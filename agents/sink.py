@@ -199,11 +199,14 @@ def run_sinks(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
     asyncio.run(_run_sinks(settings, specs))
 
 
-def _child_setup(nice: int) -> Callable[[], None]:
+def _child_setup(nice: int, idle: bool) -> Callable[[], None]:
     def setup() -> None:  # pragma: no cover - runs in the child before exec
         """Lower priority; and (Linux) SIGTERM when the parent dies (a SIGKILLed worker)."""
         with contextlib.suppress(OSError):
             os.nice(nice)
+        if idle and hasattr(os, "SCHED_IDLE"):
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
 
@@ -226,7 +229,7 @@ def start_sink_process(
     cmd = [sys.executable, "-m", "streams", "sink"]
     for path in pipelines:
         cmd += ["--pipeline", str(path)]
-    setup = _child_setup(settings.sink_nice)
+    setup = _child_setup(settings.sink_nice, settings.sink_idle)
     proc = subprocess.Popen(cmd, env=settings.child_env(), preexec_fn=setup)
     log.info("offline sink started (pid %d)", proc.pid)
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -24,17 +25,30 @@ from faust.types import TP
 from agents.io import AssignmentGate, StallWatch, seek_back, send_all
 from streams.checkpoint import Checkpoint, CheckpointError, CheckpointSchedule, CheckpointStore
 from streams.codec import encode_single_object
+from streams.lifecycle import Served
 from streams.messages import InMessage, OutMessage
+from streams.model import OnlineModel
 from streams.prediction import Predictor
-from streams.registry import Manifest
+from streams.registry import Manifest, PendingVersion
 from streams.security import client_kwargs
 from streams.settings import Settings
 from streams.stage import StageResult, now_ms
 from streams.topics import CHECKPOINTS
 
-__all__ = ["ModelSnapshots"]
+__all__ = ["ModelSnapshots", "PreparedSnapshot"]
 
 log = logging.getLogger("riverline.snapshots")
+
+
+@dataclass(frozen=True)
+class PreparedSnapshot:
+    """What :meth:`ModelSnapshots.write` writes: taken at one instant, between batches."""
+
+    offsets: dict[str, int]  # topic:partition -> next offset the models reflect
+    #: Each served model, the version it carries now, and its next version to write.
+    versions: list[tuple[OnlineModel, int, PendingVersion]]
+    checkpoint: Checkpoint
+    announcements: list[OutMessage]
 
 
 class ModelSnapshots:
@@ -237,35 +251,62 @@ class ModelSnapshots:
             await seek_back(self.app, {TP(topic, int(partition)): stage.positions[key]})
         stage.gaps.clear()
 
-    async def _snapshot(self, note: str, commit: bool = True) -> None:
-        """Models to the registry, state to the checkpoint topic, then commit the offsets."""
+    def prepare(self, note: str) -> PreparedSnapshot:
+        """A snapshot in memory: models pickled, the state checkpoint and announcements built.
+
+        Synchronous, so the models cannot learn while they are being captured; the slow
+        part (files, fsync, the broker) is :meth:`write`, which one-pass runs while the
+        next batches go on (agents.onepass).
+        """
         stage = self.stage
         offsets = dict(stage.positions)
-        manifests = [stage.save(s, note, offsets) for s in stage.lifecycle.served]
+        pending = [(s, stage.prepare(s, note, offsets)) for s in stage.lifecycle.served]
+        versions = {p.manifest.name: p.manifest.version for _, p in pending}
         checkpoint = Checkpoint(
             f"{stage.spec.name}/predict",
             0,
             0,
             stage.spec.hash,
             "predict",
-            stage.state_bytes(),
+            stage.state_bytes(versions),
             written_ms=now_ms(),
         )
-        await self.store.save([checkpoint])
-        await send_all(self.app, [self._announce(m) for m in manifests])
-        self.written += 1
         self.schedule.done()
+        return PreparedSnapshot(
+            offsets,
+            [(s.model, s.model.version, p) for s, p in pending],
+            checkpoint,
+            [self._announce(s, p.manifest) for s, p in pending],
+        )
+
+    async def write(self, snapshot: PreparedSnapshot) -> None:
+        """Models to the registry (off the event loop), then the state checkpoint, then
+        the announcements; only then does each model carry its new version."""
+        registry = self.stage.lifecycle.registry
+        assert registry is not None  # prepare() checked
+        written = [p for _, _, p in snapshot.versions]
+        manifests = await asyncio.to_thread(lambda: [registry.write(p) for p in written])
+        await self.store.save([snapshot.checkpoint])
+        await send_all(self.app, snapshot.announcements)
+        for model, was, p in snapshot.versions:
+            if model.version == was:  # not given another version meanwhile (admin API)
+                model.version = p.manifest.version
+        self.written += 1
+        log.info("snapshot %s at %s", [m.label for m in manifests], snapshot.offsets)
+
+    async def _snapshot(self, note: str, commit: bool = True) -> None:
+        """Models to the registry, state to the checkpoint topic, then commit the offsets."""
+        snapshot = self.prepare(note)
+        await self.write(snapshot)
         tps = {}
-        for key, offset in offsets.items():
+        for key, offset in snapshot.offsets.items():
             topic, _, partition = key.rpartition(":")
             tps[TP(topic, int(partition))] = offset
         if tps and commit:
             await self._commit(tps)
-        log.info("snapshot %s at %s", [m.label for m in manifests], offsets)
 
-    def _announce(self, manifest: Manifest) -> OutMessage:
+    def _announce(self, served: Served, manifest: Manifest) -> OutMessage:
         """The ``model_record.avsc`` record of a new version, for ``riverline.models``."""
-        served = self.stage.lifecycle.find(manifest.name)
         estimator = served.model.estimator
         status = "CHAMPION" if served is self.stage.lifecycle.champion else "CANDIDATE"
         folder = self.settings.home / "registry" / manifest.pipeline / manifest.name

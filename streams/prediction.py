@@ -20,7 +20,7 @@ import json
 import pickle
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streams.catalog import SchemaCatalog
@@ -32,7 +32,7 @@ from streams.lifecycle import Alert, AuditEntry, LifecycleError, ModelLifecycle,
 from streams.lineage import Lineage
 from streams.messages import InMessage, OutMessage
 from streams.model import OnlineModel, Prediction
-from streams.registry import Manifest, ModelRegistry, RegistryError
+from streams.registry import Manifest, ModelRegistry, PendingVersion, RegistryError
 from streams.spec import PipelineSpec
 from streams.stage import DeadLetter, StageResult, now_ms
 
@@ -126,10 +126,24 @@ class Predictor:
     def save(self, served: Served, note: str, offsets: dict[str, int] | None = None) -> Manifest:
         """Save one served model as a new signed registry version; it now carries it."""
         registry = self.lifecycle.registry
+        assert registry is not None  # prepare() checked
+        manifest = registry.write(self.prepare(served, note, offsets))
+        served.model.version = manifest.version
+        return manifest
+
+    def prepare(
+        self, served: Served, note: str, offsets: dict[str, int] | None = None
+    ) -> PendingVersion:
+        """The next registry version of one served model, pickled now, not written yet.
+
+        The model keeps its version until the caller has written this one
+        (``registry.write``): predictions never name a version that is not on disk.
+        """
+        registry = self.lifecycle.registry
         if registry is None:
             raise LifecycleError("saving a model needs a registry (RIVERLINE_HOME/registry).")
         model = served.model
-        manifest = registry.save(
+        return registry.prepare(
             model.spec.name,
             model.estimator,
             parent=registry.latest(model.spec.name),
@@ -140,8 +154,6 @@ class Predictor:
             note=note,
             extra={"stage": served.stage},
         )
-        model.version = manifest.version
-        return manifest
 
     def promote(self, name: str, who: str, why: str) -> AuditEntry:
         """Promote shadow ``name``; the champion is saved first, so rollback restores it."""
@@ -163,7 +175,7 @@ class Predictor:
         self.audits = []
         for msg in batch:
             if isinstance(msg, Vector):  # computed in this pass, selected in order already
-                self._predict(msg.msg, msg.vector, msg.lineage, result)
+                self._predict(msg.msg, msg.vector, msg.lineage, result, repeats=False)
                 continue
             if self.tracking and not self._next_in_order(msg):
                 continue
@@ -194,10 +206,21 @@ class Predictor:
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def state_bytes(self) -> bytes:
-        """Everything but the estimators (those are registry versions): for a checkpoint."""
+    def state_bytes(self, versions: Mapping[str, int] | None = None) -> bytes:
+        """Everything but the estimators (those are registry versions): for a checkpoint.
+
+        ``versions`` (model name -> version) overrides the models' own: the versions a
+        snapshot is writing, which they carry only once written.
+        """
+        versions = versions or {}
         models = [
-            (s.model.spec.name, s.model.version, s.stage, s.model.samples_seen, s.model.metrics)
+            (
+                s.model.spec.name,
+                versions.get(s.model.spec.name, s.model.version),
+                s.stage,
+                s.model.samples_seen,
+                s.model.metrics,
+            )
             for s in self.lifecycle.served
         ]
         state = {
@@ -320,8 +343,17 @@ class Predictor:
         result.dead[reason] += 1
 
     def _predict(
-        self, msg: InMessage, vector: dict[str, Any], lineage: Lineage, result: StageResult
+        self,
+        msg: InMessage,
+        vector: dict[str, Any],
+        lineage: Lineage,
+        result: StageResult,
+        *,
+        repeats: bool = True,
     ) -> None:
+        """``repeats``: the input can repeat an event (``P.features`` after a crash of the
+        features stage), so recent event ids are kept to skip it; one-pass vectors come
+        once per raw offset, and keeping 200,000 ids made every checkpoint 3 MB."""
         inputs = self.spec.model.inputs
         try:
             values = vector["values"]
@@ -332,7 +364,7 @@ class Predictor:
             self._dead(msg, result, "missing_feature", str(exc), lineage)
             return
         event_id = lineage.event_id or str(vector["event_id"])
-        if self.tracking:
+        if self.tracking and repeats:
             if event_id in self._seen:
                 self.duplicates += 1
                 return

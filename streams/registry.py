@@ -38,6 +38,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "Manifest",
     "ModelRegistry",
+    "PendingVersion",
     "RegistryError",
     "sign",
 ]
@@ -87,6 +88,14 @@ def sign(key: bytes, artifact_sha256: str, manifest: Manifest) -> str:
     return mac.hexdigest()
 
 
+@dataclass(frozen=True)
+class PendingVersion:
+    """A version prepared in memory (:meth:`ModelRegistry.prepare`), not on disk yet."""
+
+    manifest: Manifest
+    artifact: bytes
+
+
 class ModelRegistry:
     """Versions of one pipeline's models on disk, signed with ``key``."""
 
@@ -96,6 +105,7 @@ class ModelRegistry:
         self.root = Path(root)
         self.pipeline = pipeline
         self._key = key
+        self._reserved: dict[str, int] = {}  # name -> highest version number handed out
 
     def _model_dir(self, name: str) -> Path:
         return self.root / self.pipeline / name
@@ -133,8 +143,42 @@ class ModelRegistry:
         extra: Mapping[str, Any] | None = None,
     ) -> Manifest:
         """Write a new signed version (the next number) atomically; returns its manifest."""
+        return self.write(
+            self.prepare(
+                name,
+                estimator,
+                parent=parent,
+                offsets=offsets,
+                samples_seen=samples_seen,
+                metrics=metrics,
+                spec_hash=spec_hash,
+                note=note,
+                extra=extra,
+            )
+        )
+
+    def prepare(
+        self,
+        name: str,
+        estimator: Any,
+        *,
+        parent: int | None,
+        offsets: Mapping[str, int],
+        samples_seen: int,
+        metrics: Mapping[str, float],
+        spec_hash: str,
+        note: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> PendingVersion:
+        """The next version in memory: the estimator pickled now, its number reserved.
+
+        :meth:`write` puts it on disk, in any thread: a worker pickles on its event loop
+        (the estimator keeps learning) and writes and fsyncs off it (agents.onepass).
+        A reserved number is never handed out twice, written or not.
+        """
         artifact = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-        version = (self.latest(name) or 0) + 1
+        version = max(self.latest(name) or 0, self._reserved.get(name, 0)) + 1
+        self._reserved[name] = version
         manifest = Manifest(
             pipeline=self.pipeline,
             name=name,
@@ -149,11 +193,17 @@ class ModelRegistry:
             note=note,
             extra=dict(extra or {}),
         )
+        return PendingVersion(manifest, artifact)
+
+    def write(self, pending: PendingVersion) -> Manifest:
+        """Write a prepared version: staged in a temporary folder, fsynced, renamed."""
+        manifest = pending.manifest
+        name, version = manifest.name, manifest.version
         folder = self._model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=folder))
         try:
-            (staging / "artifact.pkl").write_bytes(artifact)
+            (staging / "artifact.pkl").write_bytes(pending.artifact)
             (staging / "manifest.json").write_bytes(manifest.canonical())
             (staging / "signature").write_text(sign(self._key, manifest.sha256, manifest))
             for f in staging.iterdir():

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     """Niceness added to the sink's process: it gets the CPU the worker leaves, so a backlog
     in the offline store (after a burst) does not slow the predictions down."""
 
+    sink_idle: bool = True
+    """Linux: the sink's process runs under the ``SCHED_IDLE`` policy, on CPU time no other
+    process wants; a worker that wakes up takes the core from it at once (with niceness
+    alone, events waited behind a catching-up sink: p99 65 ms against 28 ms without one)."""
+
     sink_block_size: int = 10_000
     """Offsets per offline-store file (per topic partition); a file is rewritten until full."""
 

@@ -164,6 +164,28 @@ def test_a_restored_snapshot_continues_like_the_uninterrupted_model(tmp_path) ->
     assert second.model.metric_values() == first.model.metric_values()
 
 
+def test_a_prepared_snapshot_restores_its_versions_and_predictions_keep_the_written_one(
+    tmp_path,
+) -> None:
+    """One-pass writes a snapshot after the next batches ran (agents.onepass): until its
+    version is on disk, predictions name the version that is."""
+    rows = list(datasets.Phishing())
+    first = _registered(tmp_path)
+    first.register_fresh()  # phishing-lr@1
+    for i, (x, y) in enumerate(rows[:100]):
+        first.process([_vector(i, x, y)])
+    served = first.lifecycle.champion
+    pending = first.prepare(served, "snapshot", {"p.features:0": 100})
+    state = first.state_bytes({pending.manifest.name: pending.manifest.version})
+    (record,) = _records(first, [_vector(100, rows[100][0], rows[100][1])], "p.predictions")
+    assert record["model"] == "phishing-lr@1"  # v2 is prepared, not written
+    first.lifecycle.registry.write(pending)
+    second = _registered(tmp_path)
+    assert second.restore(state) == []
+    assert second.model.label == "phishing-lr@2"
+    assert second.model.samples_seen == 100  # as prepared, not the 101 learned since
+
+
 def test_a_tampered_snapshot_is_refused_for_the_previous_verified_version(tmp_path) -> None:
     rows = list(datasets.Phishing())
     first = _registered(tmp_path)

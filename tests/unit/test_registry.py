@@ -89,3 +89,30 @@ def test_unknown_version_names_the_known_ones(tmp_path) -> None:
 class Exploding:
     def __reduce__(self):
         return (pytest.fail, ("unpickled an unverified artifact",))
+
+
+def test_a_prepared_version_keeps_its_number_while_another_is_saved(tmp_path) -> None:
+    """A worker prepares a snapshot, then writes it off the event loop; an admin action
+    saving meanwhile gets the next number, not the one the snapshot holds."""
+    registry = ModelRegistry(tmp_path, "phishing", KEY)
+    _save(registry, _trained())
+    pending = registry.prepare(
+        "lr",
+        _trained(),
+        parent=1,
+        offsets={"phishing.features:0": 200},
+        samples_seen=200,
+        metrics={},
+        spec_hash="abc",
+    )
+    assert pending.manifest.version == 2
+    assert registry.versions("lr") == [1]  # prepared is not on disk
+    meanwhile = _save(registry, _trained(), parent=1)
+    assert meanwhile.version == 3
+    written = registry.write(pending)
+    assert written == pending.manifest
+    assert registry.versions("lr") == [1, 2, 3]
+    loaded, manifest = registry.load("lr", 2)
+    assert manifest.offsets == {"phishing.features:0": 200}
+    x = next(iter(datasets.Phishing()))[0]
+    assert loaded.predict_proba_one(x) == _trained().predict_proba_one(x)

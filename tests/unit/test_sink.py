@@ -1,7 +1,13 @@
 from __future__ import annotations
 
-import pyarrow.parquet as pq
+import os
+import subprocess
+import sys
 
+import pyarrow.parquet as pq
+import pytest
+
+from agents.sink import _child_setup
 from streams.catalog import SchemaCatalog
 from streams.codec import encode_single_object
 from streams.lineage import Lineage
@@ -159,3 +165,17 @@ def test_a_shared_topics_blocks_are_kept_apart_per_pipeline(tmp_path) -> None:
     assert again.add([_dead_letter(0, "other.raw"), _dead_letter(1, "phishing.raw")]) == 0
     assert store.read("dead_letters", "phishing").num_rows == 1
     assert store.read("dead_letters", "other").num_rows == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_sink_process_gets_idle_cpu_time_and_lower_priority() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=_child_setup(3, True)
+    )
+    try:
+        assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, ours + 3)
+    finally:
+        proc.kill()
+        proc.wait()
