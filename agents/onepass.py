@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,7 +48,7 @@ log = logging.getLogger("riverline.onepass")
 @dataclass(frozen=True)
 class _Prepared:
     models: PreparedSnapshot
-    features: list[Checkpoint]
+    features: list[Callable[[], Checkpoint]]
     offsets: dict[TP, int]  # of P.raw and P.labels, which both halves reflect
 
 
@@ -147,8 +147,8 @@ class OnePassCheckpoints:
         self.schedule.record(len(batch))
         if self.schedule.due() and not self.writing:
             # Taken now, written while the next batches run: the registry's fsynced files,
-            # the checkpoint topic and the commit took 25-180 ms (one run at 750 events/s),
-            # and on the batch path every event behind them waited.
+            # the feature states' zips, the checkpoint records and the commit took
+            # 25-180 ms (one run at 750 events/s); on the batch path, events waited.
             snapshot = self._prepare("snapshot")
             self._writing = asyncio.create_task(
                 self._write_in_background(snapshot), name=f"{self.raw}.onepass.snapshot"

@@ -504,12 +504,21 @@ class FeatureState:
         A zip of ``meta.json`` (label, keys in slot order, array layout) and one ``.npy``
         per state array (the first ``n_keys`` rows). Equal states give equal bytes.
         """
+        return self.frozen()()
+
+    def frozen(self) -> Callable[[], bytes]:
+        """:meth:`to_bytes` in two steps: copies of the state now, the bytes when called.
+
+        The copies are what the state is at this instant; the call (the zip and its
+        deflate, most of the cost) can run in another thread while the state moves on
+        (a worker's checkpoint, agents.checkpoints).
+        """
         names = sorted(self._layout)
         meta = {
             "format": _STATE_FORMAT,
             "version": _STATE_VERSION,
             "label": self.label,
-            "keys": self._keys,
+            "keys": list(self._keys),
             "arrays": [
                 {
                     "name": name,
@@ -520,15 +529,19 @@ class FeatureState:
                 for name in names
             ],
         }
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(_entry("meta.json"), json.dumps(meta, sort_keys=True).encode())
-            for i, name in enumerate(names):
-                npy = io.BytesIO()
-                rows = np.ascontiguousarray(self.arrays[name][: self.n_keys])
-                np.lib.format.write_array(npy, rows, allow_pickle=False)
-                zf.writestr(_entry(f"arrays/{i}.npy"), npy.getvalue())
-        return buf.getvalue()
+        rows = [np.array(self.arrays[name][: self.n_keys], order="C") for name in names]
+
+        def build() -> bytes:
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(_entry("meta.json"), json.dumps(meta, sort_keys=True).encode())
+                for i, array in enumerate(rows):
+                    npy = io.BytesIO()
+                    np.lib.format.write_array(npy, array, allow_pickle=False)
+                    zf.writestr(_entry(f"arrays/{i}.npy"), npy.getvalue())
+            return buf.getvalue()
+
+        return build
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FeatureState:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -170,17 +170,28 @@ class Featurization:
 
     def checkpoint(self, partition: int) -> Checkpoint:
         """The held partition's state and next offset, ready to save."""
+        return self.checkpoint_later(partition)()
+
+    def checkpoint_later(self, partition: int) -> Callable[[], Checkpoint]:
+        """:meth:`checkpoint` as the state is now, serialized when called (any thread)."""
         held = self.held[partition]
-        return Checkpoint(
-            pipeline=self.spec.name,
-            partition=partition,
-            offset=held.offset,
-            spec_hash=self.spec.hash,
-            feature_set=self.feature_set.label,
-            state=held.state.to_bytes(),
-            written_ms=now_ms(),
-            sources=dict(held.sources),
-        )
+        state = held.state.frozen()
+        offset, sources, written_ms = held.offset, dict(held.sources), now_ms()
+        pipeline, spec_hash, label = self.spec.name, self.spec.hash, self.feature_set.label
+
+        def build() -> Checkpoint:
+            return Checkpoint(
+                pipeline=pipeline,
+                partition=partition,
+                offset=offset,
+                spec_hash=spec_hash,
+                feature_set=label,
+                state=state(),
+                written_ms=written_ms,
+                sources=sources,
+            )
+
+        return build
 
     # -- events --------------------------------------------------------------------------
 

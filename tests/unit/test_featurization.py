@@ -114,6 +114,23 @@ def _values(catalog: SchemaCatalog, stage: Featurization, batch: list[InMessage]
     return out
 
 
+def test_a_checkpoint_taken_now_and_serialized_later_is_the_state_it_was_taken_at(
+    catalog: SchemaCatalog,
+) -> None:
+    """A worker takes a checkpoint between batches and zips it in a thread while the next
+    batches change the state (agents.checkpoints)."""
+    spec = _spec()
+    events = _events(catalog, spec, ROWS)
+    stage = _stage(catalog, spec)
+    _values(catalog, stage, events[:17])
+    now = stage.checkpoint(0)
+    later = stage.checkpoint_later(0)
+    _values(catalog, stage, events[17:])  # the state and the offset move on
+    built = later()
+    assert (built.offset, built.sources, built.state) == (now.offset, now.sources, now.state)
+    assert stage.checkpoint(0).state != now.state
+
+
 def test_restored_checkpoint_continues_like_an_uninterrupted_run(catalog: SchemaCatalog) -> None:
     spec = _spec()
     events = _events(catalog, spec, ROWS)
