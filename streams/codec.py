@@ -52,6 +52,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError
 from fastavro.validation import validate as _validate_record
 
+from streams.avro_writer import AvroWriter, Unsupported, compile_writer
 from streams.catalog import SchemaCatalog, SchemaVersion
 from streams.errors import ConfigError, DecodeError, RiverlineError
 
@@ -1234,11 +1235,30 @@ def decode_single_object(
     return avro.writer, avro.read(data, _SINGLE_OBJECT_HEADER)
 
 
-def _encode_body(buf: BytesIO, sv: SchemaVersion, record: dict[str, Any], check: bool) -> None:
+#: Compiled writers by schema version; ``None`` where fastavro writes every record.
+_WRITERS: dict[SchemaVersion, AvroWriter | None] = {}
+
+
+def _encode(header: bytes, sv: SchemaVersion, record: dict[str, Any], check: bool) -> bytes:
+    """``header`` + the Avro body of ``record``: compiled where it can, else fastavro's."""
     try:
         if check:
             _validate_record(record, sv.parsed, raise_errors=True)
+        try:
+            writer = _WRITERS[sv]
+        except KeyError:
+            writer = _WRITERS[sv] = compile_writer(sv.parsed)
+        if writer is not None:
+            out = bytearray(header)
+            try:
+                writer.write(record, out)
+                return bytes(out)
+            except Unsupported:
+                pass  # a value it does not handle; fastavro writes it (or says what is wrong)
+        buf = BytesIO()
+        buf.write(header)
         schemaless_writer(buf, sv.parsed, record)
+        return buf.getvalue()
     except (ValidationError, ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
         raise EncodeError(f"cannot encode record as {sv.label}: {exc}") from exc
 
@@ -1249,13 +1269,10 @@ def encode_single_object(
     """``C3 01`` + fingerprint + Avro body of ``record`` (timestamps as ints or datetimes).
 
     fastavro's writer coerces some wrong values silently (a float into an int field);
-    pass ``validate=True`` to check the record first (slower).
+    pass ``validate=True`` to check the record first (slower). The body is the one
+    fastavro writes, by a writer compiled for the schema (:mod:`streams.avro_writer`).
     """
-    buf = BytesIO()
-    buf.write(SINGLE_OBJECT_MAGIC)
-    buf.write(sv.fingerprint)
-    _encode_body(buf, sv, record, validate)
-    return buf.getvalue()
+    return _encode(SINGLE_OBJECT_MAGIC + sv.fingerprint, sv, record, validate)
 
 
 def encode_confluent(
@@ -1264,8 +1281,4 @@ def encode_confluent(
     """``00`` + 4-byte big-endian schema id + Avro body (Confluent wire format)."""
     if not 0 <= schema_id < 2**32:
         raise EncodeError(f"Confluent schema id {schema_id} does not fit in 4 bytes")
-    buf = BytesIO()
-    buf.write(b"\x00")
-    buf.write(schema_id.to_bytes(4, "big"))
-    _encode_body(buf, sv, record, validate)
-    return buf.getvalue()
+    return _encode(b"\x00" + schema_id.to_bytes(4, "big"), sv, record, validate)
