@@ -15,6 +15,7 @@ from agents.admin import add_admin_views
 from agents.checkpoints import FeatureCheckpoints
 from agents.diagnostics import dump_state
 from agents.features import add_features_agent
+from agents.handover import use_handover_consumer
 from agents.ingest import add_ingest_agent
 from agents.learn import add_learn_agent
 from agents.onepass import add_onepass_agent
@@ -123,6 +124,7 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         web_bind=settings.web_host,
         autodiscover=False,
         producer_max_request_size=max(settings.max_message_bytes * 2, 1 << 20),
+        producer_max_batch_size=256 * 1024,
         # Faust commits the ingest stage's raw offsets (acked topics) on the same schedule
         # as Riverline's checkpoints, so a crash repeats at most that much ingestion.
         broker_commit_every=settings.checkpoint_every,
@@ -130,6 +132,7 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
+    use_handover_consumer(app)
     worker = Worker(app, settings, WorkerMetrics())
     for spec in specs:
         add_sink_agent(app, settings, spec, catalog)  # offline store (agents.sink)
