@@ -65,37 +65,40 @@ async def send_all(app: faust.App, sends: list[OutMessage]) -> None:
     producer: Any = app.producer
     kafka = producer._ensure_producer()  # aiokafka.AIOKafkaProducer
     metadata = kafka.client.cluster
-    partitions: dict[str, list[int]] = {}
+    #: topic -> (all partitions, available ones), as aiokafka's partitioner takes them
+    partitions: dict[str, tuple[list[int], list[int]]] = {}
     batches: dict[tuple[str, int], Any] = {}
     futures = []
     for out in sends:
         topic = out.topic
         if topic not in partitions:
             await kafka.client._wait_on_metadata(topic)
-            partitions[topic] = sorted(metadata.partitions_for_topic(topic))
-        tps = partitions[topic]
-        if len(tps) == 1:
-            partition = tps[0]
-        else:
-            available = list(metadata.available_partitions_for_topic(topic))
-            partition = kafka._partitioner(out.key, tps, available)
-        headers = list(out.headers)
+            partitions[topic] = (
+                sorted(metadata.partitions_for_topic(topic)),
+                sorted(metadata.available_partitions_for_topic(topic)),
+            )
+        every, available = partitions[topic]
+        partition = every[0] if len(every) == 1 else kafka._partitioner(out.key, every, available)
         batch = batches.get((topic, partition))
-        if (
-            batch is None
-            or batch.append(timestamp=None, key=out.key, value=out.value, headers=headers) is None
-        ):
-            if batch is not None:  # full: on its way, and a new one for the rest
-                futures.append(await kafka.send_batch(batch, topic, partition=partition))
-            batch = batches[(topic, partition)] = kafka.create_batch()
-            if batch.append(timestamp=None, key=out.key, value=out.value, headers=headers) is None:
-                raise RiverlineError(
-                    f"a message of {len(out.value or b'')} bytes for {topic} does not fit in "
-                    "a record batch; raise RIVERLINE_MAX_MESSAGE_BYTES"
-                )
+        if batch is not None and _append(batch, out):
+            continue
+        if batch is not None:  # full: on its way, and a new one for the rest
+            futures.append(await kafka.send_batch(batch, topic, partition=partition))
+        batch = batches[(topic, partition)] = kafka.create_batch()
+        if not _append(batch, out):  # aiokafka takes any first message; never silently drop
+            raise RiverlineError(
+                f"aiokafka refused a message of {len(out.value or b'')} bytes for {topic} "
+                "even in an empty record batch"
+            )
     for (topic, partition), batch in batches.items():
         futures.append(await kafka.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
+
+
+def _append(batch: Any, out: OutMessage) -> bool:
+    """Add ``out`` to an aiokafka record batch; False when the batch is full."""
+    headers = list(out.headers)  # its record builder takes a list only
+    return batch.append(timestamp=None, key=out.key, value=out.value, headers=headers) is not None
 
 
 async def seek_back(app: faust.App, offsets: dict[Any, int]) -> None:
