@@ -377,9 +377,16 @@ async def _produce(
     keys: Sequence[bytes],
     rate: float | None = None,
 ) -> None:
-    """Send ``values``; at ``rate`` events/s (paced, no linger) or as fast as possible."""
+    """Send ``values``; at ``rate`` events/s (paced) or as fast as possible.
+
+    Paced, the producer lingers 5 ms as ``riverline produce`` does (and Kafka's Java client
+    by default since 4.0). Each event's timestamp is taken when it is handed to the
+    producer, so the linger counts in the latency. With no linger every event was a produce
+    request of its own: the load generator and the broker then took 35% and 36% of a core
+    at ~840 events/s on the benchmark's 2-vCPU machine, against 18% and 20% with it.
+    """
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=0 if rate else 20, max_batch_size=1 << 20
+        bootstrap_servers=bootstrap, linger_ms=5 if rate else 20, max_batch_size=1 << 20
     )
     await producer.start()
     try:

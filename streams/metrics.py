@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
@@ -31,6 +33,7 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._refreshers: list[Callable[[], None]] = []
         r = self.registry
         self.events = Counter(
             "riverline_events",
@@ -102,6 +105,12 @@ class WorkerMetrics:
             registry=r,
         )
 
+    def before_scrape(self, refresh: Callable[[], None]) -> None:
+        """Call ``refresh`` before each exposition: gauges read from state when scraped."""
+        self._refreshers.append(refresh)
+
     def exposition(self) -> bytes:
-        """The text format Prometheus scrapes."""
+        """The text format Prometheus scrapes (after every ``before_scrape`` hook)."""
+        for refresh in self._refreshers:
+            refresh()
         return generate_latest(self.registry)

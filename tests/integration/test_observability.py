@@ -168,12 +168,19 @@ def test_metrics_status_page_and_logs(observed_worker, tmp_path) -> None:
     ages = families["riverline_checkpoint_age_seconds"]
     assert [(s[1]["pipeline"], s[1]["stage"]) for s in ages] == [(spec.name, "features")]
     assert 0 <= ages[0][2] < 60
+    # Set when scraped, for the versions served now (a checkpoint serves the next one).
+    models = json.loads(_get(worker.url + "/status.json")[2])["pipelines"][spec.name]["models"]
+    served = [(m["name"], str(m["version"])) for m in models]
+    assert [name for name, _ in served] == ["phishing-lr"]
+    families = _samples(_get(worker.url + "/metrics")[2])
     model = families["riverline_model_metric"]
-    assert {(s[1]["model"], s[1]["version"], s[1]["metric"]) for s in model} >= {
-        ("phishing-lr", "1", "accuracy")
+    assert {(s[1]["model"], s[1]["version"], s[1]["metric"]) for s in model} == {
+        (name, version, metric) for name, version in served for metric in ("accuracy", "rocauc")
     }
     info = families["riverline_model_info"]
-    assert any(s[1]["stage"] == "champion" and s[2] == 1 for s in info)
+    assert [(s[1]["model"], s[1]["version"], s[1]["stage"], s[2]) for s in info] == [
+        (name, version, "champion", 1) for name, version in served
+    ]
     # Declared even before the first drift or registry action (no samples yet then).
     assert "# TYPE riverline_drift_detections_total counter" in text
     assert "# TYPE riverline_registry_actions_total counter" in text
