@@ -58,6 +58,7 @@ from fastavro import schemaless_reader
 from streams.bench_features import features_section
 from streams.catalog import SchemaCatalog, SchemaVersion
 from streams.codec import encode_confluent, encode_single_object
+from streams.cpushare import CpuShares, listening_pid
 from streams.datasets import dataset_rows
 from streams.errors import RiverlineError
 from streams.ingestion import Ingestion
@@ -666,16 +667,35 @@ async def _run_riverline(
 
         async with _Topic(bootstrap, topics.predictions) as out:
             result = await _drain(options, "riverline", out, n, rss, alive)
-            if latency:
+            if latency and procs[0].proc is not None:
                 rate = _offered_rate(options, result)
+                shares = _cpu_watch(bootstrap, procs[0].proc.pid)
                 result["latency"] = await _latency(
-                    options, "riverline", bootstrap, spec, topics.raw, out, rate, n * 10_000
+                    options, "riverline", bootstrap, spec, topics.raw, out, rate, n * 10_000, shares
                 )
+                result["latency_cpu"] = shares.result
                 result["peak_rss_mib"] = round(sum(r.mib for r in rss), 1)
         return result
     finally:
         for w in procs:
             await asyncio.to_thread(w.stop)
+
+
+def _cpu_watch(bootstrap: str, worker_pid: int) -> CpuShares:
+    """The worker (its event loop's thread too), its sink, the broker and this process.
+
+    This process is the load generator of the latency run; the measurement ends when
+    the last output is out, before this process reads the topics back.
+    """
+    named: dict[str, int | None] = {"worker": worker_pid}
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(worker_pid).children(recursive=True):
+            is_sink = "sink" in " ".join(child.cmdline())
+            named["sink" if is_sink else f"worker child {child.pid}"] = child.pid
+    port = bootstrap.split(",")[0].rpartition(":")[2]
+    named["broker"] = listening_pid(int(port)) if port.isdigit() else None
+    named["benchmark (load generator)"] = os.getpid()
+    return CpuShares(named, thread=(worker_pid, worker_pid))
 
 
 def _offered_rate(options: BenchOptions, riverline: dict[str, Any]) -> float:
@@ -705,12 +725,14 @@ async def _latency(
     out: _Topic,
     rate: float,
     offset_ms: int,
+    watch: CpuShares | None = None,
 ) -> dict[str, Any]:
     """End-to-end latency at a fixed offered load, the same way for every contender.
 
     Each event's latency is its first output message's timestamp minus its raw message's
     (both stamped by the producers, as Riverline's ``rl.raw_ts`` header is), joined by
-    event id.
+    event id. ``watch``, if given, measures the CPU from the first event offered to the
+    last output (not the reading of the topics that follows).
     """
     count = max(100, min(options.latency_events, int(rate * options.latency_seconds)))
     _say(options, f"{who} latency: {count:,} events offered at {rate:,.0f} events/s")
@@ -719,12 +741,13 @@ async def _latency(
     async with _Topic(bootstrap, raw_topic) as source:
         raw_start = await source.ends()
         start = await out.ends()
-        await _produce(bootstrap, raw_topic, values, keys, rate=rate)
-        deadline = time.monotonic() + options.drain_timeout
-        while sum((await out.ends()).values()) - sum(start.values()) < count:
-            if time.monotonic() > deadline:
-                raise RiverlineError(f"{who} latency: not every offered event came out")
-            await asyncio.sleep(0.2)
+        with watch or contextlib.nullcontext():
+            await _produce(bootstrap, raw_topic, values, keys, rate=rate)
+            deadline = time.monotonic() + options.drain_timeout
+            while sum((await out.ends()).values()) - sum(start.values()) < count:
+                if time.monotonic() > deadline:
+                    raise RiverlineError(f"{who} latency: not every offered event came out")
+                await asyncio.sleep(0.05)
         sent = {
             eid: m.timestamp
             for m in await source.read(raw_start)
@@ -858,6 +881,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
         "results": results,
         "ratios": ratios,
         "latency": latency,
+        "latency_cpu": results.get("riverline", {}).get("latency_cpu"),
         "latency_over_floor": added,
         "goals": goals,
         "rows": rows,

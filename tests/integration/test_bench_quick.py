@@ -39,6 +39,13 @@ def test_quick_pipeline_bench_reports_every_contender(
         assert got["p50_ms"] <= got["p95_ms"] <= got["p99_ms"] <= got["max_ms"]
         row = next(r for r in section["rows"] if r["contender"] == kind)
         assert (row["p50_ms"], row["p99_ms"]) == (got["p50_ms"], got["p99_ms"])
+    # Where the CPU went during Riverline's latency run (the tail on a full machine).
+    cpu = section["latency_cpu"]
+    assert cpu == section["results"]["riverline"]["latency_cpu"]
+    assert {"worker", "sink", "broker", "benchmark (load generator)"} <= set(cpu["processes"])
+    assert cpu["processes"]["worker"] > 0
+    assert 0.0 <= cpu["machine_idle"] <= 1.0
+    assert 0.0 <= cpu["thread"]["waited_for_cpu"] <= 1.0  # Linux, as the suite's machines
     floor = section["results"]["floor"]["latency"]
     assert section["latency_over_floor"] == {
         q: round(latency[q] - floor[q], 1) for q in ("p50_ms", "p99_ms")
