@@ -66,25 +66,25 @@ def predict_recorder(
     joined = labels["joined"].labels(spec.name)
     reported = {"expired": 0, "joined": 0}
 
-    shown: set[tuple[str, ...]] = set()  # label values of the series set at the last scrape
+    families = {
+        "info": metrics.model_info,
+        "samples": metrics.model_samples,
+        "metric": metrics.model_metric,
+    }
+    shown: set[tuple[str, ...]] = set()  # (family, *label values) set at the last scrape
 
     def record_models() -> None:
         current: set[tuple[str, ...]] = set()
         for served in stage.lifecycle.served:
             model = served.model
-            labels = (spec.name, model.spec.name, str(model.version))
-            metrics.model_info.labels(*labels, served.stage).set(1)
-            metrics.model_samples.labels(*labels).set(model.samples_seen)
-            current |= {("info", *labels, served.stage), ("samples", *labels)}
+            series = (spec.name, model.spec.name, str(model.version))
+            metrics.model_info.labels(*series, served.stage).set(1)
+            metrics.model_samples.labels(*series).set(model.samples_seen)
+            current |= {("info", *series, served.stage), ("samples", *series)}
             for metric, value in model.metric_values().items():
-                metrics.model_metric.labels(*labels, metric).set(value)
-                current.add(("metric", *labels, metric))
+                metrics.model_metric.labels(*series, metric).set(value)
+                current.add(("metric", *series, metric))
         # A checkpoint serves the next version: the last one's series go, not pile up.
-        families = {
-            "info": metrics.model_info,
-            "samples": metrics.model_samples,
-            "metric": metrics.model_metric,
-        }
         for family, *values in shown - current:
             with contextlib.suppress(KeyError):
                 families[family].remove(*values)

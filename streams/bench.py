@@ -667,9 +667,9 @@ async def _run_riverline(
 
         async with _Topic(bootstrap, topics.predictions) as out:
             result = await _drain(options, "riverline", out, n, rss, alive)
-            if latency and procs[0].proc is not None:
+            if latency:
                 rate = _offered_rate(options, result)
-                shares = _cpu_watch(bootstrap, procs[0].proc.pid)
+                shares = _cpu_watch(bootstrap, rss[0].proc.pid)
                 result["latency"] = await _latency(
                     options, "riverline", bootstrap, spec, topics.raw, out, rate, n * 10_000, shares
                 )
