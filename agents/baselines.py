@@ -3,13 +3,17 @@
 ``python -m agents.baselines KIND ARGS_JSON`` runs until SIGTERM. ``ARGS_JSON`` holds
 ``bootstrap``, ``source`` (the pre-produced raw topic), ``prefix`` (this baseline's topics
 are ``<prefix>.events``, ``<prefix>.features``, ``<prefix>.predictions``, created by the
-benchmark), ``batch_size`` and ``datadir``. The kinds:
+benchmark), ``batch_size``, ``fetch_max_wait_ms`` and ``datadir``. The kinds:
 
 ``raw``
     aiokafka alone: one consumer of the raw topic producing each message's bytes to the
     three output topics (events, features, predictions), as Riverline's one-pass topology
-    does, in batches; each batch's sends are acknowledged before its offsets are
-    committed (at-least-once, as a careful client would do it).
+    does, in batches; each batch's sends are acknowledged before the next poll, and the
+    offsets are committed at most once a second, after the acks of everything before
+    them (at-least-once, as a careful client would do it). Set up as the worker's own
+    clients are: fetches wait at most ``fetch_max_wait_ms`` at the broker (the worker's
+    ``RIVERLINE_FETCH_MAX_WAIT``), the producer does not linger and writes record batches
+    of up to 256 KiB. Its latency is then a bare client hop's on the same machine.
 ``floor``
     Faust alone: one empty agent on the raw topic forwarding each event to the same three
     topics. What the framework costs for Riverline's topology, with no work done.
@@ -26,6 +30,7 @@ import json
 import math
 import signal
 import sys
+import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +41,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 __all__ = ["CardHistory", "main", "naive_features"]
 
 HOPS = ("events", "features", "predictions")
+_COMMIT_EVERY_S = 1.0
+_RECORD_BATCH_BYTES = 256 * 1024  # as the worker's producer (agents.app)
 _WINDOW_MS = 300_000
 _HALF_LIFE_MS = 14_400_000
 
@@ -92,7 +99,9 @@ def naive_features(history: CardHistory, event: dict[str, Any]) -> dict[str, flo
 async def _run_raw(args: dict[str, Any]) -> None:
     bootstrap, batch = args["bootstrap"], int(args["batch_size"])
     outputs = [f"{args['prefix']}.{h}" for h in HOPS]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=_RECORD_BATCH_BYTES
+    )
     consumer = AIOKafkaConsumer(
         args["source"],
         bootstrap_servers=bootstrap,
@@ -100,6 +109,7 @@ async def _run_raw(args: dict[str, Any]) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,
+        fetch_max_wait_ms=int(args.get("fetch_max_wait_ms", 500)),
     )
     await producer.start()
     await consumer.start()
@@ -107,6 +117,8 @@ async def _run_raw(args: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    committed = time.monotonic()
+    uncommitted = False
     try:
         while not stop.is_set():
             polled = await consumer.getmany(timeout_ms=100, max_records=batch)
@@ -118,7 +130,12 @@ async def _run_raw(args: dict[str, Any]) -> None:
             ]
             if futures:
                 await asyncio.gather(*futures)
-                await consumer.commit()
+                uncommitted = True
+            if uncommitted and time.monotonic() - committed >= _COMMIT_EVERY_S:
+                await consumer.commit()  # positions past messages whose sends are acked
+                committed, uncommitted = time.monotonic(), False
+        if uncommitted:
+            await consumer.commit()
     finally:
         await consumer.stop()
         await producer.stop()

@@ -357,7 +357,14 @@ def bench(
         console.print(table)
         if section.get("baseline"):
             console.print(f"baseline: {section['baseline']}")
-        for key in ("ratios", "latency", "latency_cpu", "latency_over_floor", "goals"):
+        for key in (
+            "ratios",
+            "latency",
+            "latency_cpu",
+            "latency_over_raw",
+            "machine_stalls",
+            "goals",
+        ):
             if section.get(key):
                 console.print(f"{key}: {section[key]}", highlight=False)
         for row in section.get("scaling", {}).get("rows", []):

@@ -46,10 +46,19 @@ def test_quick_pipeline_bench_reports_every_contender(
     assert cpu["processes"]["worker"] > 0
     assert 0.0 <= cpu["machine_idle"] <= 1.0
     assert 0.0 <= cpu["thread"]["waited_for_cpu"] <= 1.0  # Linux, as the suite's machines
-    floor = section["results"]["floor"]["latency"]
-    assert section["latency_over_floor"] == {
-        q: round(latency[q] - floor[q], 1) for q in ("p50_ms", "p99_ms")
+    raw = section["results"]["raw"]["latency"]  # a bare client hop at the same load
+    assert section["latency_over_raw"] == {
+        q: round(latency[q] - raw[q], 1) for q in ("p50_ms", "p95_ms", "p99_ms")
     }
+    # The machine's CPUs probed quiet (before any contender) and during the latency run.
+    stalls = section["machine_stalls"]
+    assert stalls["latency_run"] == section["results"]["riverline"]["latency_stalls"]
+    for when in ("quiet", "latency_run"):
+        probe = stalls[when]
+        assert probe["units"] > 0, when
+        assert 0 < probe["median_ms"] <= probe["longest_ms"]
+        assert 0.0 <= probe["stalled_share"] <= 1.0
+    assert stalls["quiet"]["seconds"] >= 1.0
     assert set(section["goals"]) == {
         "riverline >= 0.7 x floor",
         "riverline >= 1.0 x naive",
@@ -58,3 +67,4 @@ def test_quick_pipeline_bench_reports_every_contender(
     assert "scaling" not in section  # --quick leaves it out: two more worker start-ups
     assert any("riverline latency" in line for line in lines)  # progress while it runs
     assert any("floor latency" in line for line in lines)
+    assert any("machine quiet" in line for line in lines)
