@@ -27,7 +27,7 @@ from streams.ingestion import Ingestion
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
 from streams.security import faust_credentials
-from streams.settings import Settings
+from streams.settings import PRODUCER_BATCH_BYTES, Settings
 from streams.spec import PipelineSpec
 from streams.status_page import RecentNotices
 
@@ -101,7 +101,7 @@ def _fetch_max_wait(ms: int) -> None:
 
 def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog) -> Worker:
     """Build the Faust app for these pipelines. Topics must exist already."""
-    _fetch_max_wait(max(1, int(settings.fetch_max_wait * 1000)))
+    _fetch_max_wait(settings.fetch_max_wait_ms)
     app_id = settings.topic("riverline")
     datadir = settings.home / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
@@ -124,9 +124,7 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         web_bind=settings.web_host,
         autodiscover=False,
         producer_max_request_size=max(settings.max_message_bytes * 2, 1 << 20),
-        # Record batches of up to 256 KiB (agents.io.send_all): a full micro-batch goes out in
-        # fewer, larger produce requests than with Faust's 16 KiB (see README, Benchmark).
-        producer_max_batch_size=256 * 1024,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # Faust commits the ingest stage's raw offsets (acked topics) on the same schedule
         # as Riverline's checkpoints, so a crash repeats at most that much ingestion.
         broker_commit_every=settings.checkpoint_every,

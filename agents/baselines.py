@@ -3,7 +3,8 @@
 ``python -m agents.baselines KIND ARGS_JSON`` runs until SIGTERM. ``ARGS_JSON`` holds
 ``bootstrap``, ``source`` (the pre-produced raw topic), ``prefix`` (this baseline's topics
 are ``<prefix>.events``, ``<prefix>.features``, ``<prefix>.predictions``, created by the
-benchmark), ``batch_size``, ``fetch_max_wait_ms`` and ``datadir``. The kinds:
+benchmark), ``batch_size``, ``fetch_max_wait_ms``, ``record_batch_bytes`` and ``datadir``.
+The kinds:
 
 ``raw``
     aiokafka alone: one consumer of the raw topic producing each message's bytes to the
@@ -13,7 +14,8 @@ benchmark), ``batch_size``, ``fetch_max_wait_ms`` and ``datadir``. The kinds:
     them (at-least-once, as a careful client would do it). Set up as the worker's own
     clients are: fetches wait at most ``fetch_max_wait_ms`` at the broker (the worker's
     ``RIVERLINE_FETCH_MAX_WAIT``), the producer does not linger and writes record batches
-    of up to 256 KiB. Its latency is then a bare client hop's on the same machine.
+    of up to ``record_batch_bytes``. Its latency is then a bare client hop's on the same
+    machine.
 ``floor``
     Faust alone: one empty agent on the raw topic forwarding each event to the same three
     topics. What the framework costs for Riverline's topology, with no work done.
@@ -42,7 +44,6 @@ __all__ = ["CardHistory", "main", "naive_features"]
 
 HOPS = ("events", "features", "predictions")
 _COMMIT_EVERY_S = 1.0
-_RECORD_BATCH_BYTES = 256 * 1024  # as the worker's producer (agents.app)
 _WINDOW_MS = 300_000
 _HALF_LIFE_MS = 14_400_000
 
@@ -100,7 +101,7 @@ async def _run_raw(args: dict[str, Any]) -> None:
     bootstrap, batch = args["bootstrap"], int(args["batch_size"])
     outputs = [f"{args['prefix']}.{h}" for h in HOPS]
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=_RECORD_BATCH_BYTES
+        bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=int(args["record_batch_bytes"])
     )
     consumer = AIOKafkaConsumer(
         args["source"],
@@ -109,7 +110,7 @@ async def _run_raw(args: dict[str, Any]) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,
-        fetch_max_wait_ms=int(args.get("fetch_max_wait_ms", 500)),
+        fetch_max_wait_ms=int(args["fetch_max_wait_ms"]),
     )
     await producer.start()
     await consumer.start()

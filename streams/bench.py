@@ -64,7 +64,7 @@ from streams.errors import RiverlineError
 from streams.ingestion import Ingestion
 from streams.kafka_local import free_port
 from streams.messages import InMessage
-from streams.settings import Settings
+from streams.settings import PRODUCER_BATCH_BYTES, Settings
 from streams.spec import PipelineSpec, load_spec
 from streams.stallprobe import StallProbe
 from streams.topics import (
@@ -570,7 +570,8 @@ async def _baseline(
         "source": source,
         "prefix": prefix,
         "batch_size": options.settings.batch_size,
-        "fetch_max_wait_ms": max(1, int(options.settings.fetch_max_wait * 1000)),
+        "fetch_max_wait_ms": options.settings.fetch_max_wait_ms,
+        "record_batch_bytes": PRODUCER_BATCH_BYTES,
         "datadir": str(tmp / name),
     }
     log_path = tmp / f"{name}.log"
@@ -690,7 +691,7 @@ async def _run_riverline(
                     out,
                     rate,
                     n * 10_000,
-                    _both(shares, probe),
+                    (shares, probe),
                 )
                 result["latency_cpu"] = shares.result
                 result["latency_stalls"] = probe.result
@@ -699,14 +700,6 @@ async def _run_riverline(
     finally:
         for w in procs:
             await asyncio.to_thread(w.stop)
-
-
-@contextlib.contextmanager
-def _both(*watches: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        for watch in watches:
-            stack.enter_context(watch)
-        yield
 
 
 def _cpu_watch(bootstrap: str, worker_pid: int) -> CpuShares:
@@ -753,14 +746,14 @@ async def _latency(
     out: _Topic,
     rate: float,
     offset_ms: int,
-    watch: contextlib.AbstractContextManager[Any] | None = None,
+    watches: Sequence[contextlib.AbstractContextManager[Any]] = (),
 ) -> dict[str, Any]:
     """End-to-end latency at a fixed offered load, the same way for every contender.
 
     Each event's latency is its first output message's timestamp minus its raw message's
     (both stamped by the producers, as Riverline's ``rl.raw_ts`` header is), joined by
-    event id. ``watch``, if given, measures the CPU from the first event offered to the
-    last output (not the reading of the topics that follows).
+    event id. ``watches`` (CPU shares, the stall probe) measure from the first event offered
+    to the last output (not the reading of the topics that follows).
     """
     count = max(100, min(options.latency_events, int(rate * options.latency_seconds)))
     _say(options, f"{who} latency: {count:,} events offered at {rate:,.0f} events/s")
@@ -769,7 +762,9 @@ async def _latency(
     async with _Topic(bootstrap, raw_topic) as source:
         raw_start = await source.ends()
         start = await out.ends()
-        with watch or contextlib.nullcontext():
+        with contextlib.ExitStack() as watching:
+            for watch in watches:
+                watching.enter_context(watch)
             await _produce(bootstrap, raw_topic, values, keys, rate=rate)
             deadline = time.monotonic() + options.drain_timeout
             while sum((await out.ends()).values()) - sum(start.values()) < count:
