@@ -31,7 +31,7 @@ from streams.settings import PRODUCER_BATCH_BYTES, Settings
 from streams.spec import PipelineSpec
 from streams.status_page import RecentNotices
 
-__all__ = ["PipelineStages", "Worker", "create_app"]
+__all__ = ["PipelineStages", "Worker", "create_app", "use_fetch_max_wait"]
 
 
 @dataclass
@@ -77,7 +77,7 @@ def _broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
-def _fetch_max_wait(ms: int) -> None:
+def use_fetch_max_wait(ms: int) -> None:
     """Faust's consumer with ``fetch_max_wait_ms = ms`` instead of its hard-coded 1,500.
 
     aiokafka keeps one fetch in flight per broker, and leaves out of it a partition whose
@@ -101,7 +101,7 @@ def _fetch_max_wait(ms: int) -> None:
 
 def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog) -> Worker:
     """Build the Faust app for these pipelines. Topics must exist already."""
-    _fetch_max_wait(settings.fetch_max_wait_ms)
+    use_fetch_max_wait(settings.fetch_max_wait_ms)
     app_id = settings.topic("riverline")
     datadir = settings.home / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

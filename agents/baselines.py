@@ -16,6 +16,14 @@ The kinds:
     ``RIVERLINE_FETCH_MAX_WAIT``), the producer does not linger and writes record batches
     of up to ``record_batch_bytes``. Its latency is then a bare client hop's on the same
     machine.
+``empty``
+    Riverline's agent with empty stages: Faust with the worker's consumer (its fetch wait,
+    Riverline's hand-over) and producer (record batches of ``record_batch_bytes``), and
+    Riverline's batch loop (``agents.io.run_stage``: micro-batches of what is waiting, up to
+    ``batch_size``, their sends as record batches with their acks awaited), forwarding each
+    raw message's bytes to the three topics. No validation, lineage, features, models,
+    checkpoints or sink, and no commits. What Faust and Riverline's batching cost with no
+    stage work: Riverline's latency above this one is its stages'.
 ``floor``
     Faust alone: one empty agent on the raw topic forwarding each event to the same three
     topics. What the framework costs for Riverline's topology, with no work done.
@@ -40,7 +48,10 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-__all__ = ["CardHistory", "main", "naive_features"]
+from streams.messages import InMessage, OutMessage
+from streams.stage import StageResult
+
+__all__ = ["CardHistory", "Forward", "main", "naive_features"]
 
 HOPS = ("events", "features", "predictions")
 _COMMIT_EVERY_S = 1.0
@@ -142,7 +153,7 @@ async def _run_raw(args: dict[str, Any]) -> None:
         await producer.stop()
 
 
-def _faust_app(args: dict[str, Any], name: str) -> faust.App:
+def _faust_app(args: dict[str, Any], name: str, **conf: Any) -> faust.App:
     return faust.App(
         f"{args['prefix']}.{name}",
         broker=";".join(f"kafka://{h}" for h in str(args["bootstrap"]).split(",")),
@@ -156,7 +167,52 @@ def _faust_app(args: dict[str, Any], name: str) -> faust.App:
         datadir=str(args["datadir"]),
         web_enabled=False,
         autodiscover=False,
+        **conf,
     )
+
+
+@dataclass(frozen=True)
+class Forward:
+    """The empty stage: each raw message's bytes and headers, as they came, to each topic.
+
+    >>> m = InMessage("t.raw", 0, 5, b"k", b"{}", 0, (("h", b"1"),))
+    >>> r = Forward(("t.events", "t.predictions")).process([m])
+    >>> [(o.topic, o.value, o.headers) for o in r.sends], r.ok
+    ([('t.events', b'{}', [('h', b'1')]), ('t.predictions', b'{}', [('h', b'1')])], 1)
+    """
+
+    topics: tuple[str, ...]
+    stage: str = "forward"
+
+    def process(self, batch: list[InMessage]) -> StageResult:
+        result = StageResult(ok=len(batch))
+        for msg in batch:
+            headers = list(msg.headers)
+            result.sends += [OutMessage(t, msg.key, msg.value or b"", headers) for t in self.topics]
+        return result
+
+
+def _empty_app(args: dict[str, Any]) -> faust.App:
+    from agents.app import use_fetch_max_wait
+    from agents.handover import use_handover_consumer
+    from agents.io import run_stage
+    from streams.metrics import WorkerMetrics
+
+    use_fetch_max_wait(int(args["fetch_max_wait_ms"]))
+    app = _faust_app(args, "empty", producer_max_batch_size=int(args["record_batch_bytes"]))
+    use_handover_consumer(app)
+    stage = Forward(tuple(f"{args['prefix']}.{h}" for h in HOPS))
+    metrics = WorkerMetrics()
+    batch = int(args["batch_size"])
+
+    async def forward(stream: faust.StreamT) -> Any:
+        async for _ in run_stage(app, stream, stage, "empty", metrics, batch, 0.0, drain=True):
+            pass
+
+    # acks=False, as the worker's one-pass agent: drained batches need a topic Faust does
+    # not commit (agents.io.drained); this baseline commits nothing.
+    app.agent(app.topic(args["source"], acks=False), name="forward", concurrency=1)(forward)
+    return app
 
 
 def _floor_app(args: dict[str, Any]) -> faust.App:
@@ -196,12 +252,12 @@ def _naive_app(args: dict[str, Any]) -> faust.App:
 
 
 def main(argv: list[str]) -> None:
-    """Entry point: ``python -m agents.baselines raw|floor|naive ARGS_JSON``."""
+    """Entry point: ``python -m agents.baselines raw|empty|floor|naive ARGS_JSON``."""
     kind, args = argv[0], json.loads(argv[1])
     if kind == "raw":
         asyncio.run(_run_raw(args))
         return
-    app = {"floor": _floor_app, "naive": _naive_app}[kind](args)
+    app = {"empty": _empty_app, "floor": _floor_app, "naive": _naive_app}[kind](args)
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 

@@ -362,6 +362,7 @@ def bench(
             "latency",
             "latency_cpu",
             "latency_over_raw",
+            "latency_over_empty",
             "machine_stalls",
             "goals",
         ):

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
 
     fetch_max_wait: float = 0.01
     """Longest a worker's fetch waits at the broker for data (Faust fixes 1.5 s; see
-    agents.app._fetch_max_wait for why that held events back by up to 1.5 s)."""
+    agents.app.use_fetch_max_wait for why that held events back by up to 1.5 s)."""
 
     batch_size: int = 500
     batch_timeout: float = 0.005

@@ -1,8 +1,9 @@
 """``riverline bench --quick`` against the session broker: the report's shape, not its timings.
 
-The pipeline section runs every contender (aiokafka, the Faust floor, the naive agent and
-a real Riverline worker) on the same pre-produced topic, so this keeps the benchmark from
-rotting; its numbers belong to the benchmark's own runs (README, Benchmark).
+The pipeline section runs every contender (aiokafka, Riverline's agent with empty stages,
+the Faust floor, the naive agent and a real Riverline worker) on the same pre-produced
+topic, so this keeps the benchmark from rotting; its numbers belong to the benchmark's own
+runs (README, Benchmark).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ def test_quick_pipeline_bench_reports_every_contender(
         assert result["events"] == options.kafka_events == 5_000
         assert result["events_per_s"] > 0
         assert result["peak_rss_mib"] > 0
-    assert set(section["ratios"]) == {"riverline/raw", "riverline/floor", "riverline/naive"}
+    assert set(section["ratios"]) == {
+        "riverline/raw",
+        "riverline/empty",
+        "riverline/floor",
+        "riverline/naive",
+    }
     latency = section["latency"]
     assert latency == section["results"]["riverline"]["latency"]
     for kind in CONTENDERS:  # every contender at the load Riverline's latency was measured at
@@ -46,10 +52,12 @@ def test_quick_pipeline_bench_reports_every_contender(
     assert cpu["processes"]["worker"] > 0
     assert 0.0 <= cpu["machine_idle"] <= 1.0
     assert 0.0 <= cpu["thread"]["waited_for_cpu"] <= 1.0  # Linux, as the suite's machines
-    raw = section["results"]["raw"]["latency"]  # a bare client hop at the same load
-    assert section["latency_over_raw"] == {
-        q: round(latency[q] - raw[q], 1) for q in ("p50_ms", "p95_ms", "p99_ms")
-    }
+    # Above a bare client hop at the same load, and above its own agent with empty stages.
+    for kind in ("raw", "empty"):
+        theirs = section["results"][kind]["latency"]
+        assert section[f"latency_over_{kind}"] == {
+            q: round(latency[q] - theirs[q], 1) for q in ("p50_ms", "p95_ms", "p99_ms")
+        }
     # The machine's CPUs probed quiet (before any contender) and during the latency run.
     stalls = section["machine_stalls"]
     assert stalls["latency_run"] == section["results"]["riverline"]["latency_stalls"]
