@@ -26,7 +26,7 @@ import faust
 from faust.types import TP
 
 from agents.checkpoints import FeatureCheckpoints
-from agents.io import AssignmentGate, StallWatch, run_stage, seek_back
+from agents.io import AssignmentGate, RawTopic, StallWatch, run_stage, seek_back
 from agents.learn import make_predictor, predict_recorder
 from agents.snapshots import ModelSnapshots, PreparedSnapshot
 from streams.catalog import SchemaCatalog
@@ -310,6 +310,6 @@ def add_onepass_agent(
 
     # acks=False: Faust never commits these topics; OnePassCheckpoints commits the offsets
     # each checkpoint reflects (see streams.checkpoint).
-    source = app.topic(topics.raw, topics.labels, acks=False)
+    source = RawTopic(app, topics=[topics.raw, topics.labels], acks=False)
     app.agent(source, name=f"{spec.name}.pipeline", concurrency=1)(pipeline)
     return stage, guard
