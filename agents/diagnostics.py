@@ -35,14 +35,16 @@ def dump_state(app: faust.App) -> None:
     )
     monitor: Any = app.monitor
     out.write(f"received by topic: {dict(monitor.messages_received_by_topic)}\n")
-    out.write(f"events by stream: {dict(monitor.events_by_stream)}\n")
+    # Faust counts the events that go through its stream's step: for drained batches
+    # (agents.io.drained), the first of each batch. riverline_events_total counts them all.
+    out.write(f"stream steps by stream: {dict(monitor.events_by_stream)}\n")
     for agent in app.agents.values():
         for actor in getattr(agent, "_actors", ()):
             stream = getattr(actor, "stream", None)
             channel = getattr(stream, "channel", None)
             queue = getattr(channel, "queue", None)
             out.write(
-                f"agent {agent.name}: stream events {getattr(stream, 'events_total', '?')}, "
+                f"agent {agent.name}: stream steps {getattr(stream, 'events_total', '?')}, "
                 f"queue {queue.qsize() if queue is not None else '?'}\n"
             )
     for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
