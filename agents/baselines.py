@@ -54,10 +54,11 @@ from streams.stage import StageResult
 __all__ = ["CardHistory", "Forward", "main", "naive_features"]
 
 HOPS = ("events", "features", "predictions")
-#: Warnings and up from the libraries, named, as the worker logs them (streams.logs).
-#: Faust's worker sets the root logger to DEBUG (for its spinner) and filters in the
-#: handler: aiokafka then builds a debug record per request, ~4% of an empty agent's
-#: wall time at a quarter load (py-spy).
+#: Warnings and up from the libraries, named, as the worker logs them. Not
+#: streams.logs.logging_config: it takes a Settings, whose imports (pydantic) would count
+#: in the floor's and the naive pipeline's peak RSS. Faust's worker sets the root logger
+#: to DEBUG (for its spinner) and filters in the handler: aiokafka then builds a debug
+#: record per request, ~4% of an empty agent's wall time at a quarter load (py-spy).
 _LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -221,23 +221,25 @@ async def drained(
     as Faust drops it.
     """
     queue = stream.channel.queue  # type: ignore[attr-defined]
-    flow = app.flow_control
     batch: list[Any] = []
     async for event in stream.events():
         batch.append(event)
-        _take_queued(app, flow, queue, batch, batch_size)
+        _take_queued(app, queue, batch, batch_size)
         if len(batch) < batch_size:
             await asyncio.sleep(0)  # let the consumer hand over what it has fetched
-            _take_queued(app, flow, queue, batch, batch_size)
+            _take_queued(app, queue, batch, batch_size)
         yield batch
         batch = []
 
 
-def _take_queued(app: faust.App, flow: Any, queue: Any, batch: list[Any], size: int) -> None:
+def _take_queued(app: faust.App, queue: Any, batch: list[Any], size: int) -> None:
     """Move queued events into ``batch`` up to ``size``, dropping those Faust would skip."""
+    # Nothing here awaits, so flow control and the generation hold for the whole take.
+    flowing = app.flow_control.is_active()
+    generation = app.consumer_generation_id
     while len(batch) < size and not queue.empty():
         event = queue.get_nowait()
-        if flow.is_active() and event.message.generation_id == app.consumer_generation_id:
+        if flowing and event.message.generation_id == generation:
             batch.append(event)
 
 
