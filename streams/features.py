@@ -245,6 +245,18 @@ class _Derived:
 
 
 @dataclass(frozen=True)
+class _Step:
+    """What one derived feature's kernel gets in :meth:`FeatureSet._run`, besides the batch."""
+
+    name: str
+    kind: str
+    reads: Literal["codes", "zeros", "numeric"]
+    fields: tuple[str, ...]
+    arrays: tuple[str, ...]  # state array names
+    scalars: tuple[float | int, ...]  # parameters in seconds
+
+
+@dataclass(frozen=True)
 class _ArraySpec:
     dtype: str
     width: int  # 0: one scalar per key
@@ -413,6 +425,8 @@ class FeatureState:
     ) -> None:
         self.label = label
         self._layout = dict(layout)
+        #: The feature set that last checked this state's label and layout (FeatureSet._run).
+        self.checked_by: object | None = None
         self._capacity = max(int(capacity), 1)
         self._slots: dict[str, int] = {}
         self._keys: list[str] = []
@@ -671,6 +685,25 @@ class FeatureSet:
         if self.drops_late:
             # Latest event time per key, for the lateness test (part of every checkpoint).
             self._layout[_LATEST] = _ArraySpec("float64", 0, math.nan)
+        self._shapes = {name: spec.shape() for name, spec in self._layout.items()}
+        self._what = {f: f"field {f!r}" for f in self.inputs}  # for errors
+        #: Per derived feature, what :meth:`_run` hands its kernel, worked out once: the
+        #: per-batch cost counts at low load, where a batch is one event.
+        self._plan = tuple(
+            _Step(
+                d.name,
+                d.kind.name,
+                "codes"
+                if d.kind.categorical
+                else "zeros"
+                if d.kind.reads == "optional field" and not d.fields
+                else "numeric",
+                d.fields,
+                tuple(f"{d.name}/{a.name}" for a in d.kind.state),
+                tuple(d.params[p.name] for p in d.kind.params if p.unit == "seconds"),
+            )
+            for d in self._derived
+        )
 
     @classmethod
     def from_spec(cls, section: Mapping[str, Any]) -> FeatureSet:
@@ -849,12 +882,14 @@ class FeatureSet:
         columns: Mapping[str, Sequence[Any]],
         impl: Mapping[str, Callable[..., None]],
     ) -> dict[str, F64]:
-        layout = {name: spec.shape() for name, spec in self._layout.items()}
-        if state.label != self.label or state.layout() != layout:
-            raise FeatureError(
-                f"feature state belongs to {state.label}, not {self.label}; restore a "
-                "checkpoint of this feature set or start from new_state()."
-            )
+        # A state's label and layout never change: checked once per state and feature set.
+        if state.checked_by is not self:
+            if state.label != self.label or state.layout() != self._shapes:
+                raise FeatureError(
+                    f"feature state belongs to {state.label}, not {self.label}; restore a "
+                    "checkpoint of this feature set or start from new_state()."
+                )
+            state.checked_by = self
         n = len(keys)
         t = _float_column("event times", times, n)
         if not np.isfinite(t).all():
@@ -869,24 +904,26 @@ class FeatureSet:
                 f"batch lacks column {', '.join(missing)}; {self.label} reads "
                 f"{', '.join(self.inputs)}."
             )
-        numeric = {f: _float_column(f"field {f!r}", columns[f], n) for f in self._numeric}
-        codes = {f: _code_column(f"field {f!r}", columns[f], n) for f in self._categorical}
+        what = self._what
+        numeric = {f: _float_column(what[f], columns[f], n) for f in self._numeric}
+        codes = {f: _code_column(what[f], columns[f], n) for f in self._categorical}
         slots = state.slots_for(keys)
 
         results: dict[str, F64] = {}
-        for d in self._derived:
+        arrays = state.arrays  # looked up per batch: growing the state replaces them
+        for step in self._plan:
             values: list[np.ndarray]
-            if d.kind.categorical:
-                values = [codes[f] for f in d.fields]
-            elif d.kind.reads == "optional field" and not d.fields:
+            if step.reads == "codes":
+                values = [codes[f] for f in step.fields]
+            elif step.reads == "zeros":
                 values = [np.zeros(n)]  # never NaN: every event counts
             else:
-                values = [numeric[f] for f in d.fields]
-            arrays = [state.arrays[f"{d.name}/{a.name}"] for a in d.kind.state]
-            scalars = [d.params[p.name] for p in d.kind.params if p.unit == "seconds"]
+                values = [numeric[f] for f in step.fields]
             out = np.empty(n, dtype=np.float64)
-            impl[d.kind.name](slots, t, *values, *arrays, *scalars, out)
-            results[d.name] = out
+            impl[step.kind](
+                slots, t, *values, *[arrays[a] for a in step.arrays], *step.scalars, out
+            )
+            results[step.name] = out
         return results
 
     def __repr__(self) -> str:

@@ -43,7 +43,8 @@ class StageCounts:
 
     def add(self, result: StageResult) -> None:
         self.ok += result.ok
-        self.dead.update(result.dead)
+        if result.dead:
+            self.dead.update(result.dead)
 
 
 class OnePass:
@@ -93,7 +94,8 @@ class OnePass:
         sends.sends += predicted.sends
         sends.ok = predicted.ok
         for counts in self.counts.values():
-            sends.dead.update(counts.dead)
+            if counts.dead:
+                sends.dead.update(counts.dead)
         return sends
 
     def _raw(self, run: list[InMessage], sends: StageResult) -> list[Vector]:
