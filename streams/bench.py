@@ -844,7 +844,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
             await asyncio.sleep(options.quiet_probe_seconds)
         await _produce(bootstrap, topics.raw, values, keys)
         del values, keys
-        for kind in options.contenders:
+        for kind in [str(k) for k in CONTENDERS if k in options.contenders]:  # report order
             if kind == "riverline":
                 results[kind] = await _run_riverline(
                     options, bootstrap, spec_path, n, tmp, 1, latency=True
@@ -989,6 +989,17 @@ def run_bench(options: BenchOptions, sections: Sequence[str] | None = None) -> d
     if unknown:
         raise RiverlineError(
             f"unknown benchmark section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
+        )
+    strangers = [c for c in options.contenders if c not in CONTENDERS]
+    if strangers or not options.contenders:
+        raise RiverlineError(
+            f"unknown benchmark contender(s) {', '.join(strangers) or '(none given)'}; "
+            f"known: {', '.join(CONTENDERS)}"
+        )
+    if not 0.0 < options.latency_load <= 1.0:
+        raise RiverlineError(
+            f"the latency load is a share of Riverline's measured events/s, more than 0 and at "
+            f"most 1 (0.25 is a quarter); got {options.latency_load:g}"
         )
     report: dict[str, Any] = {
         "quick": options.quick,

@@ -303,6 +303,20 @@ def schemas_check(ctx: click.Context) -> None:
 )
 @click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section.")
 @click.option(
+    "--contender",
+    "contenders",
+    multiple=True,
+    help="Run only these contenders of the pipeline section (raw, empty, floor, naive, "
+    "riverline); default: all. The latency runs need riverline.",
+)
+@click.option(
+    "--latency-load",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
+)
+@click.option(
     "--scaling/--no-scaling",
     default=None,
     help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with --quick).",
@@ -316,6 +330,8 @@ def bench(
     sections: tuple[str, ...],
     events: int | None,
     partitions: int,
+    contenders: tuple[str, ...],
+    latency_load: float,
     scaling: bool | None,
 ) -> None:
     """Throughput and latency of Riverline, side by side with baselines on one broker.
@@ -326,7 +342,7 @@ def bench(
 
     from rich.table import Table
 
-    from streams.bench import BenchOptions, run_bench
+    from streams.bench import CONTENDERS, BenchOptions, run_bench
 
     options = BenchOptions(
         _settings(ctx),
@@ -334,6 +350,8 @@ def bench(
         events_override=events,
         partitions=partitions,
         scaling=not quick if scaling is None else scaling,
+        latency_load=latency_load,
+        contenders=contenders or CONTENDERS,
         progress=lambda line: console.print(line, highlight=False),
     )
     report = run_bench(options, list(sections) or None)

@@ -117,3 +117,20 @@ def test_quick_features_section_reports_speedup_state_and_rss() -> None:
     assert section["rss"]["keys"] == 100_000
     assert rss["value"] == round(section["rss"]["rss_mib"])
     json.dumps(report)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--contender", "spark"], "unknown benchmark contender(s) spark; known: raw, empty"),
+        (["--latency-load", "0"], "more than 0 and at most 1"),
+        (["--latency-load", "25"], "got 25"),
+    ],
+)
+def test_bench_refuses_unknown_contenders_and_loads_out_of_range(
+    args: list[str], message: str
+) -> None:
+    # Refused before any broker starts or event is produced.
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--section", "pipeline", *args])
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split())  # the console wraps long lines
