@@ -34,6 +34,8 @@ INGEST_TS = "rl.ingest_ts"
 #: Kafka timestamp of the raw message (the producer's create time), for end-to-end latency.
 RAW_TS = "rl.raw_ts"
 
+_new = object.__new__
+
 HEADERS = (EVENT_ID, SCHEMA, SOURCE, FEATURES, MODEL, PIPELINE, EVENT_TS, INGEST_TS)
 
 
@@ -58,18 +60,14 @@ class Lineage:
         return self._with(self.features, label)
 
     def _with(self, features: str, model: str) -> Lineage:
-        # Once per message written: a plain constructor call, not dataclasses.replace.
-        return Lineage(
-            self.event_id,
-            self.schema,
-            self.source,
-            self.pipeline,
-            self.event_ts,
-            self.ingest_ts,
-            self.raw_ts,
-            features,
-            model,
-        )
+        # Twice per event: a copy of the fields, not the frozen constructor, whose
+        # object.__setattr__ per field cost 2.6 us against 0.6 (timeit).
+        new = _new(Lineage)
+        fields = new.__dict__
+        fields.update(self.__dict__)
+        fields["features"] = features
+        fields["model"] = model
+        return new
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         return [

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from streams.lineage import HEADERS, Lineage
 
 
@@ -27,3 +31,15 @@ def test_missing_headers_read_as_empty() -> None:
     assert lineage.event_id == "x"
     assert lineage.event_ts == 0
     assert lineage.model == ""
+
+
+def test_with_features_and_model_are_new_frozen_lineages_that_leave_the_original() -> None:
+    base = Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3)
+    featured = base.with_features("fs@9")
+    both = featured.with_model("m@1")
+    assert both == Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3, "fs@9", "m@1")
+    assert hash(both) == hash(Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3, "fs@9", "m@1"))
+    assert (base.features, base.model, featured.model) == ("", "", "")
+    assert type(both) is Lineage
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        both.model = "other@2"  # type: ignore[misc]
