@@ -205,6 +205,8 @@ class Forward:
 
 
 def _empty_app(args: dict[str, Any]) -> faust.App:
+    # Imported here: they bring in Riverline's settings (pydantic) and metrics, which would
+    # count in the other baselines' peak RSS.
     from agents.app import use_fetch_max_wait
     from agents.handover import use_handover_consumer
     from agents.io import RawTopic, run_stage

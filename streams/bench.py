@@ -90,6 +90,10 @@ __all__ = [
 INGEST_FORMATS: Final = ("avro-single-object", "confluent", "json")
 
 
+#: The contenders of the pipeline section, in report order.
+CONTENDERS: Final = ("raw", "empty", "floor", "naive", "riverline")
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     """What every section gets: settings (topics, cluster, paths) and the run's size."""
@@ -105,7 +109,8 @@ class BenchOptions:
     """Partitions of the pipeline section's topics."""
     scaling: bool = False
     """Also run Riverline on 4 partitions with 1 and with 2 workers."""
-    contenders: tuple[str, ...] = ("raw", "empty", "floor", "naive", "riverline")
+    contenders: tuple[str, ...] = CONTENDERS
+    """Which contenders of the pipeline section run (always in :data:`CONTENDERS` order)."""
     latency_load: float = 0.25
     """Offered load of the latency run, as a share of Riverline's measured events/s."""
     latency_for: float | None = None
@@ -307,8 +312,6 @@ def _json_loads_all(values: Iterable[bytes]) -> list[Any]:
 # contender runs in its own process (its peak RSS is its own) and reads the same
 # pre-produced raw topic with its own consumer group, writing its own output topics.
 
-#: The contenders of the pipeline section, in report order.
-CONTENDERS: Final = ("raw", "empty", "floor", "naive", "riverline")
 _DESCRIBE: Final = {
     "raw": (
         "aiokafka alone, set up as the worker's clients: batched consume of raw, each "
@@ -844,7 +847,8 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
             await asyncio.sleep(options.quiet_probe_seconds)
         await _produce(bootstrap, topics.raw, values, keys)
         del values, keys
-        for kind in [str(k) for k in CONTENDERS if k in options.contenders]:  # report order
+        running: list[str] = [k for k in CONTENDERS if k in options.contenders]
+        for kind in running:
             if kind == "riverline":
                 results[kind] = await _run_riverline(
                     options, bootstrap, spec_path, n, tmp, 1, latency=True

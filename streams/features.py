@@ -255,6 +255,22 @@ class _Step:
     arrays: tuple[str, ...]  # state array names
     scalars: tuple[float | int, ...]  # parameters in seconds
 
+    @staticmethod
+    def of(d: _Derived) -> _Step:
+        reads: Literal["codes", "zeros", "numeric"] = "numeric"
+        if d.kind.categorical:
+            reads = "codes"
+        elif d.kind.reads == "optional field" and not d.fields:
+            reads = "zeros"
+        return _Step(
+            d.name,
+            d.kind.name,
+            reads,
+            d.fields,
+            tuple(f"{d.name}/{a.name}" for a in d.kind.state),
+            tuple(d.params[p.name] for p in d.kind.params if p.unit == "seconds"),
+        )
+
 
 @dataclass(frozen=True)
 class _ArraySpec:
@@ -686,24 +702,9 @@ class FeatureSet:
             # Latest event time per key, for the lateness test (part of every checkpoint).
             self._layout[_LATEST] = _ArraySpec("float64", 0, math.nan)
         self._shapes = {name: spec.shape() for name, spec in self._layout.items()}
-        self._what = {f: f"field {f!r}" for f in self.inputs}  # for errors
         #: Per derived feature, what :meth:`_run` hands its kernel, worked out once: the
         #: per-batch cost counts at low load, where a batch is one event.
-        self._plan = tuple(
-            _Step(
-                d.name,
-                d.kind.name,
-                "codes"
-                if d.kind.categorical
-                else "zeros"
-                if d.kind.reads == "optional field" and not d.fields
-                else "numeric",
-                d.fields,
-                tuple(f"{d.name}/{a.name}" for a in d.kind.state),
-                tuple(d.params[p.name] for p in d.kind.params if p.unit == "seconds"),
-            )
-            for d in self._derived
-        )
+        self._plan = tuple(_Step.of(d) for d in self._derived)
 
     @classmethod
     def from_spec(cls, section: Mapping[str, Any]) -> FeatureSet:
@@ -904,9 +905,8 @@ class FeatureSet:
                 f"batch lacks column {', '.join(missing)}; {self.label} reads "
                 f"{', '.join(self.inputs)}."
             )
-        what = self._what
-        numeric = {f: _float_column(what[f], columns[f], n) for f in self._numeric}
-        codes = {f: _code_column(what[f], columns[f], n) for f in self._categorical}
+        numeric = {f: _float_column(f"field {f!r}", columns[f], n) for f in self._numeric}
+        codes = {f: _code_column(f"field {f!r}", columns[f], n) for f in self._categorical}
         slots = state.slots_for(keys)
 
         results: dict[str, F64] = {}

@@ -130,7 +130,7 @@ def test_quick_features_section_reports_speedup_state_and_rss() -> None:
 def test_bench_refuses_unknown_contenders_and_loads_out_of_range(
     args: list[str], message: str
 ) -> None:
-    # Refused before any broker starts or event is produced.
+    # run_bench checks its options before any section runs.
     result = CliRunner().invoke(cli, ["bench", "--quick", "--section", "pipeline", *args])
     assert result.exit_code == 1
     assert message in " ".join(result.output.split())  # the console wraps long lines

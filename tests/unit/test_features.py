@@ -359,6 +359,11 @@ def test_state_of_another_feature_set_is_refused() -> None:
     other = FeatureSet.from_spec(_phishing_features())
     with pytest.raises(FeatureError, match=f"belongs to {other.label}, not {fs.label}"):
         fs.compute(other.new_state(), [], [], {"x": [], "y": [], "c": []})
+    # A state its own set has checked (and remembers) is still refused by another.
+    state = other.new_state()
+    other.compute(state, ["a"], [1.0], {"long_url": [1.0]})
+    with pytest.raises(FeatureError, match=f"belongs to {other.label}, not {fs.label}"):
+        fs.compute(state, [], [], {"x": [], "y": [], "c": []})
 
 
 @pytest.mark.parametrize("data", [b"", b"not a zip", b"PK\x03\x04broken"])
