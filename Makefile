@@ -56,8 +56,9 @@ else
 	@echo "RIVERLINE_BOOTSTRAP=$(RIVERLINE_BOOTSTRAP): no local broker needed"
 endif
 
+# Development mode: the demo, the tests and the benchmark sign with the built-in key.
 demo: $(STAMP) apt
-	$(BIN)/riverline demo
+	RIVERLINE_DEV_MODE=1 $(BIN)/riverline demo
 
 # The tests drive Kafka with kcat (a client Riverline did not write), scrape a worker
 # with a real Prometheus and render its status page in headless Chromium.
@@ -66,16 +67,16 @@ test: $(STAMP) apt kafka
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/riverline schemas check
-	$(BIN)/python -m pytest
+	RIVERLINE_DEV_MODE=1 $(BIN)/python -m pytest
 
 # The full benchmark: its own broker on free ports unless RIVERLINE_BOOTSTRAP is set.
 bench: $(STAMP) apt kafka
 	@mkdir -p reports
-	$(BIN)/riverline bench --json reports/bench.json
+	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --json reports/bench.json
 
 # The chaos tests at the issue's full size (make test: 10,000 events, a 3 s burst).
 chaos: $(STAMP) apt kafka
-	RIVERLINE_CHAOS_EVENTS=100000 RIVERLINE_BURST_SECONDS=60 \
+	RIVERLINE_DEV_MODE=1 RIVERLINE_CHAOS_EVENTS=100000 RIVERLINE_BURST_SECONDS=60 \
 	    $(BIN)/python -m pytest -p no:cacheprovider -s -m chaos \
 	    --timeout=7200 tests/chaos
 

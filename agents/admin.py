@@ -20,6 +20,7 @@ from faust.web import Request, Response, View
 from agents.io import send_all
 from streams.access import AccessPolicy
 from streams.errors import RiverlineError
+from streams.integrity import RecordSigner
 from streams.lifecycle import AuditEntry
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
@@ -33,6 +34,7 @@ def add_admin_views(
     settings: Settings,
     metrics: WorkerMetrics,
     predictors: Mapping[str, Predictor],
+    signer: RecordSigner,
 ) -> None:
     """Mount ``/models`` and its actions on the worker's web server."""
     policy = AccessPolicy.parse(settings.admin_tokens)
@@ -89,7 +91,7 @@ def add_admin_views(
                 entry = predictor.lifecycle.reset(who, why)
         except RiverlineError as exc:
             return view.json({"error": str(exc)}, status=409)
-        await send_all(app, [predictor.audit_message(entry, actor=who)])
+        await send_all(app, [predictor.audit_message(entry, actor=who)], signer)
         metrics.registry_actions.labels(name, entry.model, action).inc()
         return view.json({"audit": entry.as_dict(), **listing(name)})
 

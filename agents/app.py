@@ -24,6 +24,7 @@ from agents.views import add_views
 from streams.catalog import SchemaCatalog
 from streams.featurization import Featurization
 from streams.ingestion import Ingestion
+from streams.integrity import RecordSigner
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
 from streams.security import faust_credentials
@@ -50,6 +51,8 @@ class Worker:
     app: faust.App
     settings: Settings
     metrics: WorkerMetrics
+    #: Signs every record the worker writes and checks what it reads back.
+    signer: RecordSigner
     pipelines: dict[str, PipelineStages] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     #: For the status page: read back from the dlq and alerts topics (agents.views).
@@ -133,30 +136,31 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
     use_handover_consumer(app)
-    worker = Worker(app, settings, WorkerMetrics())
+    worker = Worker(app, settings, WorkerMetrics(), RecordSigner(settings.signing_key_bytes()))
+    signer = worker.signer
     for spec in specs:
         add_sink_agent(app, settings, spec, catalog)  # offline store (agents.sink)
         if settings.topology == "one-pass":
-            stage, guard = add_onepass_agent(app, settings, spec, catalog, worker.metrics)
+            stage, guard = add_onepass_agent(app, settings, spec, catalog, worker.metrics, signer)
             worker.pipelines[spec.name] = PipelineStages(
                 spec, stage.ingestion, stage.featurization, guard.features, stage.predictor
             )
             continue
-        ingestion = add_ingest_agent(app, settings, spec, catalog, worker.metrics)
+        ingestion = add_ingest_agent(app, settings, spec, catalog, worker.metrics, signer)
         featurization, checkpoints = add_features_agent(
-            app, settings, spec, catalog, worker.metrics
+            app, settings, spec, catalog, worker.metrics, signer
         )
         worker.pipelines[spec.name] = PipelineStages(
             spec,
             ingestion,
             featurization,
             checkpoints,
-            add_learn_agent(app, settings, spec, catalog, worker.metrics),
+            add_learn_agent(app, settings, spec, catalog, worker.metrics, signer),
         )
     add_views(worker)
     # Model lifecycle per pipeline (stages.predictor.lifecycle) behind the admin API.
     predictors = {name: stages.predictor for name, stages in worker.pipelines.items()}
-    add_admin_views(app, settings, worker.metrics, predictors)
+    add_admin_views(app, settings, worker.metrics, predictors, signer)
 
     @app.task
     async def dump_state_on_sigusr1() -> None:

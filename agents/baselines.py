@@ -210,6 +210,7 @@ def _empty_app(args: dict[str, Any]) -> faust.App:
     from agents.app import use_fetch_max_wait
     from agents.handover import use_handover_consumer
     from agents.io import RawTopic, run_stage
+    from streams.integrity import RecordSigner
     from streams.metrics import WorkerMetrics
 
     use_fetch_max_wait(int(args["fetch_max_wait_ms"]))
@@ -218,9 +219,13 @@ def _empty_app(args: dict[str, Any]) -> faust.App:
     stage = Forward(tuple(f"{args['prefix']}.{h}" for h in HOPS))
     metrics = WorkerMetrics()
     batch = int(args["batch_size"])
+    # Signed as the worker signs its outputs, so the path is the worker's own.
+    signer = RecordSigner(b"riverline-bench")
 
     async def forward(stream: faust.StreamT) -> Any:
-        async for _ in run_stage(app, stream, stage, "empty", metrics, batch, 0.0, drain=True):
+        async for _ in run_stage(
+            app, stream, stage, "empty", metrics, batch, 0.0, signer=signer, drain=True
+        ):
             pass
 
     # acks=False, as the worker's one-pass agent: drained batches need a topic Faust does

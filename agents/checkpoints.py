@@ -22,11 +22,14 @@ from agents.io import AssignmentGate, StallWatch, seek_back
 from streams.checkpoint import (
     Checkpoint,
     CheckpointError,
+    CheckpointIntegrityError,
     CheckpointSchedule,
     CheckpointStore,
     checkpoint_key,
 )
 from streams.featurization import Featurization
+from streams.integrity import RecordSigner
+from streams.lifecycle import Alert
 from streams.messages import InMessage
 from streams.security import client_kwargs
 from streams.settings import Settings
@@ -47,6 +50,7 @@ class FeatureCheckpoints:
         settings: Settings,
         stage: Featurization,
         events_topic: str,
+        signer: RecordSigner,
         *,
         wire: bool = True,
     ) -> None:
@@ -59,6 +63,7 @@ class FeatureCheckpoints:
             settings.effective_bootstrap,
             settings.topic(CHECKPOINTS),
             settings.checkpoint_max_bytes,
+            signer,
             client_kwargs(settings),
         )
         self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
@@ -137,8 +142,14 @@ class FeatureCheckpoints:
                 )
                 await seek_back(self.app, stuck)
 
-    async def _restore(self, partitions: list[int]) -> None:
+    async def _restore(self, partitions: list[int]) -> list[Alert]:
+        """Restore each partition from its checkpoint, or start it empty.
+
+        Returns an ``integrity`` alert per checkpoint record whose MAC failed, for the
+        caller to publish; such a record is used as no checkpoint at all.
+        """
         name = self.stage.spec.name
+        alerts: list[Alert] = []
         found = await self.store.load([checkpoint_key(name, p) for p in partitions])
         starts, ends = await self.store.offset_range(self.topic, partitions)
         for p in partitions:
@@ -156,6 +167,9 @@ class FeatureCheckpoints:
                     why = str(exc)
             elif isinstance(cp, CheckpointError):
                 why = str(cp)
+                if isinstance(cp, CheckpointIntegrityError):
+                    log.error("%s", cp)
+                    alerts.append(Alert(name, "integrity", "", str(cp)))
             if why:
                 log.warning(
                     "not using the checkpoint of %s:%d (%s); rebuilding its feature state from "
@@ -179,6 +193,7 @@ class FeatureCheckpoints:
                     starts[p] - 1,
                 )
                 held.offset = starts[p]
+        return alerts
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
         self.schedule.record(len(batch))

@@ -10,6 +10,7 @@ from agents.checkpoints import FeatureCheckpoints
 from agents.io import run_stage
 from streams.catalog import SchemaCatalog
 from streams.featurization import Featurization
+from streams.integrity import RecordSigner
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.spec import PipelineSpec
@@ -23,6 +24,7 @@ def add_features_agent(
     spec: PipelineSpec,
     catalog: SchemaCatalog,
     metrics: WorkerMetrics,
+    signer: RecordSigner,
 ) -> tuple[Featurization, FeatureCheckpoints]:
     topics = spec.topics(settings.namespace)
     stage = Featurization(
@@ -32,7 +34,7 @@ def add_features_agent(
         dlq_topic=settings.topic("riverline.dlq"),
         hold_new_partitions=False,  # partitions come from checkpoints on assignment
     )
-    checkpoints = FeatureCheckpoints(app, settings, stage, topics.events)
+    checkpoints = FeatureCheckpoints(app, settings, stage, topics.events, signer)
 
     async def features(stream: faust.StreamT) -> Any:
         async for _ in run_stage(
@@ -43,6 +45,7 @@ def add_features_agent(
             metrics,
             settings.batch_size,
             settings.batch_timeout,
+            signer=signer,
             guard=checkpoints,
         ):
             pass

@@ -9,6 +9,7 @@ import faust
 from agents.io import run_stage
 from streams.catalog import SchemaCatalog
 from streams.ingestion import Ingestion
+from streams.integrity import RecordSigner
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 from streams.spec import PipelineSpec
@@ -22,6 +23,7 @@ def add_ingest_agent(
     spec: PipelineSpec,
     catalog: SchemaCatalog,
     metrics: WorkerMetrics,
+    signer: RecordSigner,
 ) -> Ingestion:
     topics = spec.topics(settings.namespace)
     stage = Ingestion(
@@ -34,7 +36,14 @@ def add_ingest_agent(
 
     async def ingest(stream: faust.StreamT) -> Any:
         async for _ in run_stage(
-            app, stream, stage, spec.name, metrics, settings.batch_size, settings.batch_timeout
+            app,
+            stream,
+            stage,
+            spec.name,
+            metrics,
+            settings.batch_size,
+            settings.batch_timeout,
+            signer=signer,
         ):
             pass
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import faust
 
 from streams.errors import RiverlineError
+from streams.integrity import RecordSigner
 from streams.messages import InMessage, OutMessage
 from streams.metrics import WorkerMetrics
 from streams.stage import StageResult
@@ -49,8 +50,11 @@ def to_in_message(event: faust.types.EventT) -> InMessage:
     )
 
 
-async def send_all(app: faust.App, sends: list[OutMessage]) -> None:
+async def send_all(app: faust.App, sends: list[OutMessage], signer: RecordSigner) -> None:
     """Send and wait for every acknowledgement, so offsets never commit ahead of outputs.
+
+    Every message gets its ``rl.mac`` header here (:mod:`streams.integrity`): this is the
+    one way the worker writes its stages' outputs.
 
     Straight to aiokafka, a record batch per topic partition: Faust's ``Topic.send``
     builds a topic object, a ``FutureMessage`` and a callback chain per message, and
@@ -80,13 +84,14 @@ async def send_all(app: faust.App, sends: list[OutMessage]) -> None:
             )
         every, available = partitions[topic]
         partition = every[0] if len(every) == 1 else kafka._partitioner(out.key, every, available)
+        headers = signer.sign(topic, out.key, out.value, out.headers)
         batch = batches.get((topic, partition))
-        if batch is not None and _append(batch, out):
+        if batch is not None and _append(batch, out, headers):
             continue
         if batch is not None:  # full: on its way, and a new one for the rest
             futures.append(await kafka.send_batch(batch, topic, partition=partition))
         batch = batches[(topic, partition)] = kafka.create_batch()
-        if not _append(batch, out):  # aiokafka takes any first message; never silently drop
+        if not _append(batch, out, headers):  # aiokafka takes any first message
             raise RiverlineError(
                 f"aiokafka refused a message of {len(out.value or b'')} bytes for {topic} "
                 "even in an empty record batch"
@@ -96,9 +101,8 @@ async def send_all(app: faust.App, sends: list[OutMessage]) -> None:
     await asyncio.gather(*futures)
 
 
-def _append(batch: Any, out: OutMessage) -> bool:
-    """Add ``out`` to an aiokafka record batch; False when the batch is full."""
-    headers = list(out.headers)  # its record builder takes a list only
+def _append(batch: Any, out: OutMessage, headers: list[tuple[str, bytes]]) -> bool:
+    """Add ``out`` with ``headers`` to an aiokafka record batch; False when it is full."""
     return batch.append(timestamp=None, key=out.key, value=out.value, headers=headers) is not None
 
 
@@ -251,6 +255,7 @@ async def run_stage(
     metrics: WorkerMetrics,
     batch_size: int,
     batch_timeout: float,
+    signer: RecordSigner,
     guard: Guard | None = None,
     drain: bool = False,
 ) -> Any:
@@ -277,7 +282,7 @@ async def run_stage(
             if guard is not None and not guard.open:
                 continue
             result = stage.process(batch)
-            await send_all(app, result.sends)
+            await send_all(app, result.sends, signer)
             if guard is not None:
                 await guard.after_batch(batch, result)
         per_event = (time.perf_counter() - started) / max(1, len(batch))

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from agents.io import run_stage
 from agents.snapshots import ModelSnapshots
 from streams.catalog import SchemaCatalog
+from streams.integrity import RecordSigner
 from streams.lifecycle import ModelLifecycle
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
@@ -32,9 +33,7 @@ __all__ = ["add_learn_agent", "make_predictor", "predict_recorder"]
 def make_predictor(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog) -> Predictor:
     """The predict stage of a pipeline, with its registry, topics and label join."""
     topics = spec.topics(settings.namespace)
-    registry = ModelRegistry(
-        settings.home / "registry", spec.name, settings.signing_key.get_secret_value().encode()
-    )
+    registry = ModelRegistry(settings.home / "registry", spec.name, settings.signing_key_bytes())
     return Predictor(
         spec,
         catalog,
@@ -46,6 +45,8 @@ def make_predictor(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalo
         alerts_topic=settings.topic("riverline.alerts"),
         audit_topic=settings.topic("riverline.audit"),
         label_ttl_ms=int(settings.label_ttl * 1000),
+        label_max_pending=settings.label_max_pending,
+        label_max_bytes=settings.label_max_bytes,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
 
@@ -114,10 +115,11 @@ def add_learn_agent(
     spec: PipelineSpec,
     catalog: SchemaCatalog,
     metrics: WorkerMetrics,
+    signer: RecordSigner,
 ) -> Predictor:
     topics = spec.topics(settings.namespace)
     stage = make_predictor(settings, spec, catalog)
-    snapshots = ModelSnapshots(app, settings, stage, [topics.features, topics.labels])
+    snapshots = ModelSnapshots(app, settings, stage, [topics.features, topics.labels], signer)
     record = predict_recorder(metrics, spec, stage)
 
     async def learn(stream: faust.StreamT) -> Any:
@@ -129,6 +131,7 @@ def add_learn_agent(
             metrics,
             settings.batch_size,
             settings.batch_timeout,
+            signer=signer,
             guard=snapshots,
         ):
             record()

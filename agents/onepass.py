@@ -26,13 +26,14 @@ import faust
 from faust.types import TP
 
 from agents.checkpoints import FeatureCheckpoints
-from agents.io import AssignmentGate, RawTopic, StallWatch, run_stage, seek_back
+from agents.io import AssignmentGate, RawTopic, StallWatch, run_stage, seek_back, send_all
 from agents.learn import make_predictor, predict_recorder
 from agents.snapshots import ModelSnapshots, PreparedSnapshot
 from streams.catalog import SchemaCatalog
 from streams.checkpoint import Checkpoint, CheckpointSchedule
 from streams.featurization import Featurization
 from streams.ingestion import Ingestion
+from streams.integrity import RecordSigner
 from streams.messages import InMessage
 from streams.metrics import WorkerMetrics
 from streams.onepass import OnePass
@@ -56,15 +57,22 @@ class OnePassCheckpoints:
     """Keeps a one-pass stage's feature state, models and committed raw offsets in step."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, stage: OnePass, labels_topic: str
+        self,
+        app: faust.App,
+        settings: Settings,
+        stage: OnePass,
+        labels_topic: str,
+        signer: RecordSigner,
     ) -> None:
         self.app = app
         self.stage = stage
         self.raw = stage.raw_topic
         self.labels = labels_topic
-        self.features = FeatureCheckpoints(app, settings, stage.featurization, self.raw, wire=False)
+        self.features = FeatureCheckpoints(
+            app, settings, stage.featurization, self.raw, signer, wire=False
+        )
         self.models = ModelSnapshots(
-            app, settings, stage.predictor, [self.raw, labels_topic], wire=False
+            app, settings, stage.predictor, [self.raw, labels_topic], signer, wire=False
         )
         self.schedule = CheckpointSchedule(settings.snapshot_every, settings.snapshot_interval)
         self.lock = asyncio.Lock()
@@ -98,7 +106,12 @@ class OnePassCheckpoints:
             featurization.release(p)
         new = [p for p in parts if p not in featurization.held]
         if new:
-            await features._restore(new)
+            alerts = await features._restore(new)
+            if alerts:
+                predictor = self.stage.predictor
+                await send_all(
+                    self.app, [predictor.alert_message(a) for a in alerts], self.models.signer
+                )
         tps = self.models._mine(assigned)
         if not tps:
             return
@@ -269,6 +282,7 @@ def add_onepass_agent(
     spec: PipelineSpec,
     catalog: SchemaCatalog,
     metrics: WorkerMetrics,
+    signer: RecordSigner,
 ) -> tuple[OnePass, OnePassCheckpoints]:
     """One agent on ``P.raw`` and ``P.labels`` running the three stages per batch."""
     topics = spec.topics(settings.namespace)
@@ -291,7 +305,7 @@ def add_onepass_agent(
         make_predictor(settings, spec, catalog),
         raw_topic=topics.raw,
     )
-    guard = OnePassCheckpoints(app, settings, stage, topics.labels)
+    guard = OnePassCheckpoints(app, settings, stage, topics.labels, signer)
     record = predict_recorder(metrics, spec, stage.predictor)
 
     async def pipeline(stream: faust.StreamT) -> Any:
@@ -303,6 +317,7 @@ def add_onepass_agent(
             metrics,
             settings.batch_size,
             settings.batch_timeout,
+            signer=signer,
             guard=guard,
             drain=True,
         ):

@@ -8,6 +8,10 @@ the pipeline's own consumer. After a SIGKILL it re-reads from the last commit an
 :class:`~streams.sink.OfflineSink` drops offsets its files already hold, so rows are never
 duplicated. One group per pipeline, because the dead-letter topic is shared and each
 pipeline's sink must see all of its partitions.
+
+Every record of a topic Riverline writes (all but ``P.labels``, which users write) must
+carry a valid ``rl.mac`` (:mod:`streams.integrity`); one that does not is counted in
+``rejected``, logged and left out of the store, so nobody can add history to it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streams.catalog import SchemaCatalog
+from streams.integrity import RecordSigner
 from streams.logs import logging_config
 from streams.messages import InMessage
 from streams.offline_store import OfflineStore
@@ -64,6 +69,10 @@ class SinkAgent(ConsumerRebalanceListener):
             dead_letter_sources={topics.raw, topics.events, topics.features, topics.predictions},
         )
         self.topics = sorted(kinds)
+        self.signer = RecordSigner(settings.signing_key_bytes())
+        #: Topics whose records must carry Riverline's MAC: all but the users' labels.
+        self.signed_topics = frozenset(t for t, kind in kinds.items() if kind != "labels")
+        self.rejected = 0
         self.group = settings.topic(f"riverline-sink.{spec.name}")
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
@@ -97,11 +106,33 @@ class SinkAgent(ConsumerRebalanceListener):
                 if self._closed:
                     break
                 for tp, msgs in records.items():
-                    self.rows += self.sink.add([_in_message(m) for m in msgs])
+                    self.rows += self.sink.add(self._trusted(tp.topic, msgs))
                     self._consumed[tp] = msgs[-1].offset + 1
                 if time.monotonic() - flushed >= self.settings.sink_flush_interval:
                     await self._flush()
                     flushed = time.monotonic()
+
+    def _trusted(self, topic: str, msgs: Sequence[Any]) -> list[InMessage]:
+        """The messages to store: on Riverline's own topics, those whose MAC verifies."""
+        if topic not in self.signed_topics:
+            return [_in_message(m) for m in msgs]
+        kept = []
+        for m in msgs:
+            if self.signer.verify(topic, m.key, m.value, m.headers or ()):
+                kept.append(_in_message(m))
+                continue
+            self.rejected += 1
+            if self.rejected == 1 or self.rejected % 1000 == 0:
+                log.warning(
+                    "sink %s: %s:%d:%d has no valid rl.mac (not written by this "
+                    "deployment, or another RIVERLINE_SIGNING_KEY); not stored (%d so far)",
+                    self.spec.name,
+                    topic,
+                    m.partition,
+                    m.offset,
+                    self.rejected,
+                )
+        return kept
 
     async def _flush(self) -> None:
         """Write every changed block, then commit what the files now hold."""

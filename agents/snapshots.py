@@ -23,9 +23,16 @@ import faust
 from faust.types import TP
 
 from agents.io import AssignmentGate, StallWatch, seek_back, send_all
-from streams.checkpoint import Checkpoint, CheckpointError, CheckpointSchedule, CheckpointStore
+from streams.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointIntegrityError,
+    CheckpointSchedule,
+    CheckpointStore,
+)
 from streams.codec import encode_single_object
-from streams.lifecycle import Served
+from streams.integrity import RecordSigner
+from streams.lifecycle import Alert, Served
 from streams.messages import InMessage, OutMessage
 from streams.model import OnlineModel
 from streams.prediction import Predictor
@@ -60,6 +67,7 @@ class ModelSnapshots:
         settings: Settings,
         stage: Predictor,
         topics: Iterable[str],
+        signer: RecordSigner,
         *,
         wire: bool = True,
     ) -> None:
@@ -73,8 +81,10 @@ class ModelSnapshots:
             settings.effective_bootstrap,
             settings.topic(CHECKPOINTS),
             settings.checkpoint_max_bytes,
+            signer,
             client_kwargs(settings),
         )
+        self.signer = signer
         self.models_topic = settings.topic("riverline.models")
         self.schedule = CheckpointSchedule(settings.snapshot_every, settings.snapshot_interval)
         self.lock = asyncio.Lock()
@@ -185,7 +195,39 @@ class ModelSnapshots:
     async def _restore(self) -> None:
         stage = self.stage
         found = (await self.store.load([self.key])).get(self.key)
-        past = await self._past_end(found) if isinstance(found, Checkpoint) else []
+        if isinstance(found, Checkpoint):
+            try:
+                alerts = await self._restore_from(found)
+            except CheckpointError as exc:
+                found = exc
+            else:
+                if alerts is not None:
+                    for alert in alerts:
+                        log.error("%s", alert.message)
+                    if alerts:
+                        messages = [stage.alert_message(a) for a in alerts]
+                        await send_all(self.app, messages, self.signer)
+                    log.info(
+                        "restored models %s at offsets %s",
+                        [s.label for s in stage.lifecycle.served],
+                        stage.positions,
+                    )
+                    return
+        if isinstance(found, CheckpointIntegrityError):
+            log.error("not using the model checkpoint %s (%s); fresh models", self.key, found)
+            alert = Alert(stage.spec.name, "integrity", "", str(found))
+            await send_all(self.app, [stage.alert_message(alert)], self.signer)
+        elif isinstance(found, CheckpointError):
+            log.warning("not using the model checkpoint %s (%s); fresh models", self.key, found)
+        labels = stage.register_fresh()
+        log.info("fresh models %s", labels)
+
+    async def _restore_from(self, checkpoint: Checkpoint) -> list[Alert] | None:
+        """Restore a checkpoint if it is usable; None (with the reason logged) if not."""
+        if checkpoint.spec_hash != self.stage.spec.hash:
+            log.warning("the model checkpoint %s is of another spec; fresh models", self.key)
+            return None
+        past = await self._past_end(checkpoint)
         if past:
             log.warning(
                 "not using the model checkpoint %s: its offsets are past the end of %s (the "
@@ -193,24 +235,8 @@ class ModelSnapshots:
                 self.key,
                 ", ".join(past),
             )
-        elif isinstance(found, Checkpoint) and found.spec_hash == stage.spec.hash:
-            alerts = stage.restore(found.state)
-            for alert in alerts:
-                log.error("%s", alert.message)
-            if alerts:
-                await send_all(self.app, [stage.alert_message(a) for a in alerts])
-            log.info(
-                "restored models %s at offsets %s",
-                [s.label for s in stage.lifecycle.served],
-                stage.positions,
-            )
-            return
-        if isinstance(found, CheckpointError):
-            log.warning("not using the model checkpoint %s (%s); fresh models", self.key, found)
-        elif isinstance(found, Checkpoint) and not past:
-            log.warning("the model checkpoint %s is of another spec; fresh models", self.key)
-        labels = stage.register_fresh()
-        log.info("fresh models %s", labels)
+            return None
+        return self.stage.restore(checkpoint.state)
 
     async def _past_end(self, checkpoint: Checkpoint) -> list[str]:
         """The checkpoint's ``topic:partition`` positions beyond their topic's end now."""
@@ -287,7 +313,7 @@ class ModelSnapshots:
         written = [p for _, _, p in snapshot.versions]
         manifests = await asyncio.to_thread(lambda: [registry.write(p) for p in written])
         await self.store.save([snapshot.checkpoint])
-        await send_all(self.app, snapshot.announcements)
+        await send_all(self.app, snapshot.announcements, self.signer)
         for model, was, p in snapshot.versions:
             if model.version == was:  # not given another version meanwhile (admin API)
                 model.version = p.manifest.version

@@ -222,6 +222,8 @@ async def tail_notices(worker: Worker) -> None:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             for tp, messages in sorted(batches.items(), key=lambda kv: kv[0].partition):
                 for m in messages:
+                    if not worker.signer.verify(tp.topic, m.key, m.value, m.headers or ()):
+                        continue  # not written by this deployment: not shown
                     ts = m.timestamp / 1000
                     if tp.topic == dlq:
                         notice = dead_letter_notice(_headers(m.headers), ts, by_topic)

@@ -25,7 +25,15 @@ log = logging.getLogger("riverline.worker")
 
 
 def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
-    """Prepare topics, compile kernels, then run until SIGTERM/SIGINT."""
+    """Check the signing key, prepare topics, compile kernels, then run until SIGTERM.
+
+    Raises
+    ------
+    ConfigError
+        Before anything else, if the signing key is the built-in one outside development
+        mode (see :meth:`streams.settings.Settings.signing_key_bytes`).
+    """
+    settings.signing_key_bytes()
     # Configured now for the lines before Faust starts; Faust applies the same again.
     logging.config.dictConfig(logging_config(settings))
     log.info(

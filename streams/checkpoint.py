@@ -64,8 +64,11 @@ to Faust's own committed offset, which can be newer than the checkpoint.
 
 Wire format (:meth:`Checkpoint.to_bytes`): ``b"RLCP"``, a format version byte, a 4-byte
 big-endian header length, a JSON header (pipeline, partition, offset, spec hash, feature
-set label, written time, raw sources), the state bytes, then the SHA-256 of everything
-before it.
+set label, written time, raw sources), then the state bytes: data only (npy arrays in a
+zip, JSON), never a pickle. The record on ``riverline.checkpoints`` carries a keyed MAC
+(:mod:`streams.integrity`) over its key, value and headers; :meth:`CheckpointStore.load`
+checks it before it reads a byte of the value, and a record that fails is reported as a
+:class:`CheckpointIntegrityError`, to be used as no checkpoint at all.
 
 Examples
 --------
@@ -79,7 +82,6 @@ True
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import struct
@@ -92,6 +94,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import RiverlineError
+from streams.integrity import RecordSigner
 from streams.messages import InMessage
 
 log = logging.getLogger("riverline.checkpoints")
@@ -102,6 +105,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointIntegrityError",
     "CheckpointSchedule",
     "CheckpointStore",
     "Selection",
@@ -110,14 +114,18 @@ __all__ = [
 ]
 
 MAGIC = b"RLCP"
-#: Bump when the layout of :meth:`Checkpoint.to_bytes` changes.
-FORMAT_VERSION = 1
-_DIGEST = 32
+#: Bump when the layout of :meth:`Checkpoint.to_bytes` changes. Version 1 ended in an
+#: unkeyed SHA-256 and its predict state was a pickle: it is never read.
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct(">4sBI")
 
 
 class CheckpointError(RiverlineError):
     """A checkpoint that cannot be read, written or used."""
+
+
+class CheckpointIntegrityError(CheckpointError):
+    """A checkpoint record without a valid MAC: forged, damaged or signed with another key."""
 
 
 def checkpoint_key(pipeline: str, partition: int) -> str:
@@ -145,7 +153,7 @@ class Checkpoint:
         return checkpoint_key(self.pipeline, self.partition)
 
     def to_bytes(self) -> bytes:
-        """Versioned, checksummed bytes (see the module docstring)."""
+        """Versioned bytes (see the module docstring); the record's MAC protects them."""
         header = json.dumps(
             {
                 "pipeline": self.pipeline,
@@ -159,21 +167,20 @@ class Checkpoint:
             sort_keys=True,
             separators=(",", ":"),
         ).encode()
-        body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + self.state
-        return body + hashlib.sha256(body).digest()
+        return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + self.state
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:
-        """Read :meth:`to_bytes`.
+        """Read :meth:`to_bytes` of a record whose MAC was checked.
 
         Raises
         ------
         CheckpointError
-            If the bytes are truncated, damaged (checksum) or of another format version.
+            If the bytes are truncated, malformed or of another format version.
         """
-        if len(data) < _PREFIX.size + _DIGEST:
+        if len(data) < _PREFIX.size:
             raise CheckpointError(f"checkpoint of {len(data)} bytes is truncated.")
-        body, digest = data[:-_DIGEST], data[-_DIGEST:]
+        body = data
         magic, version, header_len = _PREFIX.unpack_from(body)
         if magic != MAGIC:
             raise CheckpointError(f"not a Riverline checkpoint (starts with {magic!r}).")
@@ -182,9 +189,9 @@ class Checkpoint:
                 f"checkpoint format version {version} is not {FORMAT_VERSION}; it was written "
                 "by another Riverline version."
             )
-        if hashlib.sha256(body).digest() != digest:
-            raise CheckpointError("checkpoint checksum does not match; the bytes are damaged.")
         end = _PREFIX.size + header_len
+        if end > len(body):
+            raise CheckpointError(f"checkpoint of {len(data)} bytes is truncated.")
         try:
             header: dict[str, Any] = json.loads(body[_PREFIX.size : end])
             return cls(
@@ -311,11 +318,14 @@ class CheckpointStore:
         bootstrap: str,
         topic: str,
         max_bytes: int,
+        signer: RecordSigner,
         client_kwargs: Mapping[str, Any] | None = None,
         connect_timeout: float = 60.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        #: Signs every record written and checks every record read (streams.integrity).
+        self.signer = signer
         self.max_bytes = max_bytes
         #: Extra aiokafka client arguments (authentication: streams.security.client_kwargs).
         self.client_kwargs = dict(client_kwargs or {})
@@ -386,7 +396,9 @@ class CheckpointStore:
                     f"RIVERLINE_CHECKPOINT_MAX_BYTES ({self.max_bytes:,}); raise it (and the "
                     f"max.message.bytes of {self.topic}) or use more partitions."
                 )
-            futures.append(await producer.send(self.topic, value=value, key=cp.key.encode()))
+            key = cp.key.encode()
+            headers = self.signer.sign(self.topic, key, value)
+            futures.append(await producer.send(self.topic, value=value, key=key, headers=headers))
         try:
             await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -395,7 +407,11 @@ class CheckpointStore:
     async def load(
         self, keys: Collection[str], *, within: float = 60.0
     ) -> dict[str, Checkpoint | CheckpointError]:
-        """The latest checkpoint of each key that has one (or why it cannot be read)."""
+        """The latest checkpoint of each key that has one (or why it cannot be read).
+
+        A record whose MAC does not verify is a :class:`CheckpointIntegrityError`; its
+        value is never parsed.
+        """
         consumer = await self._start(
             lambda: AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
@@ -408,7 +424,7 @@ class CheckpointStore:
             "read checkpoints",
         )
         wanted = set(keys)
-        latest: dict[str, bytes | None] = {}
+        latest: dict[str, tuple[bytes | None, bool]] = {}  # value, MAC verified
         try:
             # partitions_for_topic only knows topics in the client's metadata; fetch it all.
             cluster = await consumer._client.fetch_all_metadata()
@@ -435,12 +451,22 @@ class CheckpointStore:
                     for m in msgs:
                         key = (m.key or b"").decode("utf-8", "replace")
                         if key in wanted:
-                            latest[key] = m.value  # None: a tombstone
+                            verified = self.signer.verify(
+                                self.topic, m.key, m.value, m.headers or ()
+                            )
+                            latest[key] = (m.value, verified)
         finally:
             await consumer.stop()
         found: dict[str, Checkpoint | CheckpointError] = {}
-        for key, value in latest.items():
-            if value is None:
+        for key, (value, verified) in latest.items():
+            if verified and value is None:  # a tombstone: removed on purpose
+                continue
+            if not verified or value is None:
+                found[key] = CheckpointIntegrityError(
+                    f"the latest record of {key} on {self.topic} has no valid MAC: it was "
+                    "forged, damaged, or signed with another RIVERLINE_SIGNING_KEY. It is "
+                    "not used."
+                )
                 continue
             try:
                 found[key] = Checkpoint.from_bytes(value)
@@ -499,5 +525,9 @@ class CheckpointStore:
     async def delete(self, keys: Iterable[str]) -> None:
         """Write tombstones, so the keys have no checkpoint any more (e.g. a reset)."""
         producer = await self._ensure_producer()
-        futures = [await producer.send(self.topic, value=None, key=k.encode()) for k in keys]
+        futures = []
+        for name in keys:
+            key = name.encode()
+            headers = self.signer.sign(self.topic, key, None)
+            futures.append(await producer.send(self.topic, value=None, key=key, headers=headers))
         await asyncio.gather(*futures)

@@ -451,7 +451,7 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
     registries: dict[str, ModelRegistry] = {}
     registry_root = settings.home / "registry"
     if registry_root.is_dir():
-        key = settings.signing_key.get_secret_value().encode()
+        key = settings.signing_key_bytes()
         for folder in registry_root.iterdir():
             registries[folder.name] = ModelRegistry(registry_root, folder.name, key)
     found = trace(event_id, store, registries)
@@ -544,7 +544,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
 
     settings = _settings(ctx)
     spec = load_spec(pipeline)
-    key = settings.signing_key.get_secret_value().encode()
+    key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
     manifest = train_candidate(OfflineStore(settings.store_dir), registry, spec)
     click.echo(

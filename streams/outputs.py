@@ -1,4 +1,8 @@
-"""Read back what a pipeline wrote: predictions and dead letters (demo, tests, verify)."""
+"""Read back what a pipeline wrote: predictions and dead letters (demo, tests, verify).
+
+Only records whose ``rl.mac`` verifies (:mod:`streams.integrity`) are used; the others
+are counted in ``rejected`` and skipped, whoever wrote them.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from river import metrics
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
 from streams.errors import RiverlineError
+from streams.integrity import RecordSigner
 from streams.model import label_from_key
 from streams.security import client_kwargs
 from streams.settings import Settings
@@ -46,6 +51,8 @@ class OutputCollector:
     predictions: dict[str, ReadPrediction] = field(default_factory=dict)
     duplicates: int = 0
     dead_letters: list[dict[str, str]] = field(default_factory=list)
+    #: Records skipped because their MAC did not verify (not written by this deployment).
+    rejected: int = 0
     _consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
@@ -54,6 +61,7 @@ class OutputCollector:
         self._raw_topic = topics.raw
         self._dlq_topic = self.settings.topic("riverline.dlq")
         self._schema = self.catalog.record("prediction")
+        self._signer = RecordSigner(self.settings.signing_key_bytes())
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.effective_bootstrap,
             enable_auto_commit=False,
@@ -93,6 +101,9 @@ class OutputCollector:
         for tp, msgs in batches.items():
             for m in msgs:
                 n += 1
+                if not self._signer.verify(tp.topic, m.key, m.value, m.headers or ()):
+                    self.rejected += 1
+                    continue
                 headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
                 if tp.topic == self._dlq_topic:
                     if headers.get("rl.error.topic") == self._raw_topic:
@@ -150,6 +161,7 @@ async def read_alerts(
     """The alerts of ``pipeline`` on the (namespaced) ``riverline.alerts`` topic, up to now."""
     topic = settings.topic("riverline.alerts")
     schema = catalog.record("alert")
+    signer = RecordSigner(settings.signing_key_bytes())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap,
         enable_auto_commit=False,
@@ -173,6 +185,8 @@ async def read_alerts(
             batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for msgs in batches.values():
                 for m in msgs:
+                    if not signer.verify(topic, m.key, m.value, m.headers or ()):
+                        continue  # not written by this deployment
                     try:
                         _, record = decode_single_object(catalog, m.value or b"", schema)
                     except RiverlineError:

@@ -17,13 +17,14 @@ of event time (the largest event time seen so far); expiries are counted.
 from __future__ import annotations
 
 import json
-import pickle
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streams.catalog import SchemaCatalog
+from streams.checkpoint import CheckpointError
 from streams.codec import decode_single_object, encode_single_object
 from streams.errors import DecodeError
 from streams.featurization import Vector
@@ -31,12 +32,13 @@ from streams.labels import LabelJoin, Pending
 from streams.lifecycle import Alert, AuditEntry, LifecycleError, ModelLifecycle, Served
 from streams.lineage import Lineage
 from streams.messages import InMessage, OutMessage
+from streams.metric_state import MetricStateError, metric_from_data, metric_to_data
 from streams.model import OnlineModel, Prediction
 from streams.registry import Manifest, ModelRegistry, PendingVersion, RegistryError
 from streams.spec import PipelineSpec
 from streams.stage import DeadLetter, StageResult, now_ms
 
-__all__ = ["DEFAULT_LABEL_TTL_MS", "Predictor"]
+__all__ = ["DEFAULT_LABEL_TTL_MS", "STATE_FORMAT", "Predictor"]
 
 #: A day of event time: labels later than that are counted as expired.
 DEFAULT_LABEL_TTL_MS = 24 * 3600 * 1000
@@ -44,6 +46,8 @@ DEFAULT_LABEL_TTL_MS = 24 * 3600 * 1000
 _SINGLE_OBJECT = b"\xc3\x01"
 #: Event ids remembered to drop the features stage's repeats after a crash.
 _SEEN_IDS = 200_000
+#: Names the JSON document of :meth:`Predictor.state_bytes`; bump the version on change.
+STATE_FORMAT = ("riverline.predict_state", 1)
 
 
 class Predictor:
@@ -65,6 +69,8 @@ class Predictor:
         alerts_topic: str | None = None,
         audit_topic: str | None = None,
         label_ttl_ms: int = DEFAULT_LABEL_TTL_MS,
+        label_max_pending: int = 100_000,
+        label_max_bytes: int = 32 * 1024 * 1024,
         worker_id: str = "worker",
     ) -> None:
         self.spec = spec
@@ -84,9 +90,7 @@ class Predictor:
         self.alerts_topic = alerts_topic
         self.audit_topic = audit_topic
         self.worker_id = worker_id
-        self.join = LabelJoin(label_ttl_ms)
-        #: What every served model said about each event still waiting for its label.
-        self._said: OrderedDict[str, tuple[int, list[tuple[str, Prediction]]]] = OrderedDict()
+        self.join = LabelJoin(label_ttl_ms, label_max_pending, label_max_bytes)
         #: Largest event time seen: the clock of label expiry.
         self.watermark_ms = 0
         #: End-to-end latencies (seconds) of the last batch, for the worker's histogram.
@@ -183,9 +187,7 @@ class Predictor:
                 self._label(msg, result)
             else:
                 self._features(msg, result)
-        expired_before = self.join.expired
-        if self.join.expire(self.watermark_ms) or self.join.expired != expired_before:
-            self._forget_expired()
+        self.join.expire(self.watermark_ms)
         self._send_events(result)
         return result
 
@@ -207,40 +209,65 @@ class Predictor:
     # -- checkpoints ------------------------------------------------------------------
 
     def state_bytes(self, versions: Mapping[str, int] | None = None) -> bytes:
-        """Everything but the estimators (those are registry versions): for a checkpoint.
+        """Everything but the estimators (those are registry versions), as JSON data.
 
         ``versions`` (model name -> version) overrides the models' own: the versions a
-        snapshot is writing, which they carry only once written.
+        snapshot is writing, which they carry only once written. Drift detectors are not
+        saved: they restart after a restore.
         """
         versions = versions or {}
         models = [
-            (
-                s.model.spec.name,
-                versions.get(s.model.spec.name, s.model.version),
-                s.stage,
-                s.model.samples_seen,
-                s.model.metrics,
-            )
+            {
+                "name": s.model.spec.name,
+                "version": versions.get(s.model.spec.name, s.model.version),
+                "stage": s.stage,
+                "samples_seen": s.model.samples_seen,
+                "metrics": {k: metric_to_data(m) for k, m in s.model.metrics.items()},
+                "recent": list(s.recent),
+            }
             for s in self.lifecycle.served
         ]
         state = {
+            "format": STATE_FORMAT[0],
+            "version": STATE_FORMAT[1],
             "models": models,
-            # Drift detectors hold closures (not picklable); they restart after a restore.
-            "recent": {s.model.spec.name: s.recent for s in self.lifecycle.served},
-            "history": list(self.lifecycle.history),
-            "join": self.join.to_bytes(),
-            "said": self._said,
+            "history": [[name, version] for name, version in self.lifecycle.history],
+            "join": self.join.to_data(),
             "watermark": self.watermark_ms,
-            "seen": self._seen,
+            "seen": list(self._seen),
             "positions": dict(self.positions),
         }
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return json.dumps(state, separators=(",", ":")).encode()
 
     @staticmethod
-    def saved_positions(data: bytes) -> dict[str, int]:
-        """The ``topic:partition`` -> next offset that :meth:`state_bytes` saved."""
-        # Our own checkpoint, checksummed by streams.checkpoint.
-        return dict(pickle.loads(data)["positions"])
+    def _read_state(data: bytes) -> dict[str, Any]:
+        """The JSON document of :meth:`state_bytes`, checked for its format."""
+        try:
+            state = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise CheckpointError(f"the predict state is not JSON: {exc}.") from exc
+        if not isinstance(state, dict) or [state.get("format"), state.get("version")] != list(
+            STATE_FORMAT
+        ):
+            raise CheckpointError(
+                f"the predict state is not a {STATE_FORMAT[0]} document of version "
+                f"{STATE_FORMAT[1]}; it was written by another Riverline version."
+            )
+        return state
+
+    @classmethod
+    def saved_positions(cls, data: bytes) -> dict[str, int]:
+        """The ``topic:partition`` -> next offset that :meth:`state_bytes` saved.
+
+        Raises
+        ------
+        CheckpointError
+            If ``data`` is not a predict state this version writes.
+        """
+        try:
+            return {str(k): int(v) for k, v in cls._read_state(data)["positions"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"the predict state's positions are malformed: {exc!r}.") from exc
 
     def restore(self, data: bytes) -> list[Alert]:
         """Restore :meth:`state_bytes` and each model's version from the registry.
@@ -248,54 +275,76 @@ class Predictor:
         A version whose artifact fails verification is refused; the model falls back to
         its newest earlier version that verifies, else to a fresh model. Each fallback is
         returned as an alert (and logged by the caller).
+
+        Raises
+        ------
+        CheckpointError
+            If ``data`` is not a predict state this version writes; nothing is changed.
         """
         registry = self.lifecycle.registry
         if registry is None:
             raise LifecycleError("restoring models needs a registry (RIVERLINE_HOME/registry).")
-        # Our own checkpoint, checksummed by streams.checkpoint; estimators are not in it.
-        state = pickle.loads(data)
+        state = self._read_state(data)
+        try:
+            models = [_SavedModel.of(entry) for entry in state["models"]]
+            history = [(str(name), int(version)) for name, version in state["history"]]
+            join = LabelJoin.from_data(state["join"], self.join.max_pending, self.join.max_bytes)
+            watermark = int(state["watermark"])
+            seen = OrderedDict((str(eid), None) for eid in state["seen"])
+            positions = {str(k): int(v) for k, v in state["positions"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError, MetricStateError) as exc:
+            raise CheckpointError(f"the predict state is malformed: {exc!r}.") from exc
         alerts: list[Alert] = []
         order: list[Served] = []
-        for name, version, stage, samples, metrics in state["models"]:
-            served = next((s for s in self.lifecycle.served if s.model.spec.name == name), None)
+        for saved in models:
+            served = next(
+                (s for s in self.lifecycle.served if s.model.spec.name == saved.name), None
+            )
             if served is None:
                 continue  # no longer in the spec
-            model = served.model
-            loaded, problems = self._load_verified(registry, name, version, self.spec.hash)
-            if loaded is None:
-                model.estimator = OnlineModel(model.spec).estimator
-                model.samples_seen = 0
-                model.version = self.save(served, "fresh: no snapshot verified").version
-                fallback = f"a fresh model {model.label}"
-            else:
-                estimator, manifest = loaded
-                model.estimator, model.version = estimator, manifest.version
-                model.samples_seen = manifest.samples_seen
-                if manifest.version == version:
-                    model.samples_seen, model.metrics = samples, metrics
-                    served.recent = state["recent"][name]
-                fallback = f"the previous verified version {manifest.label}"
-            if problems:
-                alerts.append(
-                    Alert(
-                        self.spec.name,
-                        "integrity",
-                        f"{name}@{version}",
-                        f"{' '.join(problems)} Serving {fallback} instead; it does not "
-                        "reflect the events since that version.",
-                    )
-                )
-            served.stage = stage
+            alert = self._restore_model(registry, served, saved)
+            if alert is not None:
+                alerts.append(alert)
+            served.stage = saved.stage
             order.append(served)
         rest = [s for s in self.lifecycle.served if s not in order]
         self.lifecycle.served[:] = order + rest
-        self.lifecycle.history = list(state["history"])
-        self.join = LabelJoin.from_bytes(state["join"])
-        self._said = state["said"]
-        self.watermark_ms = state["watermark"]
-        self._seen = state["seen"]
-        self.positions = dict(state["positions"])
+        self.lifecycle.history = history
+        self.join = join
+        self.watermark_ms = watermark
+        self._seen = seen
+        self.positions = positions
         return alerts
+
+    def _restore_model(
+        self, registry: ModelRegistry, served: Served, saved: _SavedModel
+    ) -> Alert | None:
+        """Load the saved version of one model (or its fallback); an alert if it fell back."""
+        name, version = saved.name, saved.version
+        model = served.model
+        loaded, problems = self._load_verified(registry, name, version, self.spec.hash)
+        if loaded is None:
+            model.estimator = OnlineModel(model.spec).estimator
+            model.samples_seen = 0
+            model.version = self.save(served, "fresh: no snapshot verified").version
+            fallback = f"a fresh model {model.label}"
+        else:
+            estimator, manifest = loaded
+            model.estimator, model.version = estimator, manifest.version
+            model.samples_seen = manifest.samples_seen
+            if manifest.version == version:
+                model.samples_seen, model.metrics = saved.samples_seen, saved.metrics
+                served.recent = deque(saved.recent, maxlen=served.recent.maxlen)
+            fallback = f"the previous verified version {manifest.label}"
+        if not problems:
+            return None
+        return Alert(
+            self.spec.name,
+            "integrity",
+            f"{name}@{version}",
+            f"{' '.join(problems)} Serving {fallback} instead; it does not "
+            "reflect the events since that version.",
+        )
 
     @staticmethod
     def _load_verified(
@@ -406,10 +455,8 @@ class Predictor:
         if label is not None or self.labels_topic is None or self.spec.model.task == "anomaly":
             self._learn(x, label, said)
         else:
-            self._said[event_id] = (event_ts, [(s.model.spec.name, p) for s, p in said])
-            champion_said = said[0][1]
             early = self.join.add_prediction(
-                Pending(event_id, x, champion_said, said[0][0].label, event_ts)
+                Pending(event_id, x, tuple((s.model.spec.name, p) for s, p in said), event_ts)
             )
             if early is not None:
                 self._joined(early[0], early[1])
@@ -451,22 +498,12 @@ class Predictor:
         return str(event_id), record["label"]
 
     def _joined(self, pending: Pending, label: Any) -> None:
-        entry = self._said.pop(pending.event_id, None)
-        names = entry[1] if entry is not None else [(self.model.spec.name, pending.said)]
         said: list[tuple[Served, Prediction]] = []
-        for name, prediction in names:
+        for name, prediction in pending.said:
             served = next((s for s in self.lifecycle.served if s.model.spec.name == name), None)
             if served is not None:
                 said.append((served, prediction))
         self._learn(pending.x, label, said)
-
-    def _forget_expired(self) -> None:
-        horizon = self.watermark_ms - self.join.ttl_ms
-        while self._said:
-            _, (ts, _) = next(iter(self._said.items()))
-            if ts >= horizon:
-                break
-            self._said.popitem(last=False)
 
     # -- alerts and audit -----------------------------------------------------------
 
@@ -511,3 +548,26 @@ class Predictor:
         topic = self.audit_topic or "riverline.audit"
         value = encode_single_object(self.audit_schema, record)
         return OutMessage(topic, entry.pipeline.encode(), value, [])
+
+
+@dataclass(frozen=True)
+class _SavedModel:
+    """One served model's entry in the predict state (:meth:`Predictor.state_bytes`)."""
+
+    name: str
+    version: int
+    stage: str
+    samples_seen: int
+    metrics: dict[str, Any]
+    recent: list[float]
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> _SavedModel:
+        return cls(
+            name=str(entry["name"]),
+            version=int(entry["version"]),
+            stage=str(entry["stage"]),
+            samples_seen=int(entry["samples_seen"]),
+            metrics={str(k): metric_from_data(v) for k, v in entry["metrics"].items()},
+            recent=[float(v) for v in entry["recent"]],
+        )

@@ -32,6 +32,7 @@ from streams.codec import decode_single_object
 from streams.errors import DecodeError, RiverlineError
 from streams.featurization import Featurization
 from streams.ingestion import Ingestion
+from streams.integrity import RecordSigner
 from streams.messages import InMessage, OutMessage
 from streams.prediction import Predictor
 from streams.registry import ModelRegistry, RegistryError
@@ -154,12 +155,15 @@ async def read_topic(
 
 
 def _predictions(
-    catalog: SchemaCatalog, messages: Sequence[InMessage]
+    catalog: SchemaCatalog, messages: Sequence[InMessage], signer: RecordSigner
 ) -> dict[str, dict[str, Any]]:
-    """Prediction records by event id (the first one of duplicates after a crash)."""
+    """Prediction records by event id (the first one of duplicates after a crash); only
+    records whose MAC verifies (written by this deployment) count."""
     schema = catalog.record("prediction")
     found: dict[str, dict[str, Any]] = {}
     for msg in messages:
+        if not signer.verify(msg.topic, msg.key, msg.value, msg.headers):
+            continue
         try:
             _, record = decode_single_object(catalog, msg.value or b"", schema)
         except DecodeError:
@@ -209,9 +213,7 @@ def live_model_hash(
     this spec and has seen as many samples as the replay; a version saved earlier (the
     fresh one of a worker start, an older snapshot) is not compared.
     """
-    registry = ModelRegistry(
-        settings.registry_dir, spec.name, settings.signing_key.get_secret_value().encode()
-    )
+    registry = ModelRegistry(settings.registry_dir, spec.name, settings.signing_key_bytes())
     latest = registry.latest(name)
     if latest is None:
         return None, (
@@ -303,7 +305,7 @@ async def replay(
     live_msgs = await read_topic(
         settings, topics.predictions, spec.partitions, group, say("live read")
     )
-    live = _predictions(catalog, live_msgs)
+    live = _predictions(catalog, live_msgs, RecordSigner(settings.signing_key_bytes()))
     report.live_predictions = len(live)
     report.compared, report.difference = compare_predictions(live, replayed)
     if compare_hash:

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import ConfigError
 
-__all__ = ["PRODUCER_BATCH_BYTES", "REPO_ROOT", "Settings"]
+__all__ = ["DEV_SIGNING_KEY", "PRODUCER_BATCH_BYTES", "REPO_ROOT", "Settings"]
 
 #: The source checkout (Riverline is installed editable; schemas and pipelines live here).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +23,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Record batches of the worker's producer (agents.io.send_all): a full micro-batch goes
 #: out in fewer, larger produce requests than with Faust's 16 KiB (see README, Benchmark).
 PRODUCER_BATCH_BYTES = 256 * 1024
+
+#: The signing key Riverline ships with: known to everyone, so accepted only in
+#: development mode (``RIVERLINE_DEV_MODE=1``).
+DEV_SIGNING_KEY = "riverline-dev-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -124,6 +128,14 @@ class Settings(BaseSettings):
     """Seconds of event time a prediction waits for its delayed label on ``P.labels``
     (and an early label for its prediction) before it is counted as expired."""
 
+    label_max_pending: int = Field(default=100_000, ge=1)
+    """Most predictions waiting for a label (and, apart, most early labels waiting for a
+    prediction) per pipeline; beyond it the oldest expire first and are counted."""
+
+    label_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Approximate bytes the waiting predictions and early labels may hold together per
+    pipeline (they are checkpointed too: keep it well under ``checkpoint_max_bytes``)."""
+
     admin_tokens: str = ""
     """Admin API grants, ``name:role:sha256hex,...`` (roles ``viewer``, ``operator``);
     the digest is the sha256 of the bearer token. Empty: every admin request gets 401."""
@@ -134,8 +146,14 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = False
 
-    signing_key: SecretStr = SecretStr("riverline-dev-key-change-me")
-    """HMAC key for model artifacts. Set your own in production."""
+    signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
+    """The secret that signs model artifacts and, through a key derived from it, every
+    record Riverline writes to Kafka (``rl.mac``). Every worker and command of one
+    deployment needs the same key. The built-in value works only with ``dev_mode``."""
+
+    dev_mode: bool = False
+    """Development mode: the built-in signing key is accepted (``make demo`` and
+    ``make test`` turn it on). Never in a deployment: anyone can forge with that key."""
 
     kafka_security: Literal["plaintext", "sasl_scram"] = "plaintext"
     """How Riverline's clients authenticate: ``plaintext`` (no authentication) or
@@ -164,6 +182,27 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"invalid Riverline setting: {exc}. Check the RIVERLINE_* environment variables."
             ) from exc
+
+    def signing_key_bytes(self) -> bytes:
+        """The signing key, refused when it is the built-in one outside development mode.
+
+        Raises
+        ------
+        ConfigError
+            If the key is empty, or the built-in development key without ``dev_mode``.
+        """
+        key = self.signing_key.get_secret_value()
+        if not key:
+            raise ConfigError("RIVERLINE_SIGNING_KEY is empty; set a secret of 32 bytes or more.")
+        if key == DEV_SIGNING_KEY and not self.dev_mode:
+            raise ConfigError(
+                "RIVERLINE_SIGNING_KEY is not set: Riverline will not sign or trust records "
+                "with its built-in development key outside development mode. Set a secret "
+                "shared by every worker and command of this deployment, e.g. "
+                "`export RIVERLINE_SIGNING_KEY=$(openssl rand -hex 32)`, or set "
+                "RIVERLINE_DEV_MODE=1 on a development machine."
+            )
+        return key.encode()
 
     @property
     def fetch_max_wait_ms(self) -> int:

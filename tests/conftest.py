@@ -8,6 +8,7 @@ against one real broker per session: ``RIVERLINE_BOOTSTRAP`` if set, else a
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ from streams.kafka_local import LocalBroker, free_port
 from streams.settings import Settings
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+# Tests sign with the built-in development key, here and in every process they start.
+os.environ.setdefault("RIVERLINE_DEV_MODE", "1")
 
 
 class SessionBroker:

@@ -161,7 +161,7 @@ def _assert_models_equal_an_uninterrupted_run(rig: Rig) -> None:
     registry = ModelRegistry(
         rig.settings.home / "registry",
         NAME,
-        rig.settings.signing_key.get_secret_value().encode(),
+        rig.settings.signing_key_bytes(),
     )
     champion = registry.manifest("seqs-lr", registry.latest("seqs-lr") or 0)
     assert champion.samples_seen == len(learned), (champion.label, champion.samples_seen)

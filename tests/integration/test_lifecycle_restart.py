@@ -121,7 +121,7 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
     assert "restored models ['phishing-lr@" in log
 
     registry = ModelRegistry(
-        settings.home / "registry", "phishing", settings.signing_key.get_secret_value().encode()
+        settings.home / "registry", "phishing", settings.signing_key_bytes()
     )
     latest = registry.latest("phishing-lr")
     assert latest is not None

@@ -90,7 +90,7 @@ def test_train_from_store_registers_a_candidate(run: LiveRun) -> None:
     out = run.cli("train", "--pipeline", str(run.spec.path), "--from-store")
     assert out.returncode == 0, out.stderr
     registry = ModelRegistry(
-        run.settings.registry_dir, "phishing", run.settings.signing_key.get_secret_value().encode()
+        run.settings.registry_dir, "phishing", run.settings.signing_key_bytes()
     )
     version = registry.latest("phishing-lr")
     assert version is not None

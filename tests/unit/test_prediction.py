@@ -6,9 +6,11 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from river import datasets
 
 from streams.catalog import SchemaCatalog
+from streams.checkpoint import CheckpointError
 from streams.codec import decode_single_object, encode_single_object
 from streams.lineage import Lineage
 from streams.messages import InMessage
@@ -117,7 +119,7 @@ def test_bad_labels_are_dead_letters_and_late_labels_expire() -> None:
     # Two days of event time later, the first prediction's label is too late.
     predictor.process([_vector(2 * 86_400, x, None)])
     assert predictor.join.expired == 1
-    assert "e00000" not in predictor._said
+    assert len(predictor.join) == 1  # only the second prediction waits
 
 
 def _registered(tmp_path: Any) -> Predictor:
@@ -162,6 +164,45 @@ def test_a_restored_snapshot_continues_like_the_uninterrupted_model(tmp_path) ->
             x
         ) == first.model.estimator.predict_proba_one(x)
     assert second.model.metric_values() == first.model.metric_values()
+
+
+def test_the_snapshot_state_is_json_data_not_a_pickle(tmp_path) -> None:
+    rows = list(datasets.Phishing())
+    first = _registered(tmp_path)
+    first.register_fresh()
+    for i, (x, _) in enumerate(rows[:80]):
+        batch = [_vector(i, x, None)] + ([_label(i - 50, rows[i - 50][1], True)] if i >= 50 else [])
+        first.process(batch)
+    state = json.loads(_snapshot(first))
+    assert state["format"] == "riverline.predict_state"
+    assert [m["name"] for m in state["models"]] == ["phishing-lr"]
+    assert set(state["models"][0]["metrics"]) == {"accuracy", "rocauc"}
+    assert len(state["join"]["pending"]) == 50
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: b"\x80\x05" + s,  # a pickle's opcodes
+        lambda s: s.replace(b'"riverline.predict_state"', b'"something else"'),
+        lambda s: s.replace(b'"positions":{', b'"positions":[{', 1),
+        lambda s: s.replace(b'"kind":"ROCAUC"', b'"kind":"Pickled"'),
+    ],
+)
+def test_a_malformed_state_is_refused_and_changes_nothing(tmp_path, damage) -> None:
+    rows = list(datasets.Phishing())
+    first = _registered(tmp_path)
+    first.register_fresh()
+    for i, (x, y) in enumerate(rows[:20]):
+        first.process([_vector(i, x, y)])
+    state = _snapshot(first)
+    second = _registered(tmp_path)
+    second.register_fresh()
+    before = second.model.label
+    with pytest.raises(CheckpointError):
+        second.restore(damage(state))
+    assert second.model.label == before
+    assert second.model.samples_seen == 0
 
 
 def test_a_prepared_snapshot_restores_its_versions_and_predictions_keep_the_written_one(

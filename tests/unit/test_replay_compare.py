@@ -56,7 +56,7 @@ def test_the_same_learning_gives_the_same_model_hash() -> None:
 
 def test_the_live_hash_is_only_a_final_snapshot_of_the_same_spec(tmp_path) -> None:
     settings = Settings(home=tmp_path)
-    key = settings.signing_key.get_secret_value().encode()
+    key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, SPEC.name, key)
     name = SPEC.model.name
     assert live_model_hash(settings, SPEC, name, 10)[0] is None
