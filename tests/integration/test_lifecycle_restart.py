@@ -120,9 +120,7 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
     assert code == 0, log[-3000:]
     assert "restored models ['phishing-lr@" in log
 
-    registry = ModelRegistry(
-        settings.home / "registry", "phishing", settings.signing_key_bytes()
-    )
+    registry = ModelRegistry(settings.home / "registry", "phishing", settings.signing_key_bytes())
     latest = registry.latest("phishing-lr")
     assert latest is not None
     estimator, manifest = registry.load("phishing-lr", latest)

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
 from agents.io import send_all
+from streams.integrity import RecordSigner
 from streams.messages import OutMessage
 from streams.topics import TopicConfig, ensure_topics
 
@@ -45,11 +46,13 @@ def test_keys_go_to_murmur2_partitions_in_order_over_several_batches(kafka_boots
         for i in range(1500)
     ]
 
+    signer = RecordSigner(b"key")
+
     async def main() -> None:
         app = faust.App(f"{name}-app", broker=f"kafka://{kafka_bootstrap}", autodiscover=False)
         await app.producer.start()
         try:
-            await send_all(app, sends)
+            await send_all(app, sends, signer)
         finally:
             await app.producer.stop()
 
@@ -64,7 +67,10 @@ def test_keys_go_to_murmur2_partitions_in_order_over_several_batches(kafka_boots
         partitions = 4 if topic == keyed else 1
         for partition, key, value, headers in got:
             assert partition == (murmur2(key) & 0x7FFFFFFF) % partitions  # the Java client's
-            assert headers == [("rl.event_id", f"e{int.from_bytes(value[:4], 'big')}".encode())]
+            event_id = ("rl.event_id", f"e{int.from_bytes(value[:4], 'big')}".encode())
+            assert [name for name, _ in headers] == ["rl.event_id", "rl.mac"]
+            assert headers[0] == event_id
+            assert signer.verify(topic, key, value, headers)
         for p in range(partitions):
             order = [int.from_bytes(v[:4], "big") for q, _, v, _ in got if q == p]
             assert order == sorted(order)  # each partition in send order
