@@ -126,7 +126,8 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         web_port=settings.web_port,
         web_bind=settings.web_host,
         autodiscover=False,
-        producer_max_request_size=max(settings.max_message_bytes * 2, 1 << 20),
+        # A record batch holds at least one whole output or dead letter.
+        producer_max_request_size=max(settings.output_max_bytes * 2, 1 << 20),
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # Faust commits the ingest stage's raw offsets (acked topics) on the same schedule
         # as Riverline's checkpoints, so a crash repeats at most that much ingestion.

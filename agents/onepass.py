@@ -304,6 +304,7 @@ def add_onepass_agent(
         ),
         make_predictor(settings, spec, catalog),
         raw_topic=topics.raw,
+        max_output_bytes=settings.output_max_bytes,
     )
     guard = OnePassCheckpoints(app, settings, stage, topics.labels, signer)
     record = predict_recorder(metrics, spec, stage.predictor)

@@ -33,11 +33,13 @@ from streams.ingestion import epoch_ms
 from streams.lineage import Lineage
 from streams.messages import InMessage, OutMessage
 from streams.spec import PipelineSpec
-from streams.stage import DeadLetter, StageResult, now_ms
+from streams.stage import DeadLetter, StageResult, dead_letter_reason, now_ms
 
-__all__ = ["Featurization", "HeldPartition", "Vector"]
+__all__ = ["BAD_FEATURE_INPUT", "LATE", "Featurization", "HeldPartition", "Vector"]
 
 LATE = "late"
+#: The dead-letter reason of an event whose values the feature engine refuses.
+BAD_FEATURE_INPUT = "bad_feature_input"
 
 
 def _plain(value: Any) -> Any:
@@ -56,6 +58,8 @@ class Vector:
     """The ``feature_vector.avsc`` record, as encoded on ``P.features``."""
     lineage: Lineage
     """Its lineage, with the feature set."""
+    out: OutMessage
+    """Its ``P.features`` message."""
 
 
 @dataclass
@@ -231,19 +235,15 @@ class Featurization:
         return result
 
     def featurize(
-        self,
-        partition: int,
-        good: list[tuple[InMessage, dict[str, Any], Lineage]],
-        result: StageResult,
-    ) -> list[Vector]:
+        self, partition: int, good: list[tuple[InMessage, dict[str, Any], Lineage]]
+    ) -> tuple[list[Vector], list[tuple[InMessage, OutMessage]]]:
         """Features of events already selected in order (one-pass: :mod:`streams.onepass`).
 
-        The caller keeps ``held[partition].offset``; the vectors come back for the predict
-        stage, beside their encoded messages in ``result``.
+        The caller keeps ``held[partition].offset``. Returns the vectors (each with its
+        ``P.features`` message) and the dead letters of the events that got none, each
+        beside the message it is of; a failure with one event never costs another.
         """
-        vectors: list[Vector] = []
-        self._compute(result, self.held[partition].state, good, vectors)
-        return vectors
+        return self._featurize(self.held[partition].state, good)
 
     def _dead(
         self,
@@ -262,62 +262,137 @@ class Featurization:
         result: StageResult,
         state: FeatureState,
         good: list[tuple[InMessage, dict[str, Any], Lineage]],
-        vectors: list[Vector] | None = None,
     ) -> None:
+        vectors, dead = self._featurize(state, good)
+        for _msg, out in dead:
+            result.sends.append(out)
+            result.dead[dead_letter_reason(out)] += 1
+        for vector in vectors:
+            result.sends.append(vector.out)
+            result.ok += 1
+
+    def _featurize(
+        self, state: FeatureState, good: list[tuple[InMessage, dict[str, Any], Lineage]]
+    ) -> tuple[list[Vector], list[tuple[InMessage, OutMessage]]]:
+        dead: list[tuple[InMessage, OutMessage]] = []
+        good = self._drop_late(state, good, dead)
+        derived = self._derive(state, good, dead)
+        vectors: list[Vector] = []
+        for j, (msg, record, lineage) in enumerate(good):
+            columns = derived[j]
+            if columns is None:
+                continue  # its dead letter is in ``dead``
+            try:
+                vectors.append(self._vector(msg, record, lineage, columns))
+            except Exception as exc:  # this event's alone: a dead letter, the batch goes on
+                dead.append((msg, self._dead_letter(msg, exc, lineage)))
+        return vectors, dead
+
+    def _drop_late(
+        self,
+        state: FeatureState,
+        good: list[tuple[InMessage, dict[str, Any], Lineage]],
+        dead: list[tuple[InMessage, OutMessage]],
+    ) -> list[tuple[InMessage, dict[str, Any], Lineage]]:
+        """The events that are not late; late ones (``late_policy = "dead_letter"``) are
+        dead letters and change no state."""
         fs = self.feature_set
-        key_field = self.spec.key_field
-        keys = [str(r[key_field]) if key_field else "" for _, r, _ in good]
+        if not fs.drops_late or not good:
+            return good
+        keys = [self._key(r) for _, r, _ in good]
         times = np.array([lin.event_ts / 1000.0 for _, _, lin in good], dtype=np.float64)
         late = fs.late(state, keys, times)
-        if late.any():
-            limit = fs.allowed_lateness
-            for i in np.flatnonzero(late):
-                self._dead(
-                    result,
-                    good[i][0],
-                    LATE,
-                    f"event {good[i][2].event_id!r} of key {keys[i]!r} at event time "
-                    f"{good[i][2].event_ts} ms is more than allowed_lateness = {limit} s "
-                    "before the key's latest event time ([features] late_policy = "
-                    '"dead_letter").',
-                    good[i][2],
-                )
-            keep = ~late
-            good = [g for g, k in zip(good, keep, strict=True) if k]
-            keys = [k for k, ok in zip(keys, keep, strict=True) if ok]
-            times = times[keep]
-            if not good:
-                return
+        if not late.any():
+            return good
+        limit = fs.allowed_lateness
+        for i in np.flatnonzero(late):
+            msg, _, lineage = good[i]
+            message = (
+                f"event {lineage.event_id!r} of key {keys[i]!r} at event time "
+                f"{lineage.event_ts} ms is more than allowed_lateness = {limit} s before the "
+                'key\'s latest event time ([features] late_policy = "dead_letter").'
+            )
+            dead.append((msg, self._dead_letter(msg, DecodeError(LATE, message), lineage)))
+        return [g for g, is_late in zip(good, late, strict=True) if not is_late]
+
+    def _derive(
+        self,
+        state: FeatureState,
+        good: list[tuple[InMessage, dict[str, Any], Lineage]],
+        dead: list[tuple[InMessage, OutMessage]],
+    ) -> list[dict[str, float] | None]:
+        """Each event's derived features (None for an event that became a dead letter).
+
+        The batch is computed at once. The feature engine checks every input before it
+        changes any state (:meth:`streams.features.FeatureSet.compute`), so when one
+        event's values are refused the batch is computed again one event at a time, in
+        order, and only the refused events become dead letters.
+        """
+        if not good:
+            return []
+        if len(good) > 1:
+            try:
+                return self._compute_columns(state, good)
+            except FeatureError:
+                pass  # one event's values were refused: find which, one at a time
+        out: list[dict[str, float] | None] = []
+        for one in good:
+            try:
+                out += self._compute_columns(state, [one])
+            except FeatureError as exc:
+                msg, _, lineage = one
+                dead.append((msg, self._dead_letter(msg, exc, lineage)))
+                out.append(None)
+        return out
+
+    def _compute_columns(
+        self, state: FeatureState, good: list[tuple[InMessage, dict[str, Any], Lineage]]
+    ) -> list[dict[str, float] | None]:
+        fs = self.feature_set
+        keys = [self._key(r) for _, r, _ in good]
+        times = np.array([lin.event_ts / 1000.0 for _, _, lin in good], dtype=np.float64)
         columns = {name: [r.get(name) for _, r, _ in good] for name in fs.inputs}
         # As Python floats once per batch: indexing numpy per event and value was slower.
         derived = [
             (name, out.tolist()) for name, out in fs.compute(state, keys, times, columns).items()
         ]
+        return [{name: column[j] for name, column in derived} for j in range(len(good))]
 
+    def _key(self, record: dict[str, Any]) -> str:
+        key_field = self.spec.key_field
+        return str(record[key_field]) if key_field else ""
+
+    def _vector(
+        self, msg: InMessage, record: dict[str, Any], lineage: Lineage, derived: dict[str, float]
+    ) -> Vector:
+        key = self._key(record)
         target = self.spec.model.target
-        for j, (_msg, record, lineage) in enumerate(good):
-            values: dict[str, Any] = {
-                k: _plain(v) for k, v in record.items() if k not in self._skip
-            }
-            for name, column in derived:
-                v = column[j]
-                values[name] = v if math.isfinite(v) else None
-            vector = {
-                "event_id": lineage.event_id,
-                "event_ts": lineage.event_ts,
-                "entity_key": keys[j],
-                "label": record.get(target) if target else None,
-                "values": values,
-            }
-            out = lineage.with_features(fs.label)
-            if vectors is not None:
-                vectors.append(Vector(_msg, vector, out))
-            result.sends.append(
-                OutMessage(
-                    self.features_topic,
-                    (keys[j] or lineage.event_id).encode(),
-                    encode_single_object(self.vector_schema, vector),
-                    out.to_headers(),
-                )
-            )
-            result.ok += 1
+        values: dict[str, Any] = {k: _plain(v) for k, v in record.items() if k not in self._skip}
+        for name, v in derived.items():
+            values[name] = v if math.isfinite(v) else None
+        vector = {
+            "event_id": lineage.event_id,
+            "event_ts": lineage.event_ts,
+            "entity_key": key,
+            "label": record.get(target) if target else None,
+            "values": values,
+        }
+        out = lineage.with_features(self.feature_set.label)
+        message = OutMessage(
+            self.features_topic,
+            (key or lineage.event_id).encode(),
+            encode_single_object(self.vector_schema, vector),
+            out.to_headers(),
+        )
+        return Vector(msg, vector, out, message)
+
+    def _dead_letter(
+        self, msg: InMessage, exc: BaseException, lineage: Lineage | None = None
+    ) -> OutMessage:
+        if isinstance(exc, DecodeError):
+            dead = DeadLetter(self.stage, exc.reason, str(exc), self.reader.label)
+        elif isinstance(exc, FeatureError):
+            dead = DeadLetter(self.stage, BAD_FEATURE_INPUT, str(exc), self.reader.label)
+        else:
+            dead = DeadLetter.of(self.stage, exc, self.reader.label)
+        return dead.to_message(msg, self.dlq_topic, lineage)

@@ -6,6 +6,7 @@ Every raw offset ends in exactly one of ``P.events`` or the dead-letter topic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from streams.messages import InMessage, OutMessage
 from streams.spec import PipelineSpec
 from streams.stage import DeadLetter, StageResult, now_ms
 
-__all__ = ["Ingestion", "epoch_ms"]
+__all__ = ["Ingested", "Ingestion", "epoch_ms"]
 
 
 def epoch_ms(value: Any) -> int:
@@ -25,6 +26,15 @@ def epoch_ms(value: Any) -> int:
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
     return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """A raw message that passed ingestion: its record, lineage and ``P.events`` message."""
+
+    record: dict[str, Any]
+    lineage: Lineage
+    out: OutMessage
 
 
 class Ingestion:
@@ -57,18 +67,28 @@ class Ingestion:
     def ingest(
         self, msg: InMessage, ingest_ts: int, result: StageResult
     ) -> tuple[dict[str, Any], Lineage] | None:
-        """One raw message to ``result``: its event, or its dead letter (then None).
-
-        Returns the validated record and its lineage, for a caller that computes features
-        in the same pass (:mod:`streams.onepass`).
-        """
+        """One raw message to ``result``: its event, or its dead letter (then None)."""
         try:
-            decoded = self.decoder.decode(msg.key, msg.value)
-        except DecodeError as exc:
-            dead = DeadLetter(self.stage, exc.reason, str(exc), self.reader.label)
-            result.sends.append(dead.to_message(msg, self.dlq_topic))
-            result.dead[exc.reason] += 1
+            done = self.ingest_one(msg, ingest_ts)
+        except Exception as exc:  # any failure is this message's alone: a dead letter
+            self.dead(msg, exc, result)
             return None
+        result.sends.append(done.out)
+        result.ok += 1
+        return done.record, done.lineage
+
+    def ingest_one(self, msg: InMessage, ingest_ts: int) -> Ingested:
+        """One raw message's validated record, lineage and ``P.events`` message.
+
+        Raises
+        ------
+        DecodeError
+            If the message is not a valid event (its reason names why).
+        Exception
+            Anything else is a fault in handling this one message; the caller makes it a
+            dead letter (:meth:`dead`) and goes on with the batch.
+        """
+        decoded = self.decoder.decode(msg.key, msg.value)
         record = decoded.record
         event_id = str(record[self.spec.id_field])
         lineage = Lineage(
@@ -83,8 +103,15 @@ class Ingestion:
         key_field = self.spec.key_field
         key = str(record[key_field]) if key_field else event_id
         value = encode_single_object(self.reader, record)
-        result.sends.append(
-            OutMessage(self.events_topic, key.encode(), value, lineage.to_headers())
-        )
-        result.ok += 1
-        return record, lineage
+        out = OutMessage(self.events_topic, key.encode(), value, lineage.to_headers())
+        return Ingested(record, lineage, out)
+
+    def dead(self, msg: InMessage, exc: BaseException, result: StageResult) -> str:
+        """Add the dead letter of ``msg`` for ``exc`` to ``result``; returns its reason."""
+        if isinstance(exc, DecodeError):
+            dead = DeadLetter(self.stage, exc.reason, str(exc), self.reader.label)
+        else:
+            dead = DeadLetter.of(self.stage, exc, self.reader.label)
+        result.sends.append(dead.to_message(msg, self.dlq_topic))
+        result.dead[dead.reason] += 1
+        return dead.reason

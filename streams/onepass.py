@@ -27,11 +27,16 @@ from typing import Any
 from streams.featurization import Featurization, Vector
 from streams.ingestion import Ingestion
 from streams.lineage import Lineage
-from streams.messages import InMessage
+from streams.messages import InMessage, OutMessage
 from streams.prediction import Predictor
-from streams.stage import StageResult, now_ms
+from streams.stage import DeadLetter, StageResult, dead_letter_reason, now_ms
 
-__all__ = ["OnePass", "StageCounts"]
+__all__ = ["OUTPUT_TOO_LARGE", "OnePass", "StageCounts"]
+
+#: The dead-letter reason of a raw message one of whose outputs would be too large.
+OUTPUT_TOO_LARGE = "output_too_large"
+#: Bytes of a Kafka record beyond key, value and header contents, and its ``rl.mac``.
+_RECORD_OVERHEAD = 256
 
 
 @dataclass
@@ -47,8 +52,23 @@ class StageCounts:
             self.dead.update(result.dead)
 
 
+@dataclass
+class _Fate:
+    """What one raw message of a batch comes to: its outputs, or one dead letter."""
+
+    msg: InMessage
+    outs: list[OutMessage] = field(default_factory=list)
+    dead: OutMessage | None = None
+
+
 class OnePass:
-    """Ingest, features and predict over one batch of ``P.raw`` and ``P.labels``."""
+    """Ingest, features and predict over one batch of ``P.raw`` and ``P.labels``.
+
+    Each raw message ends in all of its outputs (``P.events``, ``P.features``,
+    ``P.predictions``) or in exactly one dead letter, whichever stage it failed in: a
+    message's outputs are held until it has passed every stage, and a failure with one
+    message never costs another.
+    """
 
     stage = "pipeline"
 
@@ -59,11 +79,15 @@ class OnePass:
         predictor: Predictor,
         *,
         raw_topic: str,
+        max_output_bytes: int = 1 << 20,
     ) -> None:
         self.ingestion = ingestion
         self.featurization = featurization
         self.predictor = predictor
         self.raw_topic = raw_topic
+        #: Largest message (key, value and headers) an output may be; a raw message whose
+        #: output would be larger is a dead letter (``output_too_large``), not a failed send.
+        self.max_output_bytes = max_output_bytes
         #: Per stage (ingest, features, predict), what the last batch did: for metrics.
         self.counts: dict[str, StageCounts] = {}
 
@@ -75,8 +99,10 @@ class OnePass:
         """Every output of the batch, in input order per stage; ``counts`` per stage."""
         stages = (self.ingestion.stage, self.featurization.stage, self.predictor.stage)
         self.counts = {name: StageCounts() for name in stages}
-        sends = StageResult()
-        items: list[InMessage | Vector] = []
+        predictor = self.predictor
+        predictor.start_batch()
+        fates: list[_Fate] = []
+        labels = StageResult()
         # Runs of raw messages keep their order with the labels around them.
         run: list[InMessage] = []
         for msg in batch:
@@ -84,49 +110,119 @@ class OnePass:
                 run.append(msg)
                 continue
             if run:
-                items += self._raw(run, sends)
+                fates += self._raw(run)
                 run = []
-            items.append(msg)
+            predictor.take_label(msg, labels)
         if run:
-            items += self._raw(run, sends)
-        predicted = self.predictor.process(items)
-        self.counts[self.predictor.stage].add(predicted)
-        sends.sends += predicted.sends
-        sends.ok = predicted.ok
+            fates += self._raw(run)
+        self.counts[predictor.stage].add(labels)
+        result = StageResult()
+        for fate in fates:
+            self._settle(fate, result)
+        result.sends += labels.sends
+        predictor.finish_batch(result)
         for counts in self.counts.values():
             if counts.dead:
-                sends.dead.update(counts.dead)
-        return sends
+                result.dead.update(counts.dead)
+        return result
 
-    def _raw(self, run: list[InMessage], sends: StageResult) -> list[Vector]:
-        """Ingest and featurize the raw messages that continue their partition's state.
+    def _settle(self, fate: _Fate, result: StageResult) -> None:
+        """A raw message's outputs, or its one dead letter, into ``result``."""
+        if fate.dead is None:
+            big = next((o for o in fate.outs if _size(o) > self.max_output_bytes), None)
+            if big is None:
+                result.sends += fate.outs
+                return
+            dead = DeadLetter(
+                self.stage,
+                OUTPUT_TOO_LARGE,
+                f"its message for {big.topic} would be {_size(big):,} bytes, over the "
+                f"{self.max_output_bytes:,} Riverline's topics take "
+                "(RIVERLINE_MAX_MESSAGE_BYTES and the broker's message.max.bytes).",
+            )
+            fate.dead = dead.to_message(fate.msg, self.predictor.dlq_topic)
+            self.counts[self.predictor.stage].dead[OUTPUT_TOO_LARGE] += 1
+        result.sends.append(self._fitting(fate.dead))
 
-        A later stage's dead letter is of the raw message, with the event's lineage added
-        (:meth:`streams.stage.DeadLetter.to_message`).
-        """
+    def _fitting(self, dead: OutMessage) -> OutMessage:
+        """A dead letter that fits the dead-letter topic. Only a raw topic made elsewhere,
+        with a larger limit than Riverline's, can hold a message too large for it: then
+        its key and value are left out, and their sizes said."""
+        if _size(dead) <= self.max_output_bytes:
+            return dead
+        headers = [
+            *dead.headers,
+            ("rl.error.key_dropped", str(len(dead.key or b"")).encode()),
+            ("rl.error.value_dropped", str(len(dead.value)).encode()),
+        ]
+        return OutMessage(dead.topic, None, b"", headers)
+
+    def _raw(self, run: list[InMessage]) -> list[_Fate]:
+        """Ingest, featurize and predict the raw messages that continue their partition's
+        state; each one's fate, in order."""
         features = self.featurization
         selection = features.select(run)  # the held offsets move past the batch
-        ingested = StageResult()
-        ingest_ts = now_ms()
-        by_partition: dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]] = {}
-        for msg in selection.events:
-            event = self.ingestion.ingest(msg, ingest_ts, ingested)
-            if event is not None:
-                by_partition.setdefault(msg.partition, []).append((msg, *event))
-        self.counts[self.ingestion.stage].add(ingested)
-        sends.sends += ingested.sends
-        featurized = StageResult()
+        fates = {(m.partition, m.offset): _Fate(m) for m in selection.events}
+        by_partition = self._ingest(selection.events, fates)
         positions = self.predictor.positions
         vectors: list[Vector] = []
+        counts = self.counts[features.stage]
         for partition, good in by_partition.items():
             # The predict stage may be ahead of the features (its snapshot is written
             # first): events it has learned are featurized again but not predicted again.
             learned = positions.get(self.raw_key(partition), 0)
-            done = features.featurize(partition, good, featurized)
+            done, dead = features.featurize(partition, good)
+            for msg, out in dead:
+                fates[(msg.partition, msg.offset)].dead = out
+                counts.dead[dead_letter_reason(out)] += 1
+            for vector in done:
+                fates[(vector.msg.partition, vector.msg.offset)].outs.append(vector.out)
+                counts.ok += 1
             vectors += [v for v in done if v.msg.offset >= learned]
         for partition, offset in selection.positions.items():
             key = self.raw_key(partition)
             positions[key] = max(positions.get(key, 0), offset)
-        self.counts[features.stage].add(featurized)
-        sends.sends += featurized.sends
-        return vectors
+        self._predict(vectors, fates)
+        return list(fates.values())
+
+    def _ingest(
+        self, events: list[InMessage], fates: dict[tuple[int, int], _Fate]
+    ) -> dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]]:
+        ingestion = self.ingestion
+        counts = self.counts[ingestion.stage]
+        ingest_ts = now_ms()
+        by_partition: dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]] = {}
+        for msg in events:
+            fate = fates[(msg.partition, msg.offset)]
+            try:
+                done = ingestion.ingest_one(msg, ingest_ts)
+            except Exception as exc:  # this message's alone: a dead letter
+                dead = StageResult()
+                counts.dead[ingestion.dead(msg, exc, dead)] += 1
+                fate.dead = dead.sends[0]
+                continue
+            fate.outs.append(done.out)
+            counts.ok += 1
+            by_partition.setdefault(msg.partition, []).append((msg, done.record, done.lineage))
+        return by_partition
+
+    def _predict(self, vectors: list[Vector], fates: dict[tuple[int, int], _Fate]) -> None:
+        predictor = self.predictor
+        counts = self.counts[predictor.stage]
+        for vector in vectors:
+            fate = fates[(vector.msg.partition, vector.msg.offset)]
+            try:
+                fate.outs += predictor.predict_one(vector)
+                counts.ok += 1
+            except Exception as exc:  # this event's alone: a dead letter
+                dead = StageResult()
+                predictor.dead(vector.msg, exc, dead, vector.lineage)
+                fate.dead = dead.sends[0]
+                counts.dead.update(dead.dead)
+
+
+def _size(out: OutMessage) -> int:
+    """Bytes of a message as the broker counts it, near enough: key, value, headers, and
+    room for the record's own fields and its ``rl.mac``."""
+    headers = sum(len(k) + len(v) for k, v in out.headers)
+    return len(out.key or b"") + len(out.value) + headers + _RECORD_OVERHEAD

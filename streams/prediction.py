@@ -171,25 +171,54 @@ class Predictor:
 
         A :class:`~streams.featurization.Vector` (one-pass, :mod:`streams.onepass`) is
         predicted as it is: its offset was checked by the caller, which also keeps
-        ``positions`` of its source topic.
+        ``positions`` of its source topic. Any failure with one message makes it a dead
+        letter; the batch goes on.
         """
         result = StageResult()
-        self.latencies = []
-        self.alerts = []
-        self.audits = []
+        self.start_batch()
         for msg in batch:
             if isinstance(msg, Vector):  # computed in this pass, selected in order already
-                self._predict(msg.msg, msg.vector, msg.lineage, result, repeats=False)
+                try:
+                    result.sends += self.predict_one(msg)
+                    result.ok += 1
+                except Exception as exc:
+                    self.dead(msg.msg, exc, result, msg.lineage)
                 continue
             if self.tracking and not self._next_in_order(msg):
                 continue
             if self.labels_topic is not None and msg.topic == self.labels_topic:
-                self._label(msg, result)
+                self.take_label(msg, result)
             else:
                 self._features(msg, result)
+        self.finish_batch(result)
+        return result
+
+    def start_batch(self) -> None:
+        """Forget the last batch's latencies, alerts and audit entries."""
+        self.latencies = []
+        self.alerts = []
+        self.audits = []
+
+    def finish_batch(self, result: StageResult) -> None:
+        """Expire what waited too long for a label; add the batch's alerts and audits."""
         self.join.expire(self.watermark_ms)
         self._send_events(result)
-        return result
+
+    def dead(
+        self,
+        msg: InMessage,
+        exc: BaseException,
+        result: StageResult,
+        lineage: Lineage | None = None,
+    ) -> None:
+        """Add the dead letter of ``msg`` for ``exc`` (a reason, or an unexpected error)."""
+        schema = self.label_schema if msg.topic == self.labels_topic else self.vector_schema
+        if isinstance(exc, DecodeError):
+            dead = DeadLetter(self.stage, exc.reason, str(exc), schema.label)
+        else:
+            dead = DeadLetter.of(self.stage, exc, schema.label)
+        result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
+        result.dead[dead.reason] += 1
 
     def _next_in_order(self, msg: InMessage) -> bool:
         """Keep a message only if it is its partition's next offset (see streams.checkpoint)."""
@@ -373,85 +402,61 @@ class Predictor:
     def _features(self, msg: InMessage, result: StageResult) -> None:
         try:
             _, vector = decode_single_object(self.catalog, msg.value or b"", self.vector_schema)
-        except DecodeError as exc:
-            self._dead(msg, result, exc.reason, str(exc))
-            return
-        lineage = Lineage.from_headers(msg.headers)
-        self._predict(msg, vector, lineage, result)
+            lineage = Lineage.from_headers(msg.headers)
+            result.sends += self._predict(vector, lineage)
+            result.ok += 1
+        except Exception as exc:
+            self.dead(msg, exc, result)
 
-    def _dead(
-        self,
-        msg: InMessage,
-        result: StageResult,
-        reason: str,
-        message: str,
-        lineage: Lineage | None = None,
-    ) -> None:
-        dead = DeadLetter(self.stage, reason, message, self.vector_schema.label)
-        result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
-        result.dead[reason] += 1
+    def predict_one(self, vector: Vector) -> list[OutMessage]:
+        """Predict one vector (and learn, when its label is in it); its messages.
+
+        Raises
+        ------
+        DecodeError
+            ``missing_feature``: the vector lacks an input the model reads.
+        Exception
+            Anything else is a fault in handling this one event; the caller makes it a
+            dead letter (:meth:`dead`) and goes on with the batch.
+        """
+        return self._predict(vector.vector, vector.lineage, repeats=False)
 
     def _predict(
-        self,
-        msg: InMessage,
-        vector: dict[str, Any],
-        lineage: Lineage,
-        result: StageResult,
-        *,
-        repeats: bool = True,
-    ) -> None:
+        self, vector: dict[str, Any], lineage: Lineage, *, repeats: bool = True
+    ) -> list[OutMessage]:
         """``repeats``: the input can repeat an event (``P.features`` after a crash of the
         features stage), so recent event ids are kept to skip it; one-pass vectors come
         once per raw offset, and keeping 200,000 ids made every checkpoint 3 MB."""
         inputs = self.spec.model.inputs
-        try:
-            values = vector["values"]
-            # A feature with no value yet (a key's first event for since_last, zscore)
-            # is left out: River's models treat a missing key as "no information".
-            x: dict[str, Any] = {name: values[name] for name in inputs if values[name] is not None}
-        except KeyError as exc:
-            self._dead(msg, result, "missing_feature", str(exc), lineage)
-            return
+        values = vector["values"]
+        missing = [name for name in inputs if name not in values]
+        if missing:
+            raise DecodeError(
+                "missing_feature",
+                f"the feature vector has no {', '.join(map(repr, missing))}: the model "
+                f"reads {', '.join(inputs)}.",
+            )
+        # A feature with no value yet (a key's first event for since_last, zscore) is left
+        # out: River's models treat a missing key as "no information".
+        x: dict[str, Any] = {name: values[name] for name in inputs if values[name] is not None}
         event_id = lineage.event_id or str(vector["event_id"])
         if self.tracking and repeats:
             if event_id in self._seen:
                 self.duplicates += 1
-                return
+                return []
             self._seen[event_id] = None
             while len(self._seen) > _SEEN_IDS:
                 self._seen.popitem(last=False)
         event_ts = int(vector["event_ts"])
-        self.watermark_ms = max(self.watermark_ms, event_ts)
         said = self.lifecycle.predict(x)
         label = vector["label"]
         predict_ts = now_ms()
-        for served, prediction in said:
-            champion = served is said[0][0]
-            out = lineage.with_model(served.label)
-            record = {
-                "event_id": out.event_id,
-                "pipeline": self.spec.name,
-                "model": served.label,
-                "schema": out.schema,
-                "source": out.source,
-                "features": out.features,
-                "spec": out.pipeline,
-                "event_ts": out.event_ts,
-                "ingest_ts": out.ingest_ts,
-                "predict_ts": predict_ts,
-                "prediction": prediction.prediction,
-                "proba": prediction.proba,
-                "score": prediction.score,
-                "label": label,
-            }
-            result.sends.append(
-                OutMessage(
-                    self.predictions_topic if champion else self.shadow_topic,
-                    out.event_id.encode(),
-                    encode_single_object(self.prediction_schema, record),
-                    out.to_headers(),
-                )
+        sends = [
+            self._prediction_message(
+                served, prediction, served is said[0][0], lineage, label, predict_ts
             )
+            for served, prediction in said
+        ]
         if label is not None or self.labels_topic is None or self.spec.model.task == "anomaly":
             self._learn(x, label, said)
         else:
@@ -460,9 +465,44 @@ class Predictor:
             )
             if early is not None:
                 self._joined(early[0], early[1])
+        # Only now: an event that failed above moves no clock.
+        self.watermark_ms = max(self.watermark_ms, event_ts)
         if lineage.raw_ts:
             self.latencies.append(max(0.0, (predict_ts - lineage.raw_ts) / 1000.0))
-        result.ok += 1
+        return sends
+
+    def _prediction_message(
+        self,
+        served: Served,
+        prediction: Prediction,
+        champion: bool,
+        lineage: Lineage,
+        label: Any,
+        predict_ts: int,
+    ) -> OutMessage:
+        out = lineage.with_model(served.label)
+        record = {
+            "event_id": out.event_id,
+            "pipeline": self.spec.name,
+            "model": served.label,
+            "schema": out.schema,
+            "source": out.source,
+            "features": out.features,
+            "spec": out.pipeline,
+            "event_ts": out.event_ts,
+            "ingest_ts": out.ingest_ts,
+            "predict_ts": predict_ts,
+            "prediction": prediction.prediction,
+            "proba": prediction.proba,
+            "score": prediction.score,
+            "label": label,
+        }
+        return OutMessage(
+            self.predictions_topic if champion else self.shadow_topic,
+            out.event_id.encode(),
+            encode_single_object(self.prediction_schema, record),
+            out.to_headers(),
+        )
 
     def _learn(self, x: dict[str, Any], y: Any, said: list[tuple[Served, Prediction]]) -> None:
         alerts, audits = self.lifecycle.learn(x, y, said)
@@ -471,18 +511,17 @@ class Predictor:
 
     # -- delayed labels -------------------------------------------------------------
 
-    def _label(self, msg: InMessage, result: StageResult) -> None:
+    def take_label(self, msg: InMessage, result: StageResult) -> None:
+        """Join a delayed label from ``P.labels`` (and learn); a bad one is a dead letter."""
         try:
             event_id, label = self._read_label(msg)
-        except (DecodeError, ValueError, KeyError, TypeError) as exc:
-            reason = exc.reason if isinstance(exc, DecodeError) else "bad_label"
-            dead = DeadLetter(self.stage, reason, str(exc), self.label_schema.label)
-            result.sends.append(dead.to_message(msg, self.dlq_topic))
-            result.dead[reason] += 1
-            return
-        self.labels_read += 1
-        for pending in self.join.add_label(event_id, label, now_ms=self.watermark_ms):
-            self._joined(pending, label)
+            self.labels_read += 1
+            for pending in self.join.add_label(event_id, label, now_ms=self.watermark_ms):
+                self._joined(pending, label)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            self.dead(msg, DecodeError("bad_label", str(exc)), result)
+        except Exception as exc:
+            self.dead(msg, exc, result)
 
     def _read_label(self, msg: InMessage) -> tuple[str, Any]:
         value = msg.value or b""

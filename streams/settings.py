@@ -15,7 +15,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import ConfigError
 
-__all__ = ["DEV_SIGNING_KEY", "PRODUCER_BATCH_BYTES", "REPO_ROOT", "Settings"]
+__all__ = [
+    "DEV_SIGNING_KEY",
+    "MESSAGE_HEADROOM",
+    "PRODUCER_BATCH_BYTES",
+    "REPO_ROOT",
+    "Settings",
+]
 
 #: The source checkout (Riverline is installed editable; schemas and pipelines live here).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Record batches of the worker's producer (agents.io.send_all): a full micro-batch goes
 #: out in fewer, larger produce requests than with Faust's 16 KiB (see README, Benchmark).
 PRODUCER_BATCH_BYTES = 256 * 1024
+
+#: Room for key, headers and framing beyond a raw message's value, in Riverline's topics.
+MESSAGE_HEADROOM = 64 * 1024
 
 #: The signing key Riverline ships with: known to everyone, so accepted only in
 #: development mode (``RIVERLINE_DEV_MODE=1``).
@@ -203,6 +212,18 @@ class Settings(BaseSettings):
                 "RIVERLINE_DEV_MODE=1 on a development machine."
             )
         return key.encode()
+
+    @property
+    def raw_topic_max_bytes(self) -> int:
+        """``max.message.bytes`` of a pipeline's ``P.raw``: a value of up to
+        ``max_message_bytes`` with its key and headers."""
+        return self.max_message_bytes + MESSAGE_HEADROOM
+
+    @property
+    def output_max_bytes(self) -> int:
+        """``max.message.bytes`` of the topics Riverline writes a raw message's outputs or
+        dead letter to: a raw message and Riverline's headers always fit."""
+        return self.max_message_bytes + 2 * MESSAGE_HEADROOM
 
     @property
     def fetch_max_wait_ms(self) -> int:

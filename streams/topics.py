@@ -49,7 +49,10 @@ class TopicConfig:
 def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
     """The shared topics: dlq, models and checkpoints (compacted), audit and alerts."""
     return [
-        TopicConfig(settings.topic("riverline.dlq"), 1),
+        # Any raw message Riverline accepts fits, with the dead letter's headers.
+        TopicConfig(
+            settings.topic("riverline.dlq"), 1, max_message_bytes=settings.output_max_bytes
+        ),
         TopicConfig(settings.topic("riverline.models"), 1, compacted=True),
         TopicConfig(
             settings.topic(CHECKPOINTS),
@@ -66,13 +69,14 @@ def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
 def pipeline_topic_configs(settings: Settings, spec: PipelineSpec) -> list[TopicConfig]:
     topics = spec.topics(settings.namespace)
     n = spec.partitions
+    out = settings.output_max_bytes
     return [
-        TopicConfig(topics.raw, n),
-        TopicConfig(topics.events, n),
-        TopicConfig(topics.features, n),
-        TopicConfig(topics.predictions, n),
-        TopicConfig(f"{topics.predictions}.shadow", n),
-        TopicConfig(topics.labels, n),
+        TopicConfig(topics.raw, n, max_message_bytes=settings.raw_topic_max_bytes),
+        TopicConfig(topics.events, n, max_message_bytes=out),
+        TopicConfig(topics.features, n, max_message_bytes=out),
+        TopicConfig(topics.predictions, n, max_message_bytes=out),
+        TopicConfig(f"{topics.predictions}.shadow", n, max_message_bytes=out),
+        TopicConfig(topics.labels, n, max_message_bytes=settings.raw_topic_max_bytes),
     ]
 
 

@@ -15,6 +15,7 @@ import pytest
 from streams.bench import _bench_events, _keys
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
+from streams.errors import FeatureError
 from streams.featurization import Featurization
 from streams.ingestion import Ingestion
 from streams.messages import InMessage, OutMessage
@@ -176,3 +177,146 @@ def test_a_late_event_is_a_features_dead_letter_of_its_raw_message_with_its_line
     assert headers["rl.event_id"] == second["event_id"].encode()
     assert dead[0].value == raw[1].value  # the original bytes
     assert one.counts["features"].dead == {"late": 1}
+
+
+# --------------------------------------------------------------------------------------
+# One bad message never costs another
+# --------------------------------------------------------------------------------------
+
+
+def _fates(spec: PipelineSpec, sends: list[OutMessage]) -> dict[int, list[str]]:
+    """Raw offset -> the topics its messages went to (dead letters as ``dlq:<stage>``)."""
+    t = spec.topics("")
+    fates: dict[int, list[str]] = {}
+    for s in sends:
+        headers = dict(s.headers)
+        if s.topic == "dlq":
+            offset = int(headers["rl.error.offset"])
+            fates.setdefault(offset, []).append(f"dlq:{headers['rl.error.stage'].decode()}")
+        elif s.topic in (t.events, t.features, t.predictions):
+            offset = int(headers["rl.source"].decode().rsplit(":", 1)[1])
+            fates.setdefault(offset, []).append(s.topic.rsplit(".", 1)[1])
+    return fates
+
+
+def _vectors(spec: PipelineSpec, sends: list[OutMessage]) -> dict[str, dict[str, Any]]:
+    t = spec.topics("")
+    schema = CATALOG.record("feature_vector")
+    out = {}
+    for s in sends:
+        if s.topic == t.features:
+            vector = decode_single_object(CATALOG, s.value, schema)[1]
+            out[vector["event_id"]] = vector["values"]
+    return out
+
+
+def _fail_for(one: OnePass, stage: str, bad_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make handling the event ``bad_id`` raise in ``stage``, and only that event."""
+    if stage == "ingest":
+        decode = one.ingestion.decoder.decode
+
+        def refuse(key: bytes | None, value: bytes | None) -> Any:
+            if bad_id.encode() in (value or b""):
+                raise RuntimeError("decoder fault")
+            return decode(key, value)
+
+        monkeypatch.setattr(one.ingestion.decoder, "decode", refuse)
+    elif stage == "features":
+        fs = one.featurization.feature_set
+        compute = fs.compute
+
+        def refuse_features(state: Any, keys: Any, times: Any, columns: Any) -> Any:
+            if any(v == -1.0 for v in columns["amount"]):
+                raise FeatureError("amount -1.0 refused")
+            return compute(state, keys, times, columns)
+
+        monkeypatch.setattr(fs, "compute", refuse_features)
+    else:
+        predict = one.predictor.lifecycle.predict
+
+        def refuse_predict(x: dict[str, Any]) -> Any:
+            if x.get("amount") == -1.0:
+                raise ValueError("model fault")
+            return predict(x)
+
+        monkeypatch.setattr(one.predictor.lifecycle, "predict", refuse_predict)
+
+
+@pytest.mark.parametrize("stage", ["ingest", "features", "predict"])
+def test_a_failure_in_any_stage_makes_one_dead_letter_and_costs_no_other(
+    stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = TRANSACTIONS
+    values = [json.loads(v) for v in _bench_events(spec, 9, "iso", 0)]
+    values[4]["amount"] = -1.0
+    bad_id = values[4]["event_id"]
+    raw = _raw(spec, [json.dumps(v).encode() for v in values])
+    one = _one_pass(spec)
+    _fail_for(one, stage, bad_id, monkeypatch)
+    result = one.process(raw)
+    fates = _fates(spec, result.sends)
+    assert fates.pop(4) == [f"dlq:{stage}"]
+    assert fates == {i: ["events", "features", "predictions"] for i in range(9) if i != 4}
+    (dead,) = [s for s in result.sends if s.topic == "dlq"]
+    headers = dict(dead.headers)
+    assert dead.value == raw[4].value
+    if stage == "features":
+        assert headers["rl.error.class"] == b"bad_feature_input"
+    else:
+        assert headers["rl.error.class"] == b"stage_error"
+        assert headers["rl.error.exception"] in (b"RuntimeError", b"ValueError")
+    assert one.counts[stage].dead == {headers["rl.error.class"].decode(): 1}
+    assert one.featurization.positions() == {0: 9}
+    # The others' features are those of a run without the bad event (with it, when it
+    # failed after its features were computed).
+    kept = values if stage == "predict" else values[:4] + values[5:]
+    reference = _one_pass(spec).process(_raw(spec, [json.dumps(v).encode() for v in kept]))
+    expected = _vectors(spec, reference.sends)
+    expected.pop(bad_id, None)
+    assert _vectors(spec, result.sends) == expected
+
+
+def test_a_late_event_has_no_outputs_only_its_dead_letter() -> None:
+    spec = TRANSACTIONS
+    source = dict(spec.source)
+    source["features"] = {**spec.features, "allowed_lateness": 60.0, "late_policy": "dead_letter"}
+    late_spec = parse_spec(source)
+    values = [json.loads(v) for v in _bench_events(late_spec, 3, "late", 0)]
+    values[1]["card_id"] = values[0]["card_id"]
+    values[1]["event_time"] = values[0]["event_time"] - 3_600_000
+    one = _one_pass(late_spec)
+    result = one.process(_raw(late_spec, [json.dumps(v).encode() for v in values]))
+    assert _fates(late_spec, result.sends) == {
+        0: ["events", "features", "predictions"],
+        1: ["dlq:features"],
+        2: ["events", "features", "predictions"],
+    }
+
+
+def test_an_output_too_large_for_its_topic_is_a_dead_letter_not_a_failed_send() -> None:
+    """An event id repeated in key, value and headers makes outputs larger than the raw."""
+    spec = PHISHING
+    values = [json.loads(v) for v in _bench_events(spec, 3, "big", 0)]
+    values[1]["event_id"] = "e" * 1_500
+    raw = _raw(spec, [json.dumps(v).encode() for v in values])
+    one = OnePass(*_stages(spec), raw_topic=spec.topics("").raw, max_output_bytes=4_500)
+    result = one.process(raw)
+    fates = _fates(spec, result.sends)
+    assert fates[1] == ["dlq:pipeline"]
+    assert fates[0] == fates[2] == ["events", "features", "predictions"]
+    (dead,) = [s for s in result.sends if s.topic == "dlq"]
+    assert dict(dead.headers)["rl.error.class"] == b"output_too_large"
+    assert dead.value == raw[1].value
+
+
+def test_a_dead_letter_too_large_for_its_topic_says_what_it_left_out() -> None:
+    spec = PHISHING
+    values = [json.loads(v) for v in _bench_events(spec, 2, "huge", 0)]
+    values[1]["event_id"] = "e" * 3_000
+    raw = _raw(spec, [json.dumps(v).encode() for v in values])
+    one = OnePass(*_stages(spec), raw_topic=spec.topics("").raw, max_output_bytes=3_000)
+    (dead,) = [s for s in one.process(raw).sends if s.topic == "dlq"]
+    headers = dict(dead.headers)
+    assert (dead.key, dead.value) == (None, b"")
+    assert headers["rl.error.value_dropped"] == str(len(raw[1].value or b"")).encode()
+    assert headers["rl.error.class"] == b"output_too_large"
