@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     messages (raw events or feature vectors, and labels) or seconds, whichever first, on
     revocation and at clean shutdown; one-pass checkpoints the feature state with them."""
 
+    registry_keep: int = Field(default=50, ge=1)
+    """Registry retention: the newest versions of each model kept after a snapshot (at
+    least 1). Older ones are removed, except the champion, the shadows, the rollback
+    targets and the versions the latest checkpoint names (``ModelRegistry.prune``)."""
+
     label_ttl: float = 86_400.0
     """Seconds of event time a prediction waits for its delayed label on ``P.labels``
     (and an early label for its prediction) before it is counted as expired."""
