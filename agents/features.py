@@ -35,6 +35,7 @@ def add_features_agent(
         hold_new_partitions=False,  # partitions come from checkpoints on assignment
     )
     checkpoints = FeatureCheckpoints(app, settings, stage, topics.events, signer)
+    metrics.watch_features(spec.name, stage)
 
     async def features(stream: faust.StreamT) -> Any:
         async for _ in run_stage(

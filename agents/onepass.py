@@ -308,6 +308,7 @@ def add_onepass_agent(
     )
     guard = OnePassCheckpoints(app, settings, stage, topics.labels, signer)
     record = predict_recorder(metrics, spec, stage.predictor)
+    metrics.watch_features(spec.name, stage.featurization)
 
     async def pipeline(stream: faust.StreamT) -> Any:
         async for _ in run_stage(

@@ -34,6 +34,23 @@ is computed like any other (the kernels' out-of-order rules below apply); with
 ``"dead_letter"`` :meth:`FeatureSet.late` flags it, it touches no state and the features
 stage sends it to the dead-letter topic with reason ``late``. Both keys enter the hash.
 
+Bounded state: ``key_ttl`` (seconds of event time) and ``max_keys`` (keys per state), both
+optional; unset, a state keeps every key it has seen. Per event, in order:
+
+* ``key_ttl``: a key is *stale* once its latest event time is more than ``key_ttl`` before
+  the latest event time the state has seen (its watermark); a stale key is evicted. An
+  event already that far behind is computed (its key fresh) and its key evicted after it.
+* ``max_keys``: a new key that would make one more than ``max_keys`` evicts the key with
+  the earliest latest event time (of those, the one that entered the state first). A
+  stale key goes first, and counts as a ``ttl`` eviction.
+* An evicted key's state is dropped; if the key comes back, it starts fresh, as a key
+  never seen (``allowed_lateness`` included: an evicted key has no latest time).
+
+Only event times decide, so the same events in the same order give the same state and
+outputs however they are cut into batches. Rows of evicted keys are reclaimed by
+compaction: the arrays stay proportional to the keys alive, not to the keys ever seen.
+Evictions are counted by cause (:data:`EVICTION_CAUSES`). Both keys enter the hash.
+
 Semantics (event time, per key; details in :mod:`streams.kernels`):
 
 * Windows cover the key's events seen so far with time in ``(t - window, t]``, this event
@@ -56,6 +73,7 @@ Semantics (event time, per key; details in :mod:`streams.kernels`):
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
 import json
 import math
@@ -75,11 +93,13 @@ __all__ = [
     "DEFAULT_MAX_CATEGORIES",
     "DEFAULT_MAX_EVENTS",
     "ENGINE_VERSION",
+    "EVICTION_CAUSES",
     "KINDS",
     "LATE_POLICIES",
     "FeatureError",
     "FeatureSet",
     "FeatureState",
+    "StateBudget",
     "warm_up",
 ]
 
@@ -95,9 +115,18 @@ DEFAULT_CAPACITY = 1024
 #: What ``late_policy`` may say about events later than ``allowed_lateness``.
 LATE_POLICIES = ("process", "dead_letter")
 _LATEST = "_late/latest_time"
+#: Latest event time per key, in states of a set with ``key_ttl`` or ``max_keys`` (it is
+#: then also the lateness test's reference, in place of ``_LATEST``).
+_LAST_SEEN = "_keys/last_time"
+#: Why a key left a state: ``key_ttl`` (stale) or ``max_keys`` (least recently seen).
+EVICTION_CAUSES = ("ttl", "cap")
 
 _STATE_FORMAT = "riverline.feature_state"
-_STATE_VERSION = 1
+#: Version 2 adds the watermark (latest event time seen) to the meta of bounded states;
+#: states of sets without ``key_ttl`` and ``max_keys`` are still written as version 1.
+_STATE_VERSION = 2
+_UNBOUNDED_VERSION = 1
+_MIN_COMPACTED_CAPACITY = 16
 #: Fixed zip entry timestamp, so equal states serialize to equal bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -384,6 +413,15 @@ def _float_column(what: str, column: Any, n: int) -> F64:
     return arr
 
 
+def _finite(t: F64) -> None:
+    if not np.isfinite(t).all():
+        bad = int(np.flatnonzero(~np.isfinite(t))[0])
+        raise FeatureError(
+            f"event time {t[bad]!r} at position {bad} is not finite; times must be "
+            "seconds since the epoch."
+        )
+
+
 def _category_code(text: str) -> int:
     """Stable non-negative 63-bit code of a category (same in every process and run).
 
@@ -429,11 +467,38 @@ def _code_column(what: str, column: Any, n: int) -> I64:
 # --------------------------------------------------------------------------------------
 
 
+def _key_texts(keys: Sequence[Any]) -> list[str]:
+    """Keys as plain ``str`` (``None`` is the global key ``""``), or FeatureError."""
+    texts = list(keys)
+    if set(map(type, texts)) <= {str}:
+        return texts
+    for i, key in enumerate(texts):
+        if key is None:
+            texts[i] = ""
+        elif isinstance(key, str):
+            texts[i] = str(key)  # numpy.str_ is stored as plain str
+        else:
+            raise FeatureError(f"entity keys must be strings ('' for the global key), got {key!r}.")
+    return texts
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """Rows :meth:`FeatureSet.late` gave the events it let through, for the next compute."""
+
+    keys: list[str]
+    times: F64
+    slots: I64
+
+
 class FeatureState:
     """What a :class:`FeatureSet` has learned per key: a key->slot map and state arrays.
 
     Made by :meth:`FeatureSet.new_state` or :meth:`from_bytes`; grows (doubling) when new
-    keys appear. Not thread-safe: one state belongs to one agent.
+    keys appear. A bounded state (its set has ``key_ttl`` or ``max_keys``) also keeps each
+    key's latest event time and its own watermark, evicts keys as :meth:`admit` and
+    :meth:`settle` say, and compacts its rows. Not thread-safe: one state belongs to one
+    agent.
     """
 
     def __init__(
@@ -443,9 +508,28 @@ class FeatureState:
         self._layout = dict(layout)
         #: The feature set that last checked this state's label and layout (FeatureSet._run).
         self.checked_by: object | None = None
+        #: True if the state keeps per-key event times and evicts (key_ttl / max_keys).
+        self.bounded = _LAST_SEEN in self._layout
+        #: Latest event time of the events admitted (bounded states; -inf before any).
+        self.watermark = -math.inf
+        #: Keys evicted from this state since it was made or restored, by cause. A process
+        #: count, not state: not saved by :meth:`to_bytes`.
+        self.evictions: dict[str, int] = dict.fromkeys(EVICTION_CAUSES, 0)
+        #: What FeatureSet.late admitted for the compute call that follows it.
+        self.admitted: _Admission | None = None
         self._capacity = max(int(capacity), 1)
+        #: Key per row; None for the rows of evicted keys until the next compaction.
+        self._keys: list[str | None] = []
+        #: Live keys -> rows, in row order (rows are only appended, and compaction keeps
+        #: their order), so this is also the order keys are saved in.
         self._slots: dict[str, int] = {}
-        self._keys: list[str] = []
+        self._dead = 0  # rows of evicted keys
+        self._key_bytes = 0  # sys.getsizeof of the live key strings
+        #: A heap of one (event time, row) per live key, the least recently seen on top.
+        #: The time may be older than the key's latest: it is brought up to date when it
+        #: reaches the top (see _least_recent), so an event costs no heap operation. Pairs
+        #: of evicted keys leave when they reach the top. Built when first needed.
+        self._lru: list[tuple[float, int]] | None = None
         self.arrays: dict[str, np.ndarray] = {
             name: self._allocate(spec, self._capacity) for name, spec in self._layout.items()
         }
@@ -457,8 +541,8 @@ class FeatureState:
 
     @property
     def n_keys(self) -> int:
-        """Number of keys seen."""
-        return len(self._keys)
+        """Number of keys held (seen, less the ones evicted)."""
+        return len(self._slots)
 
     @property
     def capacity(self) -> int:
@@ -468,14 +552,14 @@ class FeatureState:
     @property
     def keys(self) -> list[str]:
         """Keys in slot order (a copy)."""
-        return list(self._keys)
+        return list(self._slots)
 
     def layout(self) -> dict[str, tuple[str, int]]:
         """State array name -> (dtype, row width; 0 for one value per key)."""
         return {name: spec.shape() for name, spec in self._layout.items()}
 
     def slot(self, key: str) -> int | None:
-        """The state row of ``key``, or None if it has not been seen."""
+        """The state row of ``key``, or None if it is not held (never seen, or evicted)."""
         return self._slots.get(key)
 
     def _grow(self, rows: int) -> None:
@@ -486,12 +570,29 @@ class FeatureState:
             self.arrays[name] = bigger
         self._capacity = capacity
 
+    def _append(self, key: str) -> int:
+        """A new row, at the end, for ``key`` (not held)."""
+        row = len(self._keys)
+        if row >= self._capacity:
+            self._grow(row + 1)
+        self._slots[key] = row
+        self._keys.append(key)
+        self._key_bytes += sys.getsizeof(key)
+        return row
+
     def slots_for(self, keys: Sequence[str]) -> I64:
         """Rows of ``keys`` (int64), adding unseen keys and growing the arrays as needed.
 
         New keys get rows in order of first appearance, so the rows do not depend on how a
-        stream is cut into batches. ``None`` is the global key ``""``.
+        stream is cut into batches. ``None`` is the global key ``""``. Unbounded states
+        only: a bounded one admits its keys through :meth:`admit`.
         """
+        if self.bounded:
+            raise FeatureError(
+                f"{self.label}: a bounded feature state (key_ttl or max_keys) takes its keys "
+                "through FeatureState.admit, which keeps their event times; use "
+                "FeatureSet.compute."
+            )
         try:
             return np.fromiter(map(self._slots.__getitem__, keys), np.int64, count=len(keys))
         except (KeyError, TypeError):  # an unseen, None or unhashable key
@@ -508,12 +609,153 @@ class FeatureState:
         for key in new:
             text = "" if key is None else str(key)  # numpy.str_ is stored as plain str
             if text not in self._slots:
-                if len(self._keys) >= self._capacity:
-                    self._grow(len(self._keys) + 1)
-                self._slots[text] = len(self._keys)
-                self._keys.append(text)
+                self._append(text)
         slot = self._slots.__getitem__
         return np.fromiter((slot("" if k is None else k) for k in keys), np.int64, count=len(keys))
+
+    # -- bounded states -------------------------------------------------------------------
+
+    def admit(
+        self,
+        keys: Sequence[str],
+        times: F64,
+        *,
+        key_ttl: float | None,
+        max_keys: int | None,
+        allowed_lateness: float | None = None,
+    ) -> tuple[I64, BOOL]:
+        """Rows of a batch's events in a bounded state, evicting keys event by event.
+
+        Per event, in order (the module docstring states the rules): a stale key is
+        evicted and comes back fresh; with ``allowed_lateness``, an event more than that
+        before its (held) key's latest time is late and changes nothing; the watermark
+        moves; a new key past ``max_keys`` evicts the least recently seen one; the key's
+        latest time moves. A returning key gets a new row, so the batch's earlier events
+        of the key keep their old one: the kernels need no reset.
+
+        Parameters
+        ----------
+        keys
+            Entity keys as plain ``str`` (FeatureSet turns ``None`` into ``""`` first).
+        times
+            Finite event times, float64, one per key.
+
+        Returns
+        -------
+        slots, late
+            The row of every event (-1 for late ones), and which events are late.
+        """
+        late = np.zeros(len(keys), dtype=np.bool_)
+        rows: list[int] = []
+        ttl = math.inf if key_ttl is None else float(key_ttl)
+        lateness = math.inf if allowed_lateness is None else float(allowed_lateness)
+        cap = max_keys if max_keys is not None else sys.maxsize
+        lru = self._lru_heap()
+        last = self.arrays[_LAST_SEEN]
+        held = self._slots
+        watermark = self.watermark
+        for i, (key, t) in enumerate(zip(keys, times.tolist(), strict=True)):
+            row = held.get(key)
+            if t > watermark:
+                watermark = t  # a late event (below) never gets here: t < seen <= watermark
+            if row is not None:
+                seen = last.item(row)  # a Python float: numpy scalar arithmetic is slow
+                if seen < watermark - ttl:
+                    self._evict(row, "ttl")
+                    row = None
+                elif t < seen - lateness:
+                    late[i] = True
+                    rows.append(-1)
+                    continue
+                elif t > seen:
+                    last[row] = t
+            if row is None:
+                if len(held) >= cap:
+                    least = self._least_recent(math.inf)
+                    assert least is not None  # every live key has a pair in the heap
+                    self._evict(least[1], "ttl" if least[0] < watermark - ttl else "cap")
+                row = self._append(key)
+                last = self.arrays[_LAST_SEEN]  # growing replaces the arrays
+                last[row] = t
+                heapq.heappush(lru, (t, row))
+            rows.append(row)
+        self.watermark = watermark
+        return np.array(rows, dtype=np.int64), late
+
+    def settle(self, key_ttl: float | None) -> None:
+        """After a batch's kernels: evict every stale key, and compact once rows of
+        evicted keys outnumber the live ones (each row moves O(1) times per eviction)."""
+        if key_ttl is not None:
+            cutoff = self.watermark - key_ttl
+            while (least := self._least_recent(cutoff)) is not None:
+                self._evict(least[1], "ttl")
+        if self._dead > len(self._slots):
+            self._compact()
+
+    def _lru_heap(self) -> list[tuple[float, int]]:
+        if self._lru is None:
+            last = self.arrays[_LAST_SEEN].tolist()
+            self._lru = [(last[row], row) for row in self._slots.values()]
+            heapq.heapify(self._lru)
+        return self._lru
+
+    def _least_recent(self, before: float) -> tuple[float, int] | None:
+        """Take the least recently seen live key off the heap, as (latest time, row), if
+        its latest time is before ``before``; ties go to the lower row (entered first)."""
+        lru = self._lru_heap()
+        last = self.arrays[_LAST_SEEN]
+        while lru and lru[0][0] < before:
+            t, row = lru[0]
+            if self._keys[row] is None:  # evicted since
+                heapq.heappop(lru)
+                continue
+            latest = last.item(row)
+            if latest != t:  # seen since: every other pair's time is at least t
+                heapq.heapreplace(lru, (latest, row))
+                continue
+            return heapq.heappop(lru)
+        return None
+
+    def _evict(self, row: int, cause: str) -> None:
+        key = self._keys[row]
+        assert key is not None
+        del self._slots[key]
+        self._keys[row] = None
+        self._key_bytes -= sys.getsizeof(key)
+        self._dead += 1
+        self.evictions[cause] += 1
+
+    def _compact(self) -> None:
+        rows = np.fromiter(self._slots.values(), np.int64, count=len(self._slots))
+        capacity = max(2 * len(rows), _MIN_COMPACTED_CAPACITY)
+        for name, spec in self._layout.items():
+            smaller = self._allocate(spec, capacity)
+            smaller[: len(rows)] = self.arrays[name][rows]
+            self.arrays[name] = smaller
+        self._capacity = capacity
+        self._adopt(list(self._slots))
+        self._lru = None
+
+    def _adopt(self, keys: list[str]) -> None:
+        """Hold ``keys`` in rows 0..n-1 (and no evicted rows)."""
+        rows: list[str | None] = list(keys)
+        self._keys = rows
+        self._slots = {k: i for i, k in enumerate(keys)}
+        self._key_bytes = sum(map(sys.getsizeof, keys))
+        self._dead = 0
+
+    # -- size ----------------------------------------------------------------------------
+
+    def nbytes(self) -> int:
+        """Bytes this state holds: its arrays (every allocated row) and its key strings and
+        key map containers, in O(number of arrays), for a gauge.
+
+        Compare with :meth:`nbytes_per_key`, which also counts the key map's entries. The
+        serialized state (:meth:`to_bytes`, compressed, live rows only) is smaller in
+        practice, so checking this against a checkpoint limit errs on the safe side.
+        """
+        arrays = sum(a.nbytes for a in self.arrays.values())
+        return arrays + self._key_bytes + sys.getsizeof(self._slots) + sys.getsizeof(self._keys)
 
     def nbytes_per_key(self) -> float:
         """Bytes of state per key: one row of every state array plus the key map's share.
@@ -522,17 +764,20 @@ class FeatureState:
         ``sys.getsizeof``; spare array capacity (below 2x after growth) is not counted.
         """
         row = sum(spec.row_bytes() for spec in self._layout.values())
-        if not self._keys:
+        if not self._slots:
             return float(row)
         keymap = sys.getsizeof(self._slots) + sys.getsizeof(self._keys)
         keymap += sum(sys.getsizeof(k) + sys.getsizeof(s) for k, s in self._slots.items())
-        return row + keymap / len(self._keys)
+        return row + keymap / len(self._slots)
+
+    # -- checkpoints ---------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
         """Everything needed to continue exactly where this state is, as deterministic bytes.
 
-        A zip of ``meta.json`` (label, keys in slot order, array layout) and one ``.npy``
-        per state array (the first ``n_keys`` rows). Equal states give equal bytes.
+        A zip of ``meta.json`` (label, keys in slot order, array layout; a bounded state's
+        watermark) and one ``.npy`` per state array (the rows of the keys held, in slot
+        order). Equal states give equal bytes.
         """
         return self.frozen()()
 
@@ -544,11 +789,11 @@ class FeatureState:
         (a worker's checkpoint, agents.checkpoints).
         """
         names = sorted(self._layout)
-        meta = {
+        meta: dict[str, Any] = {
             "format": _STATE_FORMAT,
-            "version": _STATE_VERSION,
+            "version": _UNBOUNDED_VERSION,
             "label": self.label,
-            "keys": list(self._keys),
+            "keys": list(self._slots),
             "arrays": [
                 {
                     "name": name,
@@ -559,7 +804,14 @@ class FeatureState:
                 for name in names
             ],
         }
-        rows = [np.array(self.arrays[name][: self.n_keys], order="C") for name in names]
+        if self.bounded:
+            meta["version"] = _STATE_VERSION
+            meta["watermark"] = self.watermark if math.isfinite(self.watermark) else None
+        if self._dead:
+            held = np.fromiter(self._slots.values(), np.int64, count=len(self._slots))
+            rows = [self.arrays[name][held] for name in names]  # fancy indexing copies
+        else:
+            rows = [np.array(self.arrays[name][: self.n_keys], order="C") for name in names]
 
         def build() -> bytes:
             buf = io.BytesIO()
@@ -575,25 +827,32 @@ class FeatureState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FeatureState:
-        """The state saved by :meth:`to_bytes`.
+        """The state saved by :meth:`to_bytes` (format version 1 or 2).
 
         Raises
         ------
         FeatureError
-            If ``data`` is not a feature state written by this format version.
+            If ``data`` is not a feature state written by a known format version.
         """
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
                 meta = json.loads(zf.read("meta.json"))
-                if meta.get("format") != _STATE_FORMAT or meta.get("version") != _STATE_VERSION:
-                    raise ValueError(
-                        f"format {meta.get('format')!r} version {meta.get('version')!r}"
-                    )
+                version = meta.get("version")
+                if meta.get("format") != _STATE_FORMAT or version not in (
+                    _UNBOUNDED_VERSION,
+                    _STATE_VERSION,
+                ):
+                    raise ValueError(f"format {meta.get('format')!r} version {version!r}")
                 keys = [str(k) for k in meta["keys"]]
                 layout = {
                     a["name"]: _ArraySpec(str(a["dtype"]), int(a["width"]), float(a["fill"]))
                     for a in meta["arrays"]
                 }
+                if (_LAST_SEEN in layout) != (version == _STATE_VERSION):
+                    raise ValueError(
+                        f"version {version} with the array {_LAST_SEEN!r} "
+                        f"{'missing' if version == _STATE_VERSION else 'present'}"
+                    )
                 state = cls(str(meta["label"]), layout, capacity=max(len(keys), 1))
                 for i, a in enumerate(meta["arrays"]):
                     rows = np.lib.format.read_array(
@@ -606,6 +865,12 @@ class FeatureState:
                             f"expected {target.dtype}{target.shape}"
                         )
                     target[...] = rows
+                if state.bounded:
+                    watermark = meta["watermark"]
+                    state.watermark = -math.inf if watermark is None else float(watermark)
+                    seen = state.arrays[_LAST_SEEN][: len(keys)]
+                    if not (np.isfinite(seen).all() and (seen <= state.watermark).all()):
+                        raise ValueError("per-key event times not finite or past the watermark")
         except (zipfile.BadZipFile, KeyError, TypeError, ValueError, OSError) as exc:
             raise FeatureError(
                 f"cannot read feature state: {exc}. The checkpoint is damaged or was written by "
@@ -613,8 +878,7 @@ class FeatureState:
             ) from exc
         if len(set(keys)) != len(keys):
             raise FeatureError("cannot read feature state: duplicate keys in the key map.")
-        state._keys = keys
-        state._slots = {k: i for i, k in enumerate(keys)}
+        state._adopt(keys)
         return state
 
     def __repr__(self) -> str:
@@ -629,6 +893,69 @@ def _entry(name: str) -> zipfile.ZipInfo:
 
 
 # --------------------------------------------------------------------------------------
+# State size against the checkpoint limit
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateBudget:
+    """Where a state's size stands against the most a checkpoint may hold.
+
+    ``limit`` is ``Settings.checkpoint_max_bytes`` (``RIVERLINE_CHECKPOINT_MAX_BYTES``),
+    past which a checkpoint cannot be saved. :meth:`level` says ``"ok"``, ``"warn"`` (over
+    ``warn_fraction`` of the limit: time to set ``key_ttl`` / ``max_keys``, raise the
+    limit or add partitions, while checkpoints still work) or ``"over"`` (over the limit:
+    the next checkpoint will fail). Give it the checkpoint's length where known, else
+    :meth:`FeatureState.nbytes`, which errs on the large side.
+
+    Examples
+    --------
+    >>> budget = StateBudget(limit=1000)
+    >>> budget.level(400), budget.level(600), budget.level(1001)
+    ('ok', 'warn', 'over')
+    """
+
+    limit: int
+    warn_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.limit <= 0 or not 0.0 < self.warn_fraction < 1.0:
+            raise FeatureError(
+                f"StateBudget needs limit > 0 and 0 < warn_fraction < 1, got "
+                f"limit={self.limit!r}, warn_fraction={self.warn_fraction!r}."
+            )
+
+    def level(self, nbytes: int) -> Literal["ok", "warn", "over"]:
+        """``"over"`` past the limit, ``"warn"`` past ``warn_fraction`` of it, else ``"ok"``."""
+        if nbytes > self.limit:
+            return "over"
+        if nbytes > self.warn_fraction * self.limit:
+            return "warn"
+        return "ok"
+
+    def describe(self, nbytes: int, where: str) -> str:
+        """A log or alert line for ``where`` (a pipeline and partition) at this size.
+
+        Examples
+        --------
+        >>> StateBudget(limit=1000).describe(600, "cards partition 0")  # doctest: +ELLIPSIS
+        'feature state of cards partition 0 is 600 bytes, 60% of ... set [features] key_ttl...'
+        """
+        share = f"{nbytes / self.limit:.0%} of RIVERLINE_CHECKPOINT_MAX_BYTES ({self.limit:,})"
+        if self.level(nbytes) == "over":
+            return (
+                f"feature state of {where} is {nbytes:,} bytes, {share}: it can no longer be "
+                "checkpointed. Set [features] key_ttl or max_keys, raise the limit (and the "
+                "checkpoints topic's max.message.bytes) or use more partitions."
+            )
+        return (
+            f"feature state of {where} is {nbytes:,} bytes, {share}; checkpoints fail past "
+            "the limit: set [features] key_ttl or max_keys, raise the limit or use more "
+            "partitions."
+        )
+
+
+# --------------------------------------------------------------------------------------
 # The feature set
 # --------------------------------------------------------------------------------------
 
@@ -638,7 +965,8 @@ class FeatureSet:
 
     Build it with :meth:`from_spec`. ``label`` (``name@hash``) identifies the feature set in
     lineage headers and in saved states: the hash covers the normalized spec (defaults
-    filled in) and :data:`ENGINE_VERSION`.
+    filled in, ``key_ttl`` and ``max_keys`` included when set) and :data:`ENGINE_VERSION`.
+    :attr:`evictions` counts the keys its states evicted, by cause, since it was built.
 
     Examples
     --------
@@ -668,6 +996,8 @@ class FeatureSet:
         *,
         allowed_lateness: float | None = None,
         late_policy: str = "process",
+        key_ttl: float | None = None,
+        max_keys: int | None = None,
     ) -> None:
         self.name = name
         self._derived = tuple(derived)
@@ -675,6 +1005,14 @@ class FeatureSet:
         self.allowed_lateness = allowed_lateness
         #: ``"process"`` or ``"dead_letter"``: what happens to a later event.
         self.late_policy = late_policy
+        #: Seconds of event time a key may go without events before it is evicted (None:
+        #: keys never expire).
+        self.key_ttl = key_ttl
+        #: Most keys a state holds (None: no cap).
+        self.max_keys = max_keys
+        #: Keys evicted from this set's states, by cause (:data:`EVICTION_CAUSES`), totals
+        #: since the set was built: what a worker exports.
+        self.evictions: dict[str, int] = dict.fromkeys(EVICTION_CAUSES, 0)
         self.outputs: list[str] = [d.name for d in self._derived]
         self.inputs: list[str] = list(dict.fromkeys(f for d in self._derived for f in d.fields))
         self._numeric = list(
@@ -698,7 +1036,10 @@ class FeatureSet:
             for d in self._derived
             for a in d.kind.state
         }
-        if self.drops_late:
+        if self.bounded:
+            # Latest event time per key, for eviction and the lateness test (checkpointed).
+            self._layout[_LAST_SEEN] = _ArraySpec("float64", 0, math.nan)
+        elif self.drops_late:
             # Latest event time per key, for the lateness test (part of every checkpoint).
             self._layout[_LATEST] = _ArraySpec("float64", 0, math.nan)
         self._shapes = {name: spec.shape() for name, spec in self._layout.items()}
@@ -717,7 +1058,7 @@ class FeatureSet:
         """
         if not isinstance(section, Mapping):
             raise SpecError(f"[features] must be a table with name and derived, got {section!r}.")
-        valid = ("name", "derived", "allowed_lateness", "late_policy")
+        valid = ("name", "derived", "allowed_lateness", "late_policy", "key_ttl", "max_keys")
         unknown = sorted(str(k) for k in section if k not in valid)
         if unknown:
             raise SpecError(
@@ -741,6 +1082,25 @@ class FeatureSet:
             raise SpecError(
                 f'[features]: late_policy = "{policy}" needs allowed_lateness (seconds).'
             )
+        key_ttl = section.get("key_ttl")
+        if key_ttl is not None and (
+            not isinstance(key_ttl, int | float)
+            or isinstance(key_ttl, bool)
+            or not math.isfinite(key_ttl)
+            or key_ttl <= 0
+        ):
+            raise SpecError(
+                f"[features]: key_ttl must be a positive number of seconds (event time a key "
+                f"may go without events before it is evicted), got {key_ttl!r}."
+            )
+        max_keys = section.get("max_keys")
+        if max_keys is not None and (
+            not isinstance(max_keys, int) or isinstance(max_keys, bool) or max_keys < 1
+        ):
+            raise SpecError(
+                f"[features]: max_keys must be an integer >= 1 (keys per partition state), "
+                f"got {max_keys!r}."
+            )
         name = section.get("name")
         if not isinstance(name, str) or not name:
             raise SpecError('[features]: needs name = "<feature set name>" (a non-empty string).')
@@ -761,6 +1121,8 @@ class FeatureSet:
             derived,
             allowed_lateness=None if lateness is None else float(lateness),
             late_policy=str(policy),
+            key_ttl=None if key_ttl is None else float(key_ttl),
+            max_keys=max_keys,
         )
         clash = sorted(set(fs.outputs) & set(fs.inputs))
         if clash:
@@ -779,7 +1141,16 @@ class FeatureSet:
         if self.allowed_lateness is not None:
             spec["allowed_lateness"] = self.allowed_lateness
             spec["late_policy"] = self.late_policy
+        if self.key_ttl is not None:
+            spec["key_ttl"] = self.key_ttl
+        if self.max_keys is not None:
+            spec["max_keys"] = self.max_keys
         return spec
+
+    @property
+    def bounded(self) -> bool:
+        """True if states evict keys (``key_ttl`` or ``max_keys`` set)."""
+        return self.key_ttl is not None or self.max_keys is not None
 
     @property
     def drops_late(self) -> bool:
@@ -794,6 +1165,11 @@ class FeatureSet:
         ``late_policy = "dead_letter"`` nothing is late and ``state`` is not touched; else
         call this before :meth:`compute` and compute only the events that are not late.
 
+        With ``key_ttl`` or ``max_keys`` the lateness test needs the batch's evictions, so
+        this admits the batch's keys (:meth:`FeatureState.admit`) and the :meth:`compute`
+        call that follows must get exactly the events not flagged, in order (FeatureError
+        if not). A key evicted before its event has no latest time: its event is not late.
+
         Examples
         --------
         >>> fs = FeatureSet.from_spec({"name": "l", "allowed_lateness": 5,
@@ -806,7 +1182,19 @@ class FeatureSet:
         flags = np.zeros(n, dtype=np.bool_)
         if not self.drops_late:
             return flags
+        self._check(state)
         t = _float_column("event times", times, n)
+        if self.bounded:
+            texts = _key_texts(keys)
+            _finite(t)
+            slots, flags = self._admit(state, texts, t, self.allowed_lateness)
+            keep = ~flags
+            state.admitted = _Admission(
+                [k for k, ok in zip(texts, keep.tolist(), strict=True) if ok],
+                t[keep],
+                slots[keep],
+            )
+            return flags
         slots = state.slots_for(keys)
         latest = state.arrays[_LATEST]
         limit = float(self.allowed_lateness or 0.0)
@@ -853,6 +1241,21 @@ class FeatureSet:
         FeatureError
             If the state belongs to another feature set, a column is missing or not
             numeric, lengths differ, or a time is not finite. Nothing is learned then.
+
+        Notes
+        -----
+        With ``key_ttl`` or ``max_keys``, keys are evicted as the module docstring says,
+        event by event, and counted in :attr:`evictions` (and the state's own count).
+
+        Examples
+        --------
+        >>> fs = FeatureSet.from_spec({"name": "b", "key_ttl": 10, "derived": [
+        ...     {"name": "n", "kind": "window_count", "window": 100.0}]})
+        >>> state = fs.new_state()
+        >>> fs.compute(state, ["a", "b", "a"], [0.0, 5.0, 12.0], {})["n"].tolist()
+        [1.0, 1.0, 1.0]
+        >>> state.keys, fs.evictions
+        (['b', 'a'], {'ttl': 1, 'cap': 0})
         """
         return self._run(state, keys, times, columns, kernels.KERNELS)
 
@@ -883,22 +1286,11 @@ class FeatureSet:
         columns: Mapping[str, Sequence[Any]],
         impl: Mapping[str, Callable[..., None]],
     ) -> dict[str, F64]:
-        # A state's label and layout never change: checked once per state and feature set.
-        if state.checked_by is not self:
-            if state.label != self.label or state.layout() != self._shapes:
-                raise FeatureError(
-                    f"feature state belongs to {state.label}, not {self.label}; restore a "
-                    "checkpoint of this feature set or start from new_state()."
-                )
-            state.checked_by = self
+        self._check(state)
+        admitted, state.admitted = state.admitted, None
         n = len(keys)
         t = _float_column("event times", times, n)
-        if not np.isfinite(t).all():
-            bad = int(np.flatnonzero(~np.isfinite(t))[0])
-            raise FeatureError(
-                f"event time {t[bad]!r} at position {bad} is not finite; times must be "
-                "seconds since the epoch."
-            )
+        _finite(t)
         missing = [f for f in self.inputs if f not in columns]
         if missing:
             raise FeatureError(
@@ -907,7 +1299,18 @@ class FeatureSet:
             )
         numeric = {f: _float_column(f"field {f!r}", columns[f], n) for f in self._numeric}
         codes = {f: _code_column(f"field {f!r}", columns[f], n) for f in self._categorical}
-        slots = state.slots_for(keys)
+        if not self.bounded:
+            slots = state.slots_for(keys)
+        elif admitted is None:
+            slots, _ = self._admit(state, _key_texts(keys), t, None)
+        elif _key_texts(keys) == admitted.keys and np.array_equal(t, admitted.times):
+            slots = admitted.slots
+        else:
+            raise FeatureError(
+                f"{self.label}: compute() got other events than the ones late() let through; "
+                "with key_ttl or max_keys, late() admits the batch's keys, so compute() must "
+                "follow it with exactly the events it did not flag, in order."
+            )
 
         results: dict[str, F64] = {}
         arrays = state.arrays  # looked up per batch: growing the state replaces them
@@ -924,7 +1327,35 @@ class FeatureSet:
                 slots, t, *values, *[arrays[a] for a in step.arrays], *step.scalars, out
             )
             results[step.name] = out
+        if self.bounded:
+            before = dict(state.evictions)
+            state.settle(self.key_ttl)
+            self._count(state, before)
         return results
+
+    def _check(self, state: FeatureState) -> None:
+        # A state's label and layout never change: checked once per state and feature set.
+        if state.checked_by is not self:
+            if state.label != self.label or state.layout() != self._shapes:
+                raise FeatureError(
+                    f"feature state belongs to {state.label}, not {self.label}; restore a "
+                    "checkpoint of this feature set or start from new_state()."
+                )
+            state.checked_by = self
+
+    def _admit(
+        self, state: FeatureState, keys: list[str], times: F64, lateness: float | None
+    ) -> tuple[I64, BOOL]:
+        before = dict(state.evictions)
+        admitted = state.admit(
+            keys, times, key_ttl=self.key_ttl, max_keys=self.max_keys, allowed_lateness=lateness
+        )
+        self._count(state, before)
+        return admitted
+
+    def _count(self, state: FeatureState, before: Mapping[str, int]) -> None:
+        for cause, n in state.evictions.items():
+            self.evictions[cause] += n - before[cause]
 
     def __repr__(self) -> str:
         return f"FeatureSet({self.label!r}, outputs={self.outputs})"

@@ -11,13 +11,17 @@ partitions not held are skipped: see :func:`streams.checkpoint.select_unseen`.
 Late events: with ``late_policy = "dead_letter"`` in ``[features]``, an event more than
 ``allowed_lateness`` seconds older than its key's latest event time goes to the dead-letter
 topic with reason ``late`` (its original bytes, stage ``features``) and changes no state.
+
+Bounded state: with ``key_ttl`` or ``max_keys`` in ``[features]`` each partition's state
+evicts keys (:mod:`streams.features`); :meth:`Featurization.eviction_totals` and
+:meth:`Featurization.state_bytes` are what a worker exports as metrics.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -167,6 +171,14 @@ class Featurization:
     def release(self, partition: int) -> None:
         """Forget a partition (revoked): its events are skipped until it is held again."""
         self.held.pop(partition, None)
+
+    def eviction_totals(self) -> Mapping[str, int]:
+        """Keys evicted from this stage's states since start, by cause (ttl, cap)."""
+        return self.feature_set.evictions
+
+    def state_bytes(self) -> int:
+        """Bytes of the feature state held, over every partition (``FeatureState.nbytes``)."""
+        return sum(held.state.nbytes() for held in self.held.values())
 
     def positions(self) -> dict[int, int]:
         """Next offset per held partition."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
+__all__ = ["LATENCY_BUCKETS", "FeatureStates", "WorkerMetrics"]
 
 #: Seconds; dense in the millisecond range where a healthy pipeline lives.
 LATENCY_BUCKETS = (
@@ -26,6 +27,14 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
+
+
+class FeatureStates(Protocol):
+    """What a features stage tells the metrics (``streams.featurization.Featurization``)."""
+
+    def eviction_totals(self) -> Mapping[str, int]: ...
+
+    def state_bytes(self) -> int: ...
 
 
 class WorkerMetrics:
@@ -104,6 +113,41 @@ class WorkerMetrics:
             ["pipeline", "stage"],
             registry=r,
         )
+        self.feature_evictions = Counter(
+            "riverline_feature_evictions",
+            "Entity keys evicted from feature state, by pipeline and cause "
+            "(ttl: [features] key_ttl, cap: [features] max_keys).",
+            ["pipeline", "cause"],
+            registry=r,
+        )
+        self.feature_state_bytes = Gauge(
+            "riverline_feature_state_bytes",
+            "Bytes of feature state this worker holds (arrays and keys), per pipeline.",
+            ["pipeline"],
+            registry=r,
+        )
+
+    def watch_features(self, pipeline: str, stage: FeatureStates) -> None:
+        """Export a features stage's evictions and state size, read when scraped.
+
+        Both are running totals or sizes the stage keeps anyway, so nothing is done per
+        batch; every cause's series exists from the start (at 0).
+        """
+        evictions = {
+            cause: self.feature_evictions.labels(pipeline, cause)
+            for cause in stage.eviction_totals()
+        }
+        size = self.feature_state_bytes.labels(pipeline)
+        reported = dict.fromkeys(evictions, 0)
+
+        def refresh() -> None:
+            for cause, total in stage.eviction_totals().items():
+                if total > reported[cause]:
+                    evictions[cause].inc(total - reported[cause])
+                    reported[cause] = total
+            size.set(stage.state_bytes())
+
+        self.before_scrape(refresh)
 
     def before_scrape(self, refresh: Callable[[], None]) -> None:
         """Call ``refresh`` before each exposition: gauges read from state when scraped."""
