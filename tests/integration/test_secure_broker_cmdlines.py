@@ -15,16 +15,15 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
+from prockit import PROC, CmdlineSampler
 
 from streams.kafka_local import BROKER_PRINCIPAL, LocalBroker, broker_reachable, free_port
 from streams.security import PRINCIPALS, scram_client_kwargs
@@ -32,49 +31,8 @@ from streams.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
-PROC = Path("/proc")
 #: A password given through the environment rather than generated (checked the same).
 CONFIGURED_PRODUCER_PASSWORD = "configured-producer-pw-" + os.urandom(8).hex()
-
-
-class CmdlineSampler(threading.Thread):
-    """Reads every process's command line until stopped; keeps each distinct one.
-
-    ``seen`` maps each command line to whether its process belongs to this test's run:
-    its environment holds ``marker`` (other engineers' processes may run on this machine
-    too; a password of this run is looked for in every command line all the same).
-    """
-
-    def __init__(self, marker: bytes, interval: float = 0.002) -> None:
-        super().__init__(name="cmdline-sampler", daemon=True)
-        self.marker = marker
-        self.interval = interval
-        self.seen: dict[bytes, bool] = {}
-        self.rounds = 0
-        self._known: set[tuple[str, bytes]] = set()
-        self._stop_sampling = threading.Event()
-
-    def run(self) -> None:
-        own = str(os.getpid())
-        while not self._stop_sampling.is_set():
-            for entry in os.scandir(PROC):
-                if not entry.name.isdigit() or entry.name == own:
-                    continue
-                try:
-                    cmdline = Path(entry.path, "cmdline").read_bytes()
-                    if cmdline and (entry.name, cmdline) not in self._known:
-                        self._known.add((entry.name, cmdline))
-                        environ = Path(entry.path, "environ").read_bytes()
-                        ours = self.marker in environ.split(b"\0")
-                        self.seen[cmdline] = self.seen.get(cmdline, False) or ours
-                except OSError:  # gone between listing and reading
-                    continue
-            self.rounds += 1
-            self._stop_sampling.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_sampling.set()
-        self.join()
 
 
 @dataclass
