@@ -65,7 +65,7 @@ if [[ ! -e $data_dir/meta.properties ]]; then
     done
   } >"$work/format.args"
   # -XX:-UsePerfData: the JVM would publish its expanded arguments in /tmp/hsperfdata_*.
-  if ! java -XX:-UsePerfData -cp "$kafka_dist/libs/*" "@$work/format.args"; then
+  if ! "${JAVA_HOME:+$JAVA_HOME/bin/}java" -XX:-UsePerfData -cp "$kafka_dist/libs/*" "@$work/format.args"; then
     rm -rf "$work"
     fail "formatting $data_dir failed (see above)"
   fi
