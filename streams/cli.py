@@ -154,6 +154,39 @@ def kafka_status(ctx: click.Context) -> None:
         sys.exit(1)
 
 
+@kafka.command("acls")
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Grant the ACLs of this pipeline spec; repeat for several. "
+    "Default: every spec in the pipelines dir.",
+)
+@click.pass_context
+@_friendly
+def kafka_acls(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
+    """Grant the service's and the pipelines' ACLs on the cluster Riverline talks to.
+
+    Logs in as RIVERLINE_KAFKA_USERNAME, which must be a super user (admin). For a
+    secured cluster of your own, or the secure docker-compose broker.
+    """
+    from streams.security import client_kwargs, grant_pipeline_acls
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
+    names = [load_spec(path).name for path in paths]
+    bootstrap = settings.effective_bootstrap
+    rules = grant_pipeline_acls(
+        bootstrap, client_kwargs(settings), names, namespace=settings.namespace
+    )
+    console.print(
+        f"{len(rules)} ACLs granted at {bootstrap} for pipeline(s) "
+        f"{', '.join(names) or '(none)'} and the riverline service."
+    )
+
+
 @cli.command()
 @_pipelines_option
 @click.pass_context

@@ -71,6 +71,8 @@ _CREDENTIALS_FILE = "credentials.json"
 #: The broker's own principal on its SASL listener (inter-broker traffic); a super user.
 BROKER_PRINCIPAL = "broker"
 _SCRAM_ITERATIONS = 8192
+#: The StorageTool arguments while formatting (mode 0600, removed once the JVM exits).
+_FORMAT_ARGFILE = "format.args"
 #: The secure broker's client (and inter-broker) listener name and protocol.
 _SECURE_LISTENER = "SASL_PLAINTEXT"
 
@@ -341,7 +343,12 @@ class LocalBroker:
             )
 
     def _scram_arguments(self) -> list[str]:
-        """``--add-scram`` options: salted (RFC 5802), so no password is on a command line."""
+        """``--add-scram`` options with salted credentials (RFC 5802).
+
+        A salted password logs in as well as the password itself, so these go to
+        ``StorageTool`` through an argument file (:func:`_java_argfile`), never on a
+        command line.
+        """
         arguments: list[str] = []
         for principal, password in self.credentials().items():
             salt = os.urandom(16)
@@ -608,25 +615,30 @@ class LocalBroker:
 
     def _format(self, java: str, libs: Path, log4j: Path, log: Callable[[str], None]) -> None:
         log(f"formatting new KRaft storage in {self._storage_dir}")
-        cmd = [
-            *self._java_cmd(java, libs, log4j), "kafka.tools.StorageTool", "format",
-            "--cluster-id", _new_cluster_id(), "--config", str(self._properties_path),
-            "--standalone", *(self._scram_arguments() if self._secure else []),
+        arguments = [
+            "kafka.tools.StorageTool", "format", "--cluster-id", _new_cluster_id(),
+            "--config", str(self._properties_path), "--standalone",
+            *(self._scram_arguments() if self._secure else []),
         ]  # fmt: skip
-        done = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            env=self._java_env(),
-            cwd=self._data_dir,
-        )
+        # The main class and its arguments come from a file the launcher reads, so
+        # /proc/<pid>/cmdline shows only its path; -XX:-UsePerfData keeps the JVM from
+        # publishing the expanded command in /tmp/hsperfdata_<user>/<pid>.
+        with _java_argfile(self._data_dir / _FORMAT_ARGFILE, arguments) as argfile:
+            cmd = [*self._java_cmd(java, libs, log4j), "-XX:-UsePerfData", argfile]
+            done = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+                env=self._java_env(),
+                cwd=self._data_dir,
+            )
         if done.returncode != 0:
+            output = _redact_scram(done.stdout + done.stderr)
             raise KafkaSetupError(
                 f"formatting Kafka storage in {self._storage_dir} failed "
-                f"(exit code {done.returncode}):\n"
-                f"{_last_lines(done.stdout + done.stderr, _LOG_TAIL_LINES)}"
+                f"(exit code {done.returncode}):\n{_last_lines(output, _LOG_TAIL_LINES)}"
             )
 
     def _start(
@@ -910,6 +922,54 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as fh:
         os.fchmod(fh.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
         fh.write(text)
+
+
+@contextlib.contextmanager
+def _java_argfile(path: Path, arguments: list[str]) -> Iterator[str]:
+    """Write ``arguments`` (a main class and its arguments) to a private ``@argfile``.
+
+    Yields the ``@path`` argument for the ``java`` launcher, which reads the file in its
+    own process. It expands an ``@argfile`` only before the main class, so the main class
+    goes in the file too. The file is removed when the block ends.
+    """
+    _write_private(path, _argfile_text(arguments))
+    try:
+        yield f"@{path}"
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _argfile_text(arguments: list[str]) -> str:
+    r"""One argument per line, double-quoted, as the ``java`` launcher reads an argfile.
+
+    Inside double quotes it takes ``\\`` and ``\"`` as escapes; a line break cannot be
+    written, so an argument with one is refused.
+
+    Examples
+    --------
+    >>> print(_argfile_text(["Main", 'a "b" c', "C:\\x"]), end="")
+    "Main"
+    "a \"b\" c"
+    "C:\\x"
+    """
+    lines = []
+    for argument in arguments:
+        if "\n" in argument or "\r" in argument:
+            raise KafkaSetupError("an argument with a line break cannot go in a java argfile")
+        escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'"{escaped}"\n')
+    return "".join(lines)
+
+
+def _redact_scram(text: str) -> str:
+    """``text`` with the (salted) passwords and salts of SCRAM options hidden.
+
+    Examples
+    --------
+    >>> _redact_scram('bad value [name=a,salt="c2FsdA==",saltedpassword="cHc="]')
+    'bad value [name=a,salt="<hidden>",saltedpassword="<hidden>"]'
+    """
+    return re.sub(r'(salt|saltedpassword|password)=("[^"]*"|[^,\]\s]*)', r'\1="<hidden>"', text)
 
 
 def _last_lines(text: str, count: int) -> str:
