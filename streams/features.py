@@ -395,6 +395,10 @@ def _parse_entry(index: int, entry: Any, seen: set[str]) -> _Derived:
 # --------------------------------------------------------------------------------------
 
 
+#: Types a numeric kind takes without asking numpy (what a decoded Avro record holds).
+_PLAIN_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
 def _float_column(what: str, column: Any, n: int) -> F64:
     """A C-contiguous, writeable float64 copy-or-view (the one array type kernels see)."""
     try:
@@ -1209,6 +1213,21 @@ class FeatureSet:
     def new_state(self, capacity: int = DEFAULT_CAPACITY) -> FeatureState:
         """Empty state with room for ``capacity`` keys before it first grows."""
         return FeatureState(self.label, self._layout, capacity)
+
+    def check_inputs(self, values: Mapping[str, Any]) -> None:
+        """Refuse one event whose values :meth:`compute` would refuse, before any state
+        changes: a caller drops it (a dead letter) and computes the others.
+
+        Raises
+        ------
+        FeatureError
+            If a field a numeric kind reads holds something that is not a number, a
+            boolean or None.
+        """
+        for name in self._numeric:
+            value = values.get(name)
+            if type(value) not in _PLAIN_NUMBERS:
+                _float_column(f"field {name!r}", [value], 1)
 
     def compute(
         self,

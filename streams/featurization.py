@@ -287,18 +287,34 @@ class Featurization:
         self, state: FeatureState, good: list[tuple[InMessage, dict[str, Any], Lineage]]
     ) -> tuple[list[Vector], list[tuple[InMessage, OutMessage]]]:
         dead: list[tuple[InMessage, OutMessage]] = []
+        good = self._drop_refused(good, dead)
         good = self._drop_late(state, good, dead)
-        derived = self._derive(state, good, dead)
+        derived = self._compute_columns(state, good) if good else []
         vectors: list[Vector] = []
-        for j, (msg, record, lineage) in enumerate(good):
-            columns = derived[j]
-            if columns is None:
-                continue  # its dead letter is in ``dead``
+        for (msg, record, lineage), columns in zip(good, derived, strict=True):
             try:
                 vectors.append(self._vector(msg, record, lineage, columns))
             except Exception as exc:  # this event's alone: a dead letter, the batch goes on
                 dead.append((msg, self._dead_letter(msg, exc, lineage)))
         return vectors, dead
+
+    def _drop_refused(
+        self,
+        good: list[tuple[InMessage, dict[str, Any], Lineage]],
+        dead: list[tuple[InMessage, OutMessage]],
+    ) -> list[tuple[InMessage, dict[str, Any], Lineage]]:
+        """The events whose values the feature engine takes; the others are dead letters
+        (``bad_feature_input``), refused before any state changes."""
+        kept = []
+        check = self.feature_set.check_inputs
+        for event in good:
+            try:
+                check(event[1])
+            except FeatureError as exc:
+                dead.append((event[0], self._dead_letter(event[0], exc, event[2])))
+                continue
+            kept.append(event)
+        return kept
 
     def _drop_late(
         self,
@@ -327,39 +343,9 @@ class Featurization:
             dead.append((msg, self._dead_letter(msg, DecodeError(LATE, message), lineage)))
         return [g for g, is_late in zip(good, late, strict=True) if not is_late]
 
-    def _derive(
-        self,
-        state: FeatureState,
-        good: list[tuple[InMessage, dict[str, Any], Lineage]],
-        dead: list[tuple[InMessage, OutMessage]],
-    ) -> list[dict[str, float] | None]:
-        """Each event's derived features (None for an event that became a dead letter).
-
-        The batch is computed at once. The feature engine checks every input before it
-        changes any state (:meth:`streams.features.FeatureSet.compute`), so when one
-        event's values are refused the batch is computed again one event at a time, in
-        order, and only the refused events become dead letters.
-        """
-        if not good:
-            return []
-        if len(good) > 1:
-            try:
-                return self._compute_columns(state, good)
-            except FeatureError:
-                pass  # one event's values were refused: find which, one at a time
-        out: list[dict[str, float] | None] = []
-        for one in good:
-            try:
-                out += self._compute_columns(state, [one])
-            except FeatureError as exc:
-                msg, _, lineage = one
-                dead.append((msg, self._dead_letter(msg, exc, lineage)))
-                out.append(None)
-        return out
-
     def _compute_columns(
         self, state: FeatureState, good: list[tuple[InMessage, dict[str, Any], Lineage]]
-    ) -> list[dict[str, float] | None]:
+    ) -> list[dict[str, float]]:
         fs = self.feature_set
         keys = [self._key(r) for _, r, _ in good]
         times = np.array([lin.event_ts / 1000.0 for _, _, lin in good], dtype=np.float64)

@@ -487,3 +487,17 @@ def test_measure_speedup_and_state_size(spec_name: str, capsys: pytest.CaptureFi
             f"{len(state.to_bytes()) / state.n_keys:.0f} B/key checkpointed"
         )
     assert state.n_keys == n_keys
+
+
+def test_check_inputs_refuses_what_compute_would_refuse_and_takes_the_rest() -> None:
+    fs = FeatureSet.from_spec(
+        {"name": "c", "derived": [{"name": "m", "kind": "ewm_mean", "field": "x", "half_life": 1.0}]}
+    )
+    for fine in (1, 2.5, True, None, "3.5"):
+        fs.check_inputs({"x": fine})
+        fs.compute(fs.new_state(), [""], [0.0], {"x": [fine]})
+    for bad in ("abc", [1.0], {"a": 1}):
+        with pytest.raises(FeatureError, match="field 'x'"):
+            fs.check_inputs({"x": bad})
+        with pytest.raises(FeatureError, match="field 'x'"):
+            fs.compute(fs.new_state(), [""], [0.0], {"x": [bad]})

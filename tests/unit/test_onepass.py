@@ -223,14 +223,14 @@ def _fail_for(one: OnePass, stage: str, bad_id: str, monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(one.ingestion.decoder, "decode", refuse)
     elif stage == "features":
         fs = one.featurization.feature_set
-        compute = fs.compute
+        check = fs.check_inputs
 
-        def refuse_features(state: Any, keys: Any, times: Any, columns: Any) -> Any:
-            if any(v == -1.0 for v in columns["amount"]):
+        def refuse_features(values: Any) -> None:
+            if values["amount"] == -1.0:
                 raise FeatureError("amount -1.0 refused")
-            return compute(state, keys, times, columns)
+            check(values)
 
-        monkeypatch.setattr(fs, "compute", refuse_features)
+        monkeypatch.setattr(fs, "check_inputs", refuse_features)
     else:
         predict = one.predictor.lifecycle.predict
 
