@@ -113,6 +113,21 @@ class WorkerMetrics:
             ["pipeline", "stage"],
             registry=r,
         )
+        self.pipeline_up = Gauge(
+            "riverline_pipeline_up",
+            "1 while a pipeline's agent processes events; 0 while it is down (a failed "
+            "batch being recovered, checkpoints failing, state over its limit).",
+            ["pipeline"],
+            registry=r,
+        )
+        self.pipeline_failures = Counter(
+            "riverline_pipeline_failures",
+            "Failures that took a pipeline's agent down, by kind (batch: a batch failed "
+            "and the state was restored from the last checkpoint; agent: the agent "
+            "crashed and was restarted; checkpoint: a checkpoint could not be written).",
+            ["pipeline", "kind"],
+            registry=r,
+        )
         self.feature_evictions = Counter(
             "riverline_feature_evictions",
             "Entity keys evicted from feature state, by pipeline and cause "

@@ -111,6 +111,11 @@ class Predictor:
         #: ``topic:partition`` keys that delivered offsets past their next one (a gap):
         #: the worker seeks them back (agents.snapshots).
         self.gaps: set[str] = set()
+        #: Highest offset handed to this stage per partition, and after a rewind
+        #: (:meth:`rewound`) the offsets above which messages are stale until the rewind's
+        #: first message arrives.
+        self._handed: dict[str, int] = {}
+        self._stale_above: dict[str, int] = {}
 
     @property
     def model(self) -> OnlineModel:
@@ -184,7 +189,7 @@ class Predictor:
                 except Exception as exc:
                     self.dead(msg.msg, exc, result, msg.lineage)
                 continue
-            if self.tracking and not self._next_in_order(msg):
+            if not self.in_order(msg):
                 continue
             if self.labels_topic is not None and msg.topic == self.labels_topic:
                 self.take_label(msg, result)
@@ -220,10 +225,21 @@ class Predictor:
         result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
         result.dead[dead.reason] += 1
 
-    def _next_in_order(self, msg: InMessage) -> bool:
-        """Keep a message only if it is its partition's next offset (see streams.checkpoint)."""
+    def in_order(self, msg: InMessage) -> bool:
+        """Whether to take ``msg``: with ``tracking``, only if it is its partition's next
+        offset (then its position moves past it; see :mod:`streams.checkpoint`)."""
+        if not self.tracking:
+            return True
         key = f"{msg.topic}:{msg.partition}"
         at = self.positions.get(key)
+        stale = self._stale_above.get(key)
+        if stale is not None:
+            if msg.offset > stale:  # queued before a rewind; the rewind delivers it again
+                self.skipped += 1
+                return False
+            del self._stale_above[key]
+        if at is not None and msg.offset >= self._handed.get(key, -1):
+            self._handed[key] = msg.offset
         if at is not None and msg.offset > at and msg.topic == self.labels_topic:
             # Users write P.labels, maybe with transactions: their markers take offsets.
             at = msg.offset
@@ -234,6 +250,34 @@ class Predictor:
             return False
         self.positions[key] = at + 1
         return True
+
+    def handed(self) -> dict[str, int]:
+        """The highest offset taken so far per partition (for :meth:`rewound`)."""
+        return dict(self._handed)
+
+    def rewound(self, handed: Mapping[str, int]) -> None:
+        """The consumer was sought back to ``positions`` after a failed batch.
+
+        Messages queued before the seek are still delivered first: for a partition whose
+        handed offset (before the rewind) is at or past its position, messages above it
+        are skipped until the seek's first one (at or below it) arrives.
+        """
+        self._handed = {}
+        for key, offset in handed.items():
+            at = self.positions.get(key)
+            if at is not None and offset >= at:
+                self._stale_above[key] = offset
+
+    def reset(self) -> None:
+        """Fresh models and empty state, as at construction (before a restore)."""
+        self.lifecycle = ModelLifecycle(self.spec, self.lifecycle.registry)
+        self.join = LabelJoin(self.join.ttl_ms, self.join.max_pending, self.join.max_bytes)
+        self.watermark_ms = 0
+        self.positions = {}
+        self._seen.clear()
+        self.gaps.clear()
+        self._handed = {}
+        self._stale_above = {}
 
     # -- checkpoints ------------------------------------------------------------------
 

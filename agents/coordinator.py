@@ -1,0 +1,308 @@
+"""The checkpoint coordinator: one per pipeline, between Faust's signals and its state.
+
+It owns everything that keeps a pipeline's state, outputs and committed offsets in step
+(the design is in :mod:`streams.checkpoint` and :mod:`streams.state.pipeline`):
+
+* **the gate**: from the start of a rebalance until the assigned partitions' state is
+  restored, batches wait (:class:`agents.io.AssignmentGate`);
+* **the lock**: a batch, a checkpoint, a restore and an admin action never interleave;
+* **the schedule**: a checkpoint every ``snapshot_every`` events or ``snapshot_interval``
+  seconds, taken between two batches and written while the next ones run, then the
+  offsets it reflects committed (one at a time); on revocation and at shutdown, written
+  before returning;
+* **the watchdog**: a partition that stops moving with events waiting is sought back
+  (:class:`agents.io.StallWatch`);
+* **recovery**: a batch that fails as a whole (not one message: those are dead letters)
+  takes the pipeline down (``/ready`` answers 503, ``riverline_pipeline_up`` is 0, an
+  alert says why), its state is restored from the last checkpoint and its partitions
+  sought back there, then it is up again: nothing is skipped;
+* **the state budget**: a warning when a partition's feature state passes half of
+  ``RIVERLINE_CHECKPOINT_MAX_BYTES``; a checkpoint that cannot be written takes the
+  pipeline down loudly until one can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+
+from agents.internals import commit_offsets, seek_back
+from agents.io import AssignmentGate, StallWatch, send_all
+from streams.checkpoint import CheckpointSchedule
+from streams.features import StateBudget
+from streams.integrity import RecordSigner
+from streams.lifecycle import Alert
+from streams.messages import InMessage
+from streams.metrics import WorkerMetrics
+from streams.settings import Settings
+from streams.stage import StageResult
+from streams.state.pipeline import Partition, PipelineState, Prepared
+
+__all__ = ["Coordinator"]
+
+log = logging.getLogger("riverline.coordinator")
+
+#: Seconds between attempts to restore a pipeline whose batch failed.
+_RECOVERY_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Coordinator:
+    """Keeps one pipeline's feature state, models and committed raw offsets in step."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        state: PipelineState,
+        signer: RecordSigner,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.signer = signer
+        self.pipeline = state.stage.predictor.spec.name
+        self.schedule = CheckpointSchedule(settings.snapshot_every, settings.snapshot_interval)
+        self.budget = StateBudget(settings.checkpoint_max_bytes)
+        self.lock = asyncio.Lock()
+        self.gate = AssignmentGate()
+        self.checkpoints_written = 0
+        #: ``time.time()`` of the latest checkpoint written (the checkpoint-age gauge).
+        self.last_saved: float | None = None
+        #: Why the pipeline is down (empty: up); ``/ready`` answers 503 while it is not.
+        self.down: dict[str, str] = {}
+        self._up = metrics.pipeline_up.labels(self.pipeline)
+        self._up.set(1)
+        self._failures = metrics.pipeline_failures
+        self._stall = StallWatch()
+        self._closed = False
+        self._started = False
+        self._warned_budget = False
+        self._writing: asyncio.Task[None] | None = None
+        # The predict stage skips labels of partitions it does not hold, and repeats.
+        state.stage.predictor.tracking = True
+        # mode types handlers as taking ``*args``; these name the one argument they get.
+        app.on_partitions_assigned.connect(cast(Any, self.on_assigned))
+        app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
+        app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
+        app.timer(interval=2.0, name=f"{self.pipeline}.coordinator.watchdog")(self.watchdog)
+
+    @property
+    def open(self) -> bool:
+        """False once shut down: no batch after the last checkpoint."""
+        return not self._closed
+
+    @property
+    def healthy(self) -> bool:
+        return not self.down
+
+    def _set_down(self, what: str, why: str) -> None:
+        self.down[what] = why
+        self._up.set(0)
+
+    def _set_up(self, what: str) -> None:
+        self.down.pop(what, None)
+        if not self.down:
+            self._up.set(1)
+
+    # -- rebalances and shutdown ------------------------------------------------------
+
+    async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        """Signal ``app.on_partitions_assigned``: restore, commit, seek, open the gate."""
+        async with self.lock:
+            try:
+                await self._resume(assigned)
+            finally:
+                self.gate.open()
+
+    async def _resume(self, assigned: Iterable[Partition], *, seek_all: bool = False) -> None:
+        await self.settle()  # its commit must not land after this one
+        resume = await self.state.restore(assigned, self.app.conf.id)
+        await self._alert(resume.alerts)
+        if not resume.offsets:
+            return
+        await commit_offsets(self.app, _tps(resume.offsets))
+        behind = resume.offsets if seek_all else resume.behind
+        if behind:
+            log.warning(
+                "%s starts before the consumer's offsets; seeking back to %s",
+                self.pipeline,
+                {f"{t}:{p}": o for (t, p), o in behind.items()},
+            )
+            await seek_back(self.app, _tps(behind))
+        log.info(
+            "%s resumes at %s",
+            self.pipeline,
+            {f"{t}:{p}": o for (t, p), o in resume.offsets.items()},
+        )
+
+    async def on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        """Signal ``app.on_partitions_revoked``: checkpoint and commit, then let go."""
+        self.gate.close()  # first, before any await: no batch until the next assignment
+        async with self.lock:
+            await self.settle()
+            if self.open and self.healthy and self.schedule.pending:
+                await self._save("revocation")
+            self.state.release(revoked)
+
+    async def on_shutdown(self, sender: Any, **_: Any) -> None:
+        """Signal ``app.on_before_shutdown``: a last checkpoint; no batch after it."""
+        async with self.lock:
+            try:
+                await self.settle()
+                if self.open and self.healthy:
+                    await self._save("shutdown")
+            except Exception:  # shutdown must go on; the previous checkpoint stays valid
+                log.exception("the checkpoint at shutdown of %s failed", self.pipeline)
+            self._closed = True
+            await self.state.store.stop()
+
+    # -- batches ----------------------------------------------------------------------
+
+    async def started(self) -> None:
+        """The agent (re)started: after a crash of its loop, restore before any batch."""
+        if not self._started:
+            self._started = True
+            return
+        self._failures.labels(self.pipeline, "agent").inc()
+        await self.recover(RuntimeError("the agent's loop crashed and was restarted"))
+
+    async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
+        """After a batch's outputs were acknowledged: a checkpoint if one is due."""
+        self.schedule.record(len(batch))
+        if self.schedule.due() and not self.writing:
+            prepared = self._prepare("snapshot")
+            self._writing = asyncio.create_task(
+                self._write_in_background(prepared), name=f"{self.pipeline}.checkpoint"
+            )
+
+    async def recover(self, exc: BaseException) -> None:
+        """Restore the pipeline from its last checkpoint after a failed batch.
+
+        Called with the lock held. The failed batch may have moved state and sent some
+        outputs; everything since the last checkpoint is processed again (outputs may
+        repeat, with the same ``rl.event_id``; nothing is skipped). Retries with a
+        backoff until the restore works or the worker stops.
+        """
+        why = f"{type(exc).__name__}: {exc}"
+        log.error("a batch of %s failed (%s); restoring its last checkpoint", self.pipeline, why)
+        self._set_down("batch", f"restoring the last checkpoint after {why}")
+        self._failures.labels(self.pipeline, "batch").inc()
+        await self._alert([Alert(self.pipeline, "pipeline_down", "", self.down["batch"])])
+        for attempt in range(1_000_000):
+            if self._closed:
+                return
+            try:
+                await self.settle()
+                self.state.forget()
+                await self._resume(self.app.consumer.assignment(), seek_all=True)
+                self.schedule.done()
+                self._set_up("batch")
+                log.info("%s is up again, from its last checkpoint", self.pipeline)
+                return
+            except Exception:
+                delay = _RECOVERY_BACKOFF[min(attempt, len(_RECOVERY_BACKOFF) - 1)]
+                log.exception("restoring %s failed; trying again in %.0f s", self.pipeline, delay)
+                await asyncio.sleep(delay)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    @property
+    def writing(self) -> bool:
+        """A checkpoint is being written in the background."""
+        return self._writing is not None and not self._writing.done()
+
+    async def settle(self) -> None:
+        """Wait until the checkpoint being written (if any) is written or has failed."""
+        if self._writing is not None:
+            await asyncio.wait([self._writing])
+            self._writing = None
+
+    def _prepare(self, note: str) -> Prepared:
+        prepared = self.state.prepare(note)
+        self.schedule.done()
+        return prepared
+
+    async def _save(self, note: str) -> None:
+        """A checkpoint written before returning (revocation, shutdown)."""
+        await self._write(self._prepare(note))
+
+    async def _write(self, prepared: Prepared) -> None:
+        """Models, then state records, then announcements, then the commit.
+
+        The outputs of the events they reflect were acknowledged before ``after_batch``
+        (agents.io.send_all): a restart skips the events a checkpoint has.
+        """
+        self._check_budget()
+        await self.state.write(prepared)
+        await send_all(self.app, prepared.announcements, self.signer)
+        await commit_offsets(self.app, _tps(prepared.offsets))
+        self.checkpoints_written += 1
+        self.last_saved = time.time()
+
+    async def _write_in_background(self, prepared: Prepared) -> None:
+        try:
+            await self._write(prepared)
+        except Exception as exc:  # the previous checkpoint stays valid
+            why = (
+                f"writing a checkpoint of {self.pipeline} failed ({type(exc).__name__}: "
+                f"{exc}); the previous one stays valid. Retrying after "
+                f"{self.schedule.every} events or {self.schedule.interval:.0f} s."
+            )
+            log.exception("%s", why)
+            self._failures.labels(self.pipeline, "checkpoint").inc()
+            if "checkpoint" not in self.down:
+                self._set_down("checkpoint", why)
+                await self._alert([Alert(self.pipeline, "checkpoint_failed", "", why)])
+        else:
+            if "checkpoint" in self.down:
+                log.info("checkpoints of %s are written again", self.pipeline)
+                self._set_up("checkpoint")
+
+    def _check_budget(self) -> None:
+        """Log once when a partition's feature state passes half the checkpoint limit."""
+        held = self.state.stage.featurization.held
+        largest = max((h.state.nbytes() for h in held.values()), default=0)
+        level = self.budget.level(largest)
+        if level == "ok":
+            self._warned_budget = False
+        elif not self._warned_budget:
+            self._warned_budget = True
+            log.warning("%s", self.budget.describe(largest, f"{self.pipeline}"))
+
+    async def _alert(self, alerts: list[Alert]) -> None:
+        """Publish alerts on ``riverline.alerts``; never fails the caller."""
+        if not alerts:
+            return
+        predictor = self.state.stage.predictor
+        try:
+            await send_all(self.app, [predictor.alert_message(a) for a in alerts], self.signer)
+        except Exception:  # the broker may be what failed; the log has it
+            log.exception("could not publish %d alert(s) of %s", len(alerts), self.pipeline)
+
+    # -- watchdog ---------------------------------------------------------------------
+
+    async def watchdog(self) -> None:
+        """Seek a partition back when it stops making progress (see agents.io.StallWatch)."""
+        if self._closed or not self.gate.is_open or self.app.rebalancing:
+            return
+        if self.lock.locked():
+            return
+        stuck = self._stall.stuck(self.app, _tps(self.state.offsets()))
+        if stuck:
+            async with self.lock:
+                log.warning(
+                    "%s made no progress with events waiting; seeking back to %s",
+                    self.pipeline,
+                    {str(tp): o for tp, o in stuck.items()},
+                )
+                await seek_back(self.app, stuck)
+
+
+def _tps(offsets: dict[Partition, int]) -> dict[TP, int]:
+    return {TP(topic, partition): offset for (topic, partition), offset in offsets.items()}
