@@ -112,7 +112,8 @@ class OnePass:
             if run:
                 fates += self._raw(run)
                 run = []
-            predictor.take_label(msg, labels)
+            if predictor.in_order(msg):
+                predictor.take_label(msg, labels)
         if run:
             fates += self._raw(run)
         self.counts[predictor.stage].add(labels)

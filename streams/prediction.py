@@ -184,7 +184,7 @@ class Predictor:
                 except Exception as exc:
                     self.dead(msg.msg, exc, result, msg.lineage)
                 continue
-            if self.tracking and not self._next_in_order(msg):
+            if not self.in_order(msg):
                 continue
             if self.labels_topic is not None and msg.topic == self.labels_topic:
                 self.take_label(msg, result)
@@ -220,8 +220,11 @@ class Predictor:
         result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
         result.dead[dead.reason] += 1
 
-    def _next_in_order(self, msg: InMessage) -> bool:
-        """Keep a message only if it is its partition's next offset (see streams.checkpoint)."""
+    def in_order(self, msg: InMessage) -> bool:
+        """Whether to take ``msg``: with ``tracking``, only if it is its partition's next
+        offset (then its position moves past it; see :mod:`streams.checkpoint`)."""
+        if not self.tracking:
+            return True
         key = f"{msg.topic}:{msg.partition}"
         at = self.positions.get(key)
         if at is not None and msg.offset > at and msg.topic == self.labels_topic:
