@@ -491,7 +491,10 @@ def test_measure_speedup_and_state_size(spec_name: str, capsys: pytest.CaptureFi
 
 def test_check_inputs_refuses_what_compute_would_refuse_and_takes_the_rest() -> None:
     fs = FeatureSet.from_spec(
-        {"name": "c", "derived": [{"name": "m", "kind": "ewm_mean", "field": "x", "half_life": 1.0}]}
+        {
+            "name": "c",
+            "derived": [{"name": "m", "kind": "ewm_mean", "field": "x", "half_life": 1.0}],
+        }
     )
     for fine in (1, 2.5, True, None, "3.5"):
         fs.check_inputs({"x": fine})
