@@ -4,40 +4,54 @@
 why}``, ``/models/rollback`` and ``/models/reset`` ``{pipeline, why}`` need an
 ``operator`` (bearer tokens, :mod:`streams.access`). No token: 401; wrong role: 403.
 Every accepted action is written to ``riverline.audit`` (actor = the token's name) and
-counted in ``riverline_registry_actions_total``. Actions run between micro-batches: the
-predict stage is synchronous, so a batch never sees a half-done promotion.
+counted in ``riverline_registry_actions_total``. Actions hold the pipeline's coordinator
+lock, so a batch never sees a half-done promotion, and run in a thread: the registry's
+reads, writes and fsyncs stay off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import faust
 from faust.web import Request, Response, View
 
-from agents.io import send_all
+from agents.internals import send_all
 from streams.access import AccessPolicy
 from streams.errors import RiverlineError
-from streams.integrity import RecordSigner
 from streams.lifecycle import AuditEntry
-from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
-from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.app import Worker
 
 __all__ = ["add_admin_views"]
 
 
-def add_admin_views(
-    app: faust.App,
-    settings: Settings,
-    metrics: WorkerMetrics,
-    predictors: Mapping[str, Predictor],
-    signer: RecordSigner,
-) -> None:
+def _action(predictor: Predictor, action: str, body: dict[str, Any], who: str) -> AuditEntry:
+    """Run one admin action and write the versions it made (in a thread)."""
+    why = str(body.get("why", ""))
+    lifecycle = predictor.lifecycle
+    run: Callable[[], AuditEntry]
+    if action == "promote":
+        model = str(body["model"])
+        run = lambda: predictor.promote(model, who, why)  # noqa: E731
+    elif action == "rollback":
+        run = lambda: lifecycle.rollback(who, why)  # noqa: E731
+    else:
+        run = lambda: lifecycle.reset(who, why)  # noqa: E731
+    entry = run()
+    lifecycle.write_pending()
+    return entry
+
+
+def add_admin_views(worker: Worker) -> None:
     """Mount ``/models`` and its actions on the worker's web server."""
-    policy = AccessPolicy.parse(settings.admin_tokens)
+    app, metrics = worker.app, worker.metrics
+    policy = AccessPolicy.parse(worker.settings.admin_tokens)
+    predictors = {name: p.stage.predictor for name, p in worker.pipelines.items()}
 
     def denied(view: View, request: Request, role: str) -> tuple[str, Response | None]:
         decision = policy.check(request.headers.get("Authorization"), role)
@@ -78,20 +92,14 @@ def add_admin_views(
                 {"error": f"unknown pipeline {name!r}; the worker runs: {known}"}, status=404
             )
         predictor = predictors[name]
-        why = str(body.get("why") or "")
+        if action == "promote" and not body.get("model"):
+            return view.json({"error": "promote needs a model"}, status=400)
         try:
-            entry: AuditEntry
-            if action == "promote":
-                if not body.get("model"):
-                    return view.json({"error": "promote needs a model"}, status=400)
-                entry = predictor.promote(str(body["model"]), who, why)
-            elif action == "rollback":
-                entry = predictor.lifecycle.rollback(who, why)
-            else:
-                entry = predictor.lifecycle.reset(who, why)
+            async with worker.pipelines[name].coordinator.lock:
+                entry = await asyncio.to_thread(_action, predictor, action, body, who)
         except RiverlineError as exc:
             return view.json({"error": str(exc)}, status=409)
-        await send_all(app, [predictor.audit_message(entry, actor=who)], signer)
+        await send_all(app, [predictor.audit_message(entry, actor=who)], worker.signer)
         metrics.registry_actions.labels(name, entry.model, action).inc()
         return view.json({"audit": entry.as_dict(), **listing(name)})
 

@@ -207,9 +207,8 @@ class Forward:
 def _empty_app(args: dict[str, Any]) -> faust.App:
     # Imported here: they bring in Riverline's settings (pydantic) and metrics, which would
     # count in the other baselines' peak RSS.
-    from agents.app import use_fetch_max_wait
-    from agents.handover import use_handover_consumer
-    from agents.io import RawTopic, run_stage
+    from agents.internals import RawTopic, use_fetch_max_wait, use_handover_consumer
+    from agents.io import run_stage
     from streams.integrity import RecordSigner
     from streams.metrics import WorkerMetrics
 
@@ -223,9 +222,7 @@ def _empty_app(args: dict[str, Any]) -> faust.App:
     signer = RecordSigner(b"riverline-bench")
 
     async def forward(stream: faust.StreamT) -> Any:
-        async for _ in run_stage(
-            app, stream, stage, "empty", metrics, batch, 0.0, signer=signer, drain=True
-        ):
+        async for _ in run_stage(app, stream, stage, "empty", metrics, batch, signer=signer):
             pass
 
     # acks=False, as the worker's one-pass agent: drained batches need a topic Faust does

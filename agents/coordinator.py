@@ -6,7 +6,7 @@ It owns everything that keeps a pipeline's state, outputs and committed offsets 
 * **the gate**: from the start of a rebalance until the assigned partitions' state is
   restored, batches wait (:class:`agents.io.AssignmentGate`);
 * **the lock**: a batch, a checkpoint, a restore and an admin action never interleave;
-* **the schedule**: a checkpoint every ``snapshot_every`` events or ``snapshot_interval``
+* **the schedule**: a checkpoint every ``checkpoint_every`` events or ``checkpoint_interval``
   seconds, taken between two batches and written while the next ones run, then the
   offsets it reflects committed (one at a time); on revocation and at shutdown, written
   before returning;
@@ -32,8 +32,8 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from agents.internals import commit_offsets, seek_back
-from agents.io import AssignmentGate, StallWatch, send_all
+from agents.internals import commit_offsets, seek_back, send_all
+from agents.io import AssignmentGate, StallWatch
 from streams.checkpoint import CheckpointSchedule
 from streams.features import StateBudget
 from streams.integrity import RecordSigner
@@ -67,7 +67,7 @@ class Coordinator:
         self.state = state
         self.signer = signer
         self.pipeline = state.stage.predictor.spec.name
-        self.schedule = CheckpointSchedule(settings.snapshot_every, settings.snapshot_interval)
+        self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
         self.budget = StateBudget(settings.checkpoint_max_bytes)
         self.lock = asyncio.Lock()
         self.gate = AssignmentGate()
@@ -170,7 +170,15 @@ class Coordinator:
             self._started = True
             return
         self._failures.labels(self.pipeline, "agent").inc()
-        await self.recover(RuntimeError("the agent's loop crashed and was restarted"))
+        async with self.lock:
+            await self.recover(RuntimeError("the agent's loop crashed and was restarted"))
+
+    async def before_send(self, result: StageResult) -> None:
+        """Before a batch's outputs go: the model versions it made (a promotion by the
+        policy, a reset on drift) are written, so no prediction names an unwritten one."""
+        lifecycle = self.state.stage.predictor.lifecycle
+        if lifecycle.unwritten:
+            await asyncio.to_thread(lifecycle.write_pending)
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
         """After a batch's outputs were acknowledged: a checkpoint if one is due."""

@@ -17,6 +17,8 @@ from typing import Any
 
 import faust
 
+from agents.internals import consumer_state
+
 __all__ = ["dump_state"]
 
 log = logging.getLogger("riverline.worker")
@@ -38,28 +40,8 @@ def dump_state(app: faust.App) -> None:
     # Faust counts the events that go through its stream's step: for drained batches
     # (agents.io.drained), the first of each batch. riverline_events_total counts them all.
     out.write(f"stream steps by stream: {dict(monitor.events_by_stream)}\n")
-    for agent in app.agents.values():
-        for actor in getattr(agent, "_actors", ()):
-            stream = getattr(actor, "stream", None)
-            channel = getattr(stream, "channel", None)
-            queue = getattr(channel, "queue", None)
-            out.write(
-                f"agent {agent.name}: stream steps {getattr(stream, 'events_total', '?')}, "
-                f"queue {queue.qsize() if queue is not None else '?'}\n"
-            )
-    for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
-        out.write(f"consumer {name}: {sorted(map(str, getattr(consumer, name, None) or ()))}\n")
-    out.write(f"consumer read offsets: { {str(k): v for k, v in consumer._read_offset.items()} }\n")
-    try:
-        client = consumer._thread._ensure_consumer()
-        out.write(f"aiokafka paused: {sorted(map(str, client.paused()))}\n")
-        state = client._subscription.subscription.assignment.state_value
-        for tp in sorted(client.assignment(), key=str):
-            tps = state(tp)
-            at = tps.position if tps.has_valid_position else "-"
-            out.write(f"aiokafka {tp}: position {at}, paused {tps.paused}\n")
-    except Exception as exc:  # a debugging aid: never fail the worker
-        out.write(f"aiokafka state unavailable: {exc!r}\n")
+    for line in consumer_state(app):
+        out.write(line + "\n")
     for task in asyncio.all_tasks():
         out.write(f"--- {task.get_name()}\n")
         for where in _await_chain(task.get_coro()):

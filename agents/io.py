@@ -1,36 +1,36 @@
-"""The seam between Faust and Riverline's stages: events in, messages out, metrics."""
+"""The seam between Faust and Riverline's stages: events in, batches, messages out, metrics."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import faust
 
-from streams.errors import RiverlineError
+from agents.internals import queued_events, send_all
 from streams.integrity import RecordSigner
-from streams.messages import InMessage, OutMessage
+from streams.messages import InMessage
 from streams.metrics import WorkerMetrics
 from streams.stage import StageResult
 
 __all__ = [
     "AssignmentGate",
     "Guard",
-    "RawTopic",
     "Stage",
     "StallWatch",
+    "drained",
     "run_stage",
-    "seek_back",
-    "send_all",
     "to_in_message",
 ]
 
 
 class Stage(Protocol):
-    stage: str
+    """What the batch loop runs: one batch of messages in, a result out."""
+
+    @property
+    def stage(self) -> str: ...
 
     def process(self, batch: list[InMessage]) -> StageResult: ...
 
@@ -48,75 +48,6 @@ def to_in_message(event: faust.types.EventT) -> InMessage:
         timestamp_ms=int(m.timestamp * 1000),
         headers=headers,
     )
-
-
-async def send_all(app: faust.App, sends: list[OutMessage], signer: RecordSigner) -> None:
-    """Send and wait for every acknowledgement, so offsets never commit ahead of outputs.
-
-    Every message gets its ``rl.mac`` header here (:mod:`streams.integrity`): this is the
-    one way the worker writes its stages' outputs.
-
-    Straight to aiokafka, a record batch per topic partition: Faust's ``Topic.send``
-    builds a topic object, a ``FutureMessage`` and a callback chain per message, and
-    aiokafka's ``send`` a future, two partition lists and a pure-Python murmur2 hash per
-    message; together they cost more than the stages' own work per event (see
-    ``riverline bench``). Partitions are aiokafka's own choice (its default partitioner,
-    murmur2 of the key as Kafka's Java client), computed only where a topic has more
-    than one. Waiting for the batch's acks here keeps at-least-once whatever Faust later
-    commits.
-    """
-    if not sends:
-        return
-    producer: Any = app.producer
-    kafka = producer._ensure_producer()  # aiokafka.AIOKafkaProducer
-    metadata = kafka.client.cluster
-    #: topic -> (all partitions, available ones), as aiokafka's partitioner takes them
-    partitions: dict[str, tuple[list[int], list[int]]] = {}
-    batches: dict[tuple[str, int], Any] = {}
-    futures = []
-    for out in sends:
-        topic = out.topic
-        if topic not in partitions:
-            await kafka.client._wait_on_metadata(topic)
-            partitions[topic] = (
-                sorted(metadata.partitions_for_topic(topic)),
-                sorted(metadata.available_partitions_for_topic(topic)),
-            )
-        every, available = partitions[topic]
-        partition = every[0] if len(every) == 1 else kafka._partitioner(out.key, every, available)
-        headers = signer.sign(topic, out.key, out.value, out.headers)
-        batch = batches.get((topic, partition))
-        if batch is not None and _append(batch, out, headers):
-            continue
-        if batch is not None:  # full: on its way, and a new one for the rest
-            futures.append(await kafka.send_batch(batch, topic, partition=partition))
-        batch = batches[(topic, partition)] = kafka.create_batch()
-        if not _append(batch, out, headers):  # aiokafka takes any first message
-            raise RiverlineError(
-                f"aiokafka refused a message of {len(out.value or b'')} bytes for {topic} "
-                "even in an empty record batch"
-            )
-    for (topic, partition), batch in batches.items():
-        futures.append(await kafka.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*futures)
-
-
-def _append(batch: Any, out: OutMessage, headers: list[tuple[str, bytes]]) -> bool:
-    """Add ``out`` with ``headers`` to an aiokafka record batch; False when it is full."""
-    return batch.append(timestamp=None, key=out.key, value=out.value, headers=headers) is not None
-
-
-async def seek_back(app: faust.App, offsets: dict[Any, int]) -> None:
-    """Seek partitions Riverline commits itself back to these offsets, so Faust delivers again.
-
-    Faust drops fetched messages below its read offset; a fetch in flight during a seek
-    can move that offset past the seek's own messages. ``seek_wait`` seeks in the
-    consumer's thread; the read offsets are reset here so the messages come through.
-    """
-    consumer: Any = app.consumer
-    await consumer.seek_wait(offsets)
-    for tp, offset in offsets.items():
-        consumer._read_offset[tp] = offset if offset else None
 
 
 class AssignmentGate:
@@ -178,7 +109,7 @@ class StallWatch:
 
 
 class Guard(Protocol):
-    """What a checkpointed stage wraps each batch in (see agents.checkpoints)."""
+    """What a checkpointed stage wraps each batch in (see agents.coordinator)."""
 
     lock: asyncio.Lock
     gate: AssignmentGate
@@ -186,27 +117,11 @@ class Guard(Protocol):
     @property
     def open(self) -> bool: ...
 
+    async def before_send(self, result: StageResult) -> None: ...
+
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None: ...
 
-
-class RawTopic(faust.Topic):
-    """A topic read as the bytes it holds: each event built without Faust's codec registry.
-
-    Faust decodes a message through its schema, serializer registry and codec even when
-    both serializers are ``raw``, which leave the bytes as they are: with an empty stage,
-    11% of the samples (py-spy, ``riverline bench``'s ``empty`` contender at full load).
-    The events are the same: key and value as bytes (or ``None``), the message's headers.
-    """
-
-    def _compile_decode(self) -> None:
-        app = self.app
-        # Looked up once: Faust's settings lookup is slow per message.
-        event: Any = app.conf.Event
-
-        async def decode(message: Any, *, propagate: bool = False) -> Any:
-            return event(app, message.key, message.value, message.headers, message)
-
-        self.decode = decode  # type: ignore[method-assign]
+    async def recover(self, exc: BaseException) -> None: ...
 
 
 async def drained(
@@ -220,11 +135,10 @@ async def drained(
     read, before the batch is processed, which would let it commit an acked topic ahead
     of the batch's outputs. The first event of a batch comes through Faust's stream; the
     ones behind it straight from the stream's queue, which skips Faust's step per event
-    (a turn of the event loop, its sensors) and keeps its one check: an event fetched
-    before a rebalance (an older generation) or while flow control is off is dropped,
-    as Faust drops it.
+    and keeps its one check: an event fetched before a rebalance (an older generation) or
+    while flow control is off is dropped, as Faust drops it.
     """
-    queue = stream.channel.queue  # type: ignore[attr-defined]
+    queue = queued_events(stream)
     batch: list[Any] = []
     async for event in stream.events():
         batch.append(event)
@@ -254,44 +168,49 @@ async def run_stage(
     pipeline: str,
     metrics: WorkerMetrics,
     batch_size: int,
-    batch_timeout: float,
+    *,
     signer: RecordSigner,
     guard: Guard | None = None,
-    drain: bool = False,
-) -> Any:
+) -> AsyncIterator[StageResult]:
     """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol).
 
     With a ``guard``, each batch waits for the guard's assignment gate, then is processed,
-    sent and followed by
-    ``guard.after_batch`` under ``guard.lock`` (so rebalance and shutdown handlers never
-    see a half-done batch), and skipped once the guard is closed (shutdown).
+    sent and followed by ``guard.after_batch`` under ``guard.lock`` (so rebalance and
+    shutdown handlers never see a half-done batch), and skipped once the guard is closed
+    (shutdown). A batch that fails as a whole goes to ``guard.recover``, which brings the
+    state back to the last checkpoint: the loop goes on, nothing is skipped.
     """
     latency = metrics.stage_latency.labels(pipeline, stage.stage)
-    lock = guard.lock if guard is not None else contextlib.nullcontext()
-    if drain:
-        batches = drained(app, stream, batch_size)
-    else:
-        # take_events exists on faust.Stream; the StreamT protocol does not declare it.
-        batches = stream.take_events(batch_size, within=batch_timeout)  # type: ignore[attr-defined]
-    async for events in batches:
+    async for events in drained(app, stream, batch_size):
         batch = [to_in_message(e) for e in events]
-        if guard is not None:
-            await guard.gate.wait()
         started = time.perf_counter()
-        async with lock:
-            if guard is not None and not guard.open:
-                continue
+        if guard is None:
             result = stage.process(batch)
             await send_all(app, result.sends, signer)
-            if guard is not None:
-                await guard.after_batch(batch, result)
-        per_event = (time.perf_counter() - started) / max(1, len(batch))
-        latency.observe(per_event)
-        # A one-pass stage (streams.onepass) counts each of its stages apart.
-        counts: dict[str, Any] = getattr(stage, "counts", None) or {stage.stage: result}
-        for name, done in counts.items():
-            metrics.events.labels(pipeline, name, "ok").inc(done.ok)
-            for reason, n in done.dead.items():
-                metrics.events.labels(pipeline, name, "dead_letter").inc(n)
-                metrics.dead_letters.labels(pipeline, name, reason).inc(n)
+        else:
+            await guard.gate.wait()
+            started = time.perf_counter()
+            async with guard.lock:
+                if not guard.open:
+                    continue
+                try:
+                    result = stage.process(batch)
+                    await guard.before_send(result)
+                    await send_all(app, result.sends, signer)
+                    await guard.after_batch(batch, result)
+                except Exception as exc:
+                    await guard.recover(exc)
+                    continue
+        latency.observe((time.perf_counter() - started) / max(1, len(batch)))
+        _count(metrics, pipeline, stage, result)
         yield result
+
+
+def _count(metrics: WorkerMetrics, pipeline: str, stage: Stage, result: StageResult) -> None:
+    # A one-pass stage (streams.onepass) counts each of its stages apart.
+    counts: dict[str, Any] = getattr(stage, "counts", None) or {stage.stage: result}
+    for name, done in counts.items():
+        metrics.events.labels(pipeline, name, "ok").inc(done.ok)
+        for reason, n in done.dead.items():
+            metrics.events.labels(pipeline, name, "dead_letter").inc(n)
+            metrics.dead_letters.labels(pipeline, name, reason).inc(n)

@@ -19,13 +19,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 from faust.web import Request, Response, View
 
+from agents.internals import read_offset
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
 from streams.security import client_kwargs
 from streams.status_page import alert_notice, dead_letter_notice, render_status_html
+from streams.topics import topic_partitions
 
 if TYPE_CHECKING:
-    from agents.app import PipelineStages, Worker
+    from agents.app import Worker
+    from agents.pipeline import Pipeline
 
 __all__ = ["add_views", "status_document"]
 
@@ -38,27 +41,11 @@ NOTICE_BACKLOG = 50
 
 
 def _ready(worker: Worker) -> tuple[bool, int]:
+    """Ready: partitions assigned, no rebalance under way, and every pipeline up."""
     app = worker.app
     assigned = app.consumer.assignment() if app.consumer else set()
-    return bool(assigned) and not app.rebalancing, len(assigned)
-
-
-def _models(stages: PipelineStages) -> list[dict[str, Any]]:
-    # The lifecycle (champion and shadows) may hang off the stages or the predictor.
-    lifecycle = getattr(stages, "lifecycle", None) or getattr(stages.predictor, "lifecycle", None)
-    describe = getattr(lifecycle, "describe", None)
-    if callable(describe):
-        return [dict(m) for m in describe()]
-    model = stages.predictor.model
-    return [
-        {
-            "name": model.spec.name,
-            "version": model.version,
-            "stage": "champion",
-            "samples_seen": model.samples_seen,
-            "metrics": model.metric_values(),
-        }
-    ]
+    up = not worker.down()
+    return bool(assigned) and not app.rebalancing and up, len(assigned)
 
 
 def _counts(worker: Worker) -> dict[str, dict[str, dict[str, float]]]:
@@ -73,35 +60,44 @@ def _counts(worker: Worker) -> dict[str, dict[str, dict[str, float]]]:
     return counts
 
 
+def _pipeline_status(
+    worker: Worker, pipeline: Pipeline, by_stage: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    spec, stage = pipeline.spec, pipeline.stage
+    topics = spec.topics(worker.settings.namespace)
+    own_topics = {topics.raw, topics.labels}
+    age = worker.checkpoint_age(pipeline)
+    predictor = stage.predictor
+    return {
+        "spec": spec.label,
+        "up": not pipeline.coordinator.down,
+        "down": dict(pipeline.coordinator.down),
+        "features": stage.featurization.feature_set.label,
+        "topics": [topics.raw, topics.events, topics.features, topics.predictions],
+        "events": by_stage,
+        "events_ok": int(by_stage.get(stage.ingestion.stage, {}).get("ok", 0)),
+        "dead_letters": int(sum(s.get("dead_letter", 0) for s in by_stage.values())),
+        "consumer_lag": sum(n for (t, _), n in worker.lag.items() if t in own_topics),
+        "checkpoint_age_s": None if age is None else round(age, 1),
+        "feature_partitions": stage.featurization.positions(),
+        "checkpoints_written": pipeline.coordinator.checkpoints_written,
+        "events_replayed": stage.featurization.replayed,
+        "events_reingested": stage.featurization.reingested,
+        "models": [dict(m) for m in predictor.lifecycle.describe()],
+        # The champion's, as before the lifecycle existed (scripts read these).
+        "model": predictor.model.label,
+        "samples_seen": predictor.model.samples_seen,
+        "metrics": predictor.model.metric_values(),
+    }
+
+
 def status_document(worker: Worker) -> dict[str, Any]:
     """What ``/status.json`` serves and ``/status`` renders."""
     ready, partitions = _ready(worker)
     counts = _counts(worker)
     pipelines: dict[str, Any] = {}
-    for name, stages in worker.pipelines.items():
-        topics = stages.spec.topics(worker.settings.namespace)
-        by_stage = counts.get(name, {})
-        own_topics = {topics.raw, topics.events, topics.features, topics.labels}
-        age = worker.checkpoint_age(stages)
-        pipelines[name] = {
-            "spec": stages.spec.label,
-            "features": stages.featurization.feature_set.label,
-            "topics": [topics.raw, topics.events, topics.features, topics.predictions],
-            "events": by_stage,
-            "events_ok": int(by_stage.get(stages.ingestion.stage, {}).get("ok", 0)),
-            "dead_letters": int(sum(s.get("dead_letter", 0) for s in by_stage.values())),
-            "consumer_lag": sum(n for (t, _), n in worker.lag.items() if t in own_topics),
-            "checkpoint_age_s": None if age is None else round(age, 1),
-            "feature_partitions": stages.featurization.positions(),
-            "checkpoints_written": stages.checkpoints.written,
-            "events_replayed": stages.featurization.replayed,
-            "events_reingested": stages.featurization.reingested,
-            "models": _models(stages),
-            # The champion's, as before the lifecycle existed (scripts read these).
-            "model": stages.predictor.model.label,
-            "samples_seen": stages.predictor.model.samples_seen,
-            "metrics": stages.predictor.model.metric_values(),
-        }
+    for name, pipeline in worker.pipelines.items():
+        pipelines[name] = _pipeline_status(worker, pipeline, counts.get(name, {}))
     return {
         "worker": {
             "ready": ready,
@@ -119,23 +115,18 @@ def status_document(worker: Worker) -> dict[str, Any]:
 
 
 async def _positions(worker: Worker, tps: set[TP]) -> dict[TP, int]:
-    """The next offset each partition will process.
-
-    ``P.events`` belongs to the features stage, which seeks and commits it itself (see
-    agents.checkpoints); other topics are where Faust's streams have read to.
-    """
+    """The next offset each partition will process: what the pipelines' state reflects,
+    else where Faust's streams have read to."""
     consumer: Any = worker.app.consumer
-    held = {
-        (stages.checkpoints.topic, p): h.offset
-        for stages in worker.pipelines.values()
-        for p, h in stages.featurization.held.items()
-    }
+    held: dict[tuple[str, int], int] = {}
+    for pipeline in worker.pipelines.values():
+        held.update(pipeline.coordinator.state.offsets())
     positions: dict[TP, int] = {}
     for tp in tps:
         if (tp.topic, tp.partition) in held:
             positions[tp] = held[(tp.topic, tp.partition)]
             continue
-        read = consumer._read_offset.get(tp)
+        read = read_offset(worker.app, tp)
         if read is not None:
             positions[tp] = read + 1
             continue
@@ -150,10 +141,10 @@ async def update_gauges(worker: Worker) -> None:
     """Set consumer lag per topic/partition and checkpoint age per pipeline stage."""
     metrics = worker.metrics
     now = time.time()
-    for name, stages in worker.pipelines.items():
-        age = worker.checkpoint_age(stages, now)
+    for name, pipeline in worker.pipelines.items():
+        age = worker.checkpoint_age(pipeline, now)
         if age is not None:
-            metrics.checkpoint_age.labels(name, stages.featurization.stage).set(age)
+            metrics.checkpoint_age.labels(name, pipeline.stage.stage).set(age)
     app = worker.app
     if app.rebalancing:
         return
@@ -193,8 +184,8 @@ async def tail_notices(worker: Worker) -> None:
     dlq, alerts = settings.topic("riverline.dlq"), settings.topic("riverline.alerts")
     catalog = SchemaCatalog.load(settings.schemas_dir)
     by_topic: dict[str, str] = {}
-    for name, stages in worker.pipelines.items():
-        t = stages.spec.topics(settings.namespace)
+    for name, pipeline in worker.pipelines.items():
+        t = pipeline.spec.topics(settings.namespace)
         by_topic.update({t.raw: name, t.events: name, t.features: name, t.labels: name})
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap,
@@ -203,12 +194,12 @@ async def tail_notices(worker: Worker) -> None:
     )
     await consumer.start()
     try:
-        # The consumer's own metadata knows only topics it was assigned; fetch it all.
-        cluster = await consumer._client.fetch_all_metadata()
         tps = [
             TopicPartition(topic, p)
             for topic in (dlq, alerts)
-            for p in sorted(cluster.partitions_for_topic(topic) or ())
+            for p in await topic_partitions(
+                settings.effective_bootstrap, topic, client_kwargs(settings)
+            )
         ]
         if not tps:
             log.warning("no %s or %s topic: the status page shows no dead letters", dlq, alerts)
@@ -254,9 +245,8 @@ def add_views(worker: Worker) -> None:
     class Ready(View):
         async def get(self, request: Request) -> Response:
             ready, partitions = _ready(worker)
-            return self.json(
-                {"ready": ready, "partitions": partitions}, status=200 if ready else 503
-            )
+            body = {"ready": ready, "partitions": partitions, "down": worker.down()}
+            return self.json(body, status=200 if ready else 503)
 
     @app.page("/status.json")
     class StatusJson(View):

@@ -64,8 +64,8 @@ def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
             "pipeline %s: spec %s, features %s, model %s",
             spec.name,
             spec.label,
-            worker.pipelines[spec.name].featurization.feature_set.label,
-            worker.pipelines[spec.name].predictor.model.label,
+            worker.pipelines[spec.name].stage.featurization.feature_set.label,
+            worker.pipelines[spec.name].stage.predictor.model.label,
         )
     faust.Worker(
         worker.app,

@@ -93,9 +93,10 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from streams.errors import RiverlineError
+from streams.errors import KafkaSetupError, RiverlineError
 from streams.integrity import RecordSigner
 from streams.messages import InMessage
+from streams.topics import topic_partitions
 
 log = logging.getLogger("riverline.checkpoints")
 
@@ -426,12 +427,11 @@ class CheckpointStore:
         wanted = set(keys)
         latest: dict[str, tuple[bytes | None, bool]] = {}  # value, MAC verified
         try:
-            # partitions_for_topic only knows topics in the client's metadata; fetch it all.
-            cluster = await consumer._client.fetch_all_metadata()
-            parts = [
-                TopicPartition(self.topic, p)
-                for p in sorted(cluster.partitions_for_topic(self.topic) or ())
-            ]
+            try:
+                numbers = await topic_partitions(self.bootstrap, self.topic, self.client_kwargs)
+            except KafkaSetupError as exc:
+                raise CheckpointError(f"cannot read the partitions of {self.topic}: {exc}") from exc
+            parts = [TopicPartition(self.topic, p) for p in numbers]
             if not parts:
                 raise CheckpointError(
                     f"checkpoint topic {self.topic} does not exist; the worker creates it "

@@ -790,7 +790,7 @@ class FeatureState:
 
         The copies are what the state is at this instant; the call (the zip and its
         deflate, most of the cost) can run in another thread while the state moves on
-        (a worker's checkpoint, agents.checkpoints).
+        (a worker's checkpoint, streams.state.pipeline).
         """
         names = sorted(self._layout)
         meta: dict[str, Any] = {

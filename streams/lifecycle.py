@@ -20,7 +20,7 @@ from typing import Any
 from streams.drift import DriftMonitor
 from streams.errors import RiverlineError
 from streams.model import OnlineModel, Prediction
-from streams.registry import Manifest, ModelRegistry
+from streams.registry import Manifest, ModelRegistry, PendingVersion
 from streams.spec import ModelSpec, PipelineSpec
 
 __all__ = ["Alert", "AuditEntry", "LifecycleError", "ModelLifecycle", "Served"]
@@ -98,6 +98,8 @@ class ModelLifecycle:
         self.served += [self._serve(s, "shadow") for s in spec.shadows]
         #: Champion (name, version) before each promotion or rollback, for ``rollback``.
         self.history: list[tuple[str, int]] = []
+        #: Versions made by promotions, rollbacks and resets, not written yet.
+        self.unwritten: list[PendingVersion] = []
 
     def _serve(self, model_spec: ModelSpec, stage: str, model: OnlineModel | None = None) -> Served:
         window = self.spec.promotion.window
@@ -186,12 +188,13 @@ class ModelLifecycle:
         return []
 
     def _bump(self, served: Served, note: str, offsets: dict[str, int] | None = None) -> None:
-        """A new version of a served model: saved to the registry when there is one."""
+        """A new version of a served model, prepared now (the model carries it at once)
+        and written by :meth:`write_pending`, before any prediction naming it is sent."""
         model = served.model
         if self.registry is None:
             model.version += 1
             return
-        manifest = self.registry.save(
+        pending = self.registry.prepare(
             model.spec.name,
             model.estimator,
             parent=model.version,
@@ -202,17 +205,27 @@ class ModelLifecycle:
             note=note,
             extra={"stage": served.stage},
         )
-        model.version = manifest.version
+        self.unwritten.append(pending)
+        model.version = pending.manifest.version
+
+    def write_pending(self) -> list[Manifest]:
+        """Write the versions promotions, rollbacks and resets made (file I/O: a caller
+        on an event loop runs this in a thread), oldest first."""
+        written = []
+        while self.unwritten:
+            pending = self.unwritten[0]
+            assert self.registry is not None  # only _bump queues, with a registry
+            written.append(self.registry.write(pending))
+            self.unwritten.pop(0)
+        return written
 
     def snapshot(self, offsets: dict[str, int]) -> list[Manifest]:
         """Save every served model at these input offsets; each gets a new version."""
         if self.registry is None:
             raise LifecycleError("snapshots need a registry (RIVERLINE_HOME/registry).")
-        manifests = []
         for served in self.served:
             self._bump(served, "snapshot", offsets)
-            manifests.append(self.registry.manifest(served.model.spec.name, served.model.version))
-        return manifests
+        return self.write_pending()
 
     def promote(self, name: str, who: str, why: str) -> AuditEntry:
         """Make shadow ``name`` the champion; the champion becomes a shadow."""

@@ -113,6 +113,19 @@ class WorkerMetrics:
             ["pipeline", "stage"],
             registry=r,
         )
+        self.labels_expired = Counter(
+            "riverline_labels_expired",
+            "Predictions or labels dropped unjoined: past the label TTL or beyond the "
+            "label join's bounds (RIVERLINE_LABEL_MAX_PENDING, RIVERLINE_LABEL_MAX_BYTES).",
+            ["pipeline"],
+            registry=r,
+        )
+        self.labels_joined = Counter(
+            "riverline_labels_joined",
+            "Delayed labels joined with the prediction they belong to.",
+            ["pipeline"],
+            registry=r,
+        )
         self.pipeline_up = Gauge(
             "riverline_pipeline_up",
             "1 while a pipeline's agent processes events; 0 while it is down (a failed "

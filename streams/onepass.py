@@ -1,20 +1,18 @@
 """One pass: raw events and delayed labels -> events, features and predictions, per batch.
 
-The default topology (``topology = "one-pass"``). One agent reads ``P.raw`` and
-``P.labels`` and chains the three stages over each micro-batch in memory: ingestion
-validates a raw message, the features stage computes its vector from the validated record
-(no decode), the predict stage predicts and learns from that vector (no decode). All
-three outputs are still written, with the same bytes and lineage as the staged topology:
-``P.events`` and ``P.features`` for the offline store, replay and users; ``P.predictions``
-for consumers. What one pass saves is two consume hops per event, the largest cost of
-the staged topology (see ``riverline bench``).
+One agent per pipeline reads ``P.raw`` and ``P.labels`` and chains the three stages over
+each micro-batch in memory: ingestion validates a raw message, the features stage
+computes its vector from the validated record (no decode), the predict stage predicts and
+then learns from that vector (no decode). All three outputs are written: ``P.events``
+and ``P.features`` for the offline store, replay and users; ``P.predictions`` for
+consumers.
 
 State follows the raw offsets: each raw partition's feature state is held at the next raw
 offset it has not seen, and the predict stage's ``positions`` carry the same raw offsets
 (and ``P.labels`` offsets for labels). The worker checkpoints both, models first, and
-commits the raw offsets after both are written (agents.onepass). Features need the raw
-topic keyed by the spec's ``key_field`` when it has more than one partition, as
-``riverline produce`` does: a key's events must share a partition.
+commits the raw offsets after both are written (:mod:`streams.state.pipeline`). Features
+need the raw topic keyed by the spec's ``key_field`` when it has more than one partition,
+as ``riverline produce`` does: a key's events must share a partition.
 """
 
 from __future__ import annotations

@@ -299,7 +299,7 @@ class ModelRegistry:
         """The next version in memory: the estimator pickled now, its number reserved.
 
         :meth:`write` puts it on disk, in any thread: a worker pickles on its event loop
-        (the estimator keeps learning) and writes and fsyncs off it (agents.onepass).
+        (the estimator keeps learning) and writes and fsyncs off it (streams.state.pipeline).
         A reserved number is never handed out twice, written or not. No listing: the
         number comes from :meth:`latest` and a ``stat`` of the folder it would take.
         """

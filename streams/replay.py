@@ -2,16 +2,14 @@
 
 ``riverline replay --pipeline FILE --verify`` reads ``P.raw`` from offset 0 up to the end
 it sees at start, in a consumer group of its own that commits nothing, and runs the same
-stage code in process (:class:`~streams.ingestion.Ingestion` ->
-:class:`~streams.featurization.Featurization` -> :class:`~streams.prediction.Predictor`).
+stage code in process (:class:`~streams.onepass.OnePass`: ingest, features, predict).
 It writes nothing to Kafka. It then compares every prediction, by event id (prediction,
 probabilities, model name), with the live ``P.predictions``, and the sha256 of the final
 pickled estimator with the registry's latest manifest of that model.
 
-Events go from ingest to features by the partition Kafka's default partitioner gives
-their key, as live. The live predict stage reads its feature partitions in arrival order,
-so with more than one partition the live learning order (and so the model) is not
-reproducible; the bundled pipelines use one partition.
+Raw partitions are replayed one after the other. The live worker reads its partitions in
+arrival order, so with more than one partition the live learning order (and so the model)
+is not reproducible; the bundled pipelines use one partition.
 """
 
 from __future__ import annotations
@@ -19,13 +17,11 @@ from __future__ import annotations
 import hashlib
 import pickle
 import secrets
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
@@ -34,6 +30,7 @@ from streams.featurization import Featurization
 from streams.ingestion import Ingestion
 from streams.integrity import RecordSigner
 from streams.messages import InMessage, OutMessage
+from streams.onepass import OnePass
 from streams.prediction import Predictor
 from streams.registry import ModelRegistry, RegistryError
 from streams.security import client_kwargs
@@ -259,42 +256,30 @@ async def replay(
     raw.sort(key=lambda m: (m.partition, m.offset))
     report.raw_read = len(raw)
     dlq = "replay.dlq"
-    ingestion = Ingestion(
-        spec,
-        catalog,
-        events_topic=topics.events,
-        dlq_topic=dlq,
-        max_bytes=settings.max_message_bytes,
+    # The worker's own one-pass stage, holding each partition from its first event.
+    stage = OnePass(
+        Ingestion(
+            spec,
+            catalog,
+            events_topic=topics.events,
+            dlq_topic=dlq,
+            max_bytes=settings.max_message_bytes,
+        ),
+        Featurization(spec, catalog, features_topic=topics.features, dlq_topic=dlq),
+        Predictor(spec, catalog, predictions_topic=topics.predictions, dlq_topic=dlq),
+        raw_topic=topics.raw,
+        max_output_bytes=settings.output_max_bytes,
     )
-    featurization = Featurization(spec, catalog, features_topic=topics.features, dlq_topic=dlq)
-    predictor = Predictor(spec, catalog, predictions_topic=topics.predictions, dlq_topic=dlq)
-    partitioner = DefaultPartitioner()
-    all_partitions = list(range(spec.partitions))
-    next_offset: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-
-    def route(sends: list[OutMessage], topic: str) -> list[InMessage]:
-        routed = []
-        for out in sends:
-            if out.topic != topic:
-                report.dead_letters += 1
-                continue
-            p = partitioner(out.key, all_partitions, all_partitions)
-            routed.append(_in(out, p, next_offset[topic][p]))
-            next_offset[topic][p] += 1
-        return routed
-
+    predictor = stage.predictor
     replayed: list[dict[str, Any]] = []
     schema = catalog.record("prediction")
     step = max(1, settings.batch_size)
     for start in range(0, len(raw), step):
-        events = route(ingestion.process(raw[start : start + step]).sends, topics.events)
-        events.sort(key=lambda m: (m.partition, m.offset))
-        features = route(featurization.process(events).sends, topics.features)
-        for out in predictor.process(features).sends:
-            if out.topic != topics.predictions:
+        for out in stage.process(raw[start : start + step]).sends:
+            if out.topic == dlq:
                 report.dead_letters += 1
-                continue
-            replayed.append(decode_single_object(catalog, out.value, schema)[1])
+            elif out.topic == topics.predictions:
+                replayed.append(decode_single_object(catalog, out.value, schema)[1])
         if progress:
             progress("replayed", min(start + step, len(raw)))
     report.predictions = len(replayed)

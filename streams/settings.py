@@ -73,33 +73,24 @@ class Settings(BaseSettings):
     max_message_bytes: int = 1024 * 1024
     """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""
 
-    topology: Literal["one-pass", "staged"] = "one-pass"
-    """How a worker chains each pipeline's stages. ``one-pass``: one agent reads ``P.raw``
-    and ``P.labels`` and runs ingest, features and predict over each micro-batch in memory,
-    writing ``P.events``, ``P.features`` and ``P.predictions`` as the staged topology does
-    (streams.onepass); feature state and models are checkpointed together on the snapshot
-    schedule. ``staged``: an agent per hop (raw -> events -> features -> predictions), each
-    consuming the one before; two more consume hops per event (see README, Benchmark)."""
-
     fetch_max_wait: float = 0.01
     """Longest a worker's fetch waits at the broker for data (Faust fixes 1.5 s; see
-    agents.app.use_fetch_max_wait for why that held events back by up to 1.5 s)."""
+    agents.internals.use_fetch_max_wait for why that held events back by up to 1.5 s)."""
 
     batch_size: int = 500
-    batch_timeout: float = 0.005
-    """Micro-batching: at most ``batch_size`` events. One-pass takes what is waiting when an
-    event comes (no timer: one event at low load, full batches under load); the staged
-    agents wait up to ``batch_timeout`` seconds for a batch (5 ms per hop; README, Benchmark)."""
+    """Micro-batching: at most this many events. A batch is what is waiting when an event
+    comes (no timer: one event at low load, full batches under load)."""
 
     checkpoint_every: int = 10_000
-    checkpoint_interval: float = 5.0
-    """Feature state is checkpointed after this many events or seconds (whichever first),
-    on partition revocation and at clean shutdown (staged topology; one-pass checkpoints
-    features with the models, on the snapshot schedule)."""
+    checkpoint_interval: float = 300.0
+    """A pipeline's state (models as new registry versions, feature state, the offsets
+    they reflect) is checkpointed after this many input messages (raw events and labels)
+    or seconds, whichever first, on partition revocation and at clean shutdown. A crash
+    repeats at most this much work."""
 
     checkpoint_max_bytes: int = 64 * 1024 * 1024
-    """Largest checkpoint (one events partition's feature state); also the checkpoint
-    topic's ``max.message.bytes``."""
+    """Largest checkpoint record (one raw partition's feature state, or the predict
+    state); also the checkpoint topic's ``max.message.bytes``."""
 
     session_timeout: float = 60.0
     """Seconds before the consumer group gives up on a worker that stopped heartbeating
@@ -127,14 +118,8 @@ class Settings(BaseSettings):
     sink_flush_interval: float = 5.0
     """Seconds between offline-store flushes (also at clean shutdown and on revocation)."""
 
-    snapshot_every: int = 10_000
-    snapshot_interval: float = 300.0
-    """Models are snapshotted to the registry (a new version each) after this many input
-    messages (raw events or feature vectors, and labels) or seconds, whichever first, on
-    revocation and at clean shutdown; one-pass checkpoints the feature state with them."""
-
     registry_keep: int = Field(default=50, ge=1)
-    """Registry retention: the newest versions of each model kept after a snapshot (at
+    """Registry retention: the newest versions of each model kept after a checkpoint (at
     least 1). Older ones are removed, except the champion, the shadows, the rollback
     targets and the versions the latest checkpoint names (``ModelRegistry.prune``)."""
 

@@ -22,6 +22,7 @@ __all__ = [
     "ensure_topics",
     "pipeline_topic_configs",
     "shared_topic_configs",
+    "topic_partitions",
 ]
 
 #: The compacted topic of feature-state checkpoints (before the namespace).
@@ -128,6 +129,21 @@ async def _delete(bootstrap: str, names: Iterable[str], security: Mapping[str, A
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def topic_partitions(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> list[int]:
+    """The partitions of ``topic`` (empty if it does not exist), from fresh metadata."""
+    admin = await _admin(bootstrap, security or {})
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for found in described:
+        if found.get("topic") == topic and not found.get("error_code"):
+            return sorted(int(p["partition"]) for p in found.get("partitions", ()))
+    return []
 
 
 def ensure_topics(

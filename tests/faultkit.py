@@ -171,9 +171,7 @@ class Rig:
         def caught_up() -> bool:
             ends = end_total(self.settings, self.topic("events"))
             dlq = len(read_all(self.settings, self.settings.topic("riverline.dlq")))
-            # The features stage reads P.events (staged) or P.raw (one-pass).
-            staged = self.settings.topology == "staged"
-            read = ends if staged else end_total(self.settings, self.raw)
+            read = end_total(self.settings, self.raw)
             return ends + dlq >= n_events and self.processed() >= read
 
         self.wait_for(caught_up, "the features stage to catch up", timeout)

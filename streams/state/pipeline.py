@@ -45,7 +45,7 @@ from streams.onepass import OnePass
 from streams.registry import Manifest, PendingVersion
 from streams.stage import now_ms
 
-__all__ = ["Prepared", "PipelineState", "Resume"]
+__all__ = ["PipelineState", "Prepared", "Resume"]
 
 log = logging.getLogger("riverline.checkpoints")
 
@@ -228,10 +228,14 @@ class PipelineState:
                     return alerts
         alerts = []
         if isinstance(found, CheckpointIntegrityError):
-            log.error("not using the model checkpoint %s (%s); fresh models", self.predict_key, found)
+            log.error(
+                "not using the model checkpoint %s (%s); fresh models", self.predict_key, found
+            )
             alerts.append(Alert(predictor.spec.name, "integrity", "", str(found)))
         elif isinstance(found, CheckpointError):
-            log.warning("not using the model checkpoint %s (%s); fresh models", self.predict_key, found)
+            log.warning(
+                "not using the model checkpoint %s (%s); fresh models", self.predict_key, found
+            )
         labels = await asyncio.to_thread(predictor.register_fresh)
         log.info("fresh models %s", labels)
         return alerts
@@ -240,7 +244,9 @@ class PipelineState:
         """Restore a usable checkpoint (its alerts); None, with the reason logged, if not."""
         predictor = self.stage.predictor
         if checkpoint.spec_hash != predictor.spec.hash:
-            log.warning("the model checkpoint %s is of another spec; fresh models", self.predict_key)
+            log.warning(
+                "the model checkpoint %s is of another spec; fresh models", self.predict_key
+            )
             return None
         past = await self._past_end(predictor.saved_positions(checkpoint.state))
         if past:
@@ -255,7 +261,9 @@ class PipelineState:
         alerts = await asyncio.to_thread(predictor.restore, checkpoint.state)
         for alert in alerts:
             log.error("%s", alert.message)
-        self._checkpointed = {s.model.spec.name: s.model.version for s in predictor.lifecycle.served}
+        self._checkpointed = {
+            s.model.spec.name: s.model.version for s in predictor.lifecycle.served
+        }
         return alerts
 
     async def _past_end(self, positions: dict[str, int]) -> list[str]:

@@ -81,8 +81,6 @@ def test_worker_sigkilled_ten_times_loses_nothing(
         tmp_path,
         checkpoint_every=max(500, N_EVENTS // 20),
         checkpoint_interval=0.5,
-        snapshot_every=max(500, N_EVENTS // 20),
-        snapshot_interval=0.5,
     )
     events = make_events(N_EVENTS, N_KEYS, SEED)
     rng = random.Random(SEED)
@@ -178,15 +176,11 @@ def _assert_models_equal_an_uninterrupted_run(rig: Rig) -> None:
 def _assert_duplicates_follow_a_checkpoint(rig: Rig, kills: list[dict[str, Any]]) -> None:
     """Each repeated feature vector: first copy before a kill, of an event at or after the
     checkpoint that was latest at that kill (its partition and offset in the topic the
-    features stage reads: ``P.events`` staged, ``P.raw`` one-pass)."""
-    staged = rig.settings.topology == "staged"
+    features stage reads: ``P.raw``)."""
     events_at: dict[str, tuple[int, int]] = {}
     for r in read_all(rig.settings, rig.topic("events")):
-        if staged:
-            events_at.setdefault(r.headers["rl.event_id"], (r.partition, r.offset))
-        else:
-            _, partition, offset = r.headers["rl.source"].rsplit(":", 2)
-            events_at.setdefault(r.headers["rl.event_id"], (int(partition), int(offset)))
+        _, partition, offset = r.headers["rl.source"].rsplit(":", 2)
+        events_at.setdefault(r.headers["rl.event_id"], (int(partition), int(offset)))
     copies: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for r in read_all(rig.settings, rig.topic("features")):
         copies[r.headers["rl.event_id"]].append((r.partition, r.offset))

@@ -229,9 +229,6 @@ def outcome(settings_factory, tmp_path_factory) -> Outcome:
         batch_size=200,
         checkpoint_every=1500,
         checkpoint_interval=0.5,
-        # One-pass checkpoints features with the models, on the snapshot schedule.
-        snapshot_every=1500,
-        snapshot_interval=0.5,
         session_timeout=6.0,  # a restarted worker gets the killed one's partitions sooner
     )
     spec = load_spec(spec_path)
@@ -263,8 +260,8 @@ def outcome(settings_factory, tmp_path_factory) -> Outcome:
         assert producer.error is None, producer.error
         assert producer.sent == N_EVENTS
         # Done when ingest has written every event and the features stage has caught up
-        # with what it reads: P.events (staged) or P.raw (one-pass).
-        read = topics.events if settings.topology == "staged" else topics.raw
+        # with what it reads: P.raw.
+        read = topics.raw
         ends = -1
         while ends != (ends := asyncio.run(_end_total(settings, read))) or ends < N_EVENTS:
             _wait_for(worker, lambda: _processed(worker) >= max(ends, 1), "the events topic")
@@ -383,7 +380,7 @@ def test_checkpoints_are_on_the_compacted_topic(outcome: Outcome) -> None:
     # The clean stop at the end checkpointed everything the features stage reads.
     settings = outcome.settings
     topics = outcome.spec.topics(settings.namespace)
-    read = topics.events if settings.topology == "staged" else topics.raw
+    read = topics.raw
     ends = asyncio.run(_ends(settings, read))
     assert {cp.partition: cp.offset for cp in latest.values()} == ends
 
@@ -453,8 +450,8 @@ def test_late_events_go_to_the_dead_letter_topic(settings_factory, tmp_path_fact
     headers = dead[0].headers
     assert headers["rl.error.class"] == "late"
     assert headers["rl.error.stage"] == "features"
-    # The message the features stage read: on P.events (staged), on P.raw (one-pass).
-    read = topics.events if settings.topology == "staged" else topics.raw
+    # The message the features stage read, on P.raw.
+    read = topics.raw
     assert headers["rl.error.topic"] == read
     assert headers["rl.event_id"] == "l2"
     by_offset = {(r.partition, r.offset): r.value for r in asyncio.run(_read_all(settings, read))}
@@ -483,8 +480,6 @@ def test_partitions_moving_between_workers_keep_features_exact(
         batch_size=200,
         checkpoint_every=1500,
         checkpoint_interval=0.5,
-        snapshot_every=1500,
-        snapshot_interval=0.5,
         session_timeout=6.0,
     )
     other = settings.model_copy(update={"web_port": free_port(), "home": root / "home-b"})

@@ -77,10 +77,8 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
         web_port=free_port(),
         admin_tokens=f"eve:viewer:{token_digest(VIEWER)}",
         batch_size=50,
-        snapshot_every=200,
-        snapshot_interval=1.0,
-        checkpoint_every=300,
-        checkpoint_interval=0.5,
+        checkpoint_every=200,
+        checkpoint_interval=1.0,
         session_timeout=6.0,  # a restarted worker gets the killed one's partitions sooner
     )
     spec = load_spec(PHISHING)
@@ -126,9 +124,9 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
     estimator, manifest = registry.load("phishing-lr", latest)
     assert manifest.samples_seen == N_EVENTS
     assert manifest.offsets[f"{spec.topics(settings.namespace).labels}:0"] == 0
-    # The models' input offsets: P.features (staged) or P.raw (one-pass).
+    # The models' input offsets: P.raw.
     topics = spec.topics(settings.namespace)
-    read = topics.features if settings.topology == "staged" else topics.raw
+    read = topics.raw
     assert manifest.offsets[f"{read}:0"] >= N_EVENTS
 
     offline = preprocessing.StandardScaler() | linear_model.LogisticRegression()

@@ -82,9 +82,7 @@ def _log_lines(path: Path) -> list[str]:
 @pytest.fixture
 def observed_worker(settings_factory, tmp_path):
     """A JSON-logging worker that handled 200, then 1,250 more events and 3 bad messages."""
-    settings = settings_factory(
-        web_port=free_port(), log_json=True, checkpoint_interval=1.0, snapshot_interval=1.0
-    )
+    settings = settings_factory(web_port=free_port(), log_json=True, checkpoint_interval=1.0)
     spec = load_spec(PHISHING)
     catalog = SchemaCatalog.load(settings.schemas_dir)
     ensure_topics(
@@ -159,11 +157,8 @@ def test_metrics_status_page_and_logs(observed_worker, tmp_path) -> None:
         (labels["topic"], labels["partition"])
         for _, labels, _ in families["riverline_consumer_lag"]
     }
-    # The worker's inputs: every stage's topic (staged), or P.raw and P.labels (one-pass).
-    if settings.topology == "staged":
-        assert {t for t, _ in lag} >= {topics.raw, topics.events, topics.features}
-    else:
-        assert {t for t, _ in lag} == {topics.raw, topics.labels}
+    # The worker's inputs: P.raw and P.labels.
+    assert {t for t, _ in lag} == {topics.raw, topics.labels}
     assert all(p.isdigit() for _, p in lag)
     ages = families["riverline_checkpoint_age_seconds"]
     assert [(s[1]["pipeline"], s[1]["stage"]) for s in ages] == [(spec.name, "features")]

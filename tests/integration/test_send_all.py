@@ -9,7 +9,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
-from agents.io import send_all
+from agents.internals import send_all
 from streams.integrity import RecordSigner
 from streams.messages import OutMessage
 from streams.topics import TopicConfig, ensure_topics

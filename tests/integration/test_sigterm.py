@@ -72,8 +72,8 @@ def test_sigterm_checkpoints_commits_and_exits_0_within_10_s(
         assert stopped.feature_duplicates == 0
         features_written = len(_feature_ids(rig))
         assert sum(stopped.checkpoints.values()) == features_written
-        # The features stage reads (and Riverline commits) P.events staged, P.raw one-pass.
-        read = rig.topic("events") if rig.settings.topology == "staged" else rig.raw
+        # The features stage reads (and Riverline commits) P.raw.
+        read = rig.raw
         committed = asyncio.run(
             _committed(rig.settings.effective_bootstrap, rig.settings.topic("riverline"), read)
         )

@@ -10,7 +10,7 @@ import faust
 import pytest
 from mode import Service
 
-from agents.handover import HandoverConsumer, race_eagerly, use_handover_consumer
+from agents.internals import HandoverConsumer, race_eagerly, use_handover_consumer
 
 
 async def _never_called(*_: Any) -> Any:

@@ -10,7 +10,8 @@ import faust
 from faust.types import TP
 from faust.types.tuples import Message
 
-from agents.io import RawTopic, drained
+from agents.internals import RawTopic
+from agents.io import drained
 
 
 def _message(offset: int, generation: int = 1) -> Message:

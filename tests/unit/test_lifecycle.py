@@ -64,6 +64,9 @@ def test_policy_promotes_the_shadow_that_beats_the_champion(tmp_path) -> None:
     assert first.after == "strong@1"
     assert "beat weak@1" in first.why
     assert lifecycle.champion.model.spec.name == "strong"
+    # Written later, off the batch path (before any prediction naming it is sent).
+    assert registry.versions("strong") == []
+    assert [m.label for m in lifecycle.write_pending()] == ["strong@1"]
     assert registry.versions("strong") == [1]
 
 
@@ -79,6 +82,7 @@ def test_rollback_brings_back_the_previous_champion_as_a_new_version(tmp_path) -
     assert (audit.who, audit.action, audit.before) == ("bob", "rollback", "strong@2")
     assert lifecycle.champion.model.spec.name == "weak"
     assert lifecycle.champion.label == "weak@2"
+    lifecycle.write_pending()
     manifest = registry.manifest("weak", 2)
     assert manifest.parent == 1
     assert "rollback to weak@1 by bob" in manifest.note

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.learn import predict_recorder
+from agents.pipeline import predict_recorder
 from streams.catalog import SchemaCatalog
 from streams.metrics import WorkerMetrics
 from streams.prediction import Predictor
