@@ -30,6 +30,8 @@ def add_ingest_agent(
         events_topic=topics.events,
         dlq_topic=settings.topic("riverline.dlq"),
         max_bytes=settings.max_message_bytes,
+        max_id_bytes=settings.max_id_bytes,
+        max_event_time_ahead=settings.max_event_time_ahead,
     )
 
     async def ingest(stream: faust.StreamT) -> Any:

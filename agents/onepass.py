@@ -280,6 +280,8 @@ def add_onepass_agent(
             events_topic=topics.events,
             dlq_topic=dlq,
             max_bytes=settings.max_message_bytes,
+            max_id_bytes=settings.max_id_bytes,
+            max_event_time_ahead=settings.max_event_time_ahead,
         ),
         Featurization(
             spec,
