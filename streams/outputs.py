@@ -12,6 +12,7 @@ from river import metrics
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
 from streams.errors import RiverlineError
+from streams.lineage import lineage_headers
 from streams.model import label_from_key
 from streams.security import client_kwargs
 from streams.settings import Settings
@@ -93,7 +94,7 @@ class OutputCollector:
         for tp, msgs in batches.items():
             for m in msgs:
                 n += 1
-                headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
+                headers = lineage_headers(m.headers)
                 if tp.topic == self._dlq_topic:
                     if headers.get("rl.error.topic") == self._raw_topic:
                         self.dead_letters.append(headers)
