@@ -66,6 +66,7 @@ def make_stage(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog) -
         label_ttl_ms=int(settings.label_ttl * 1000),
         label_max_pending=settings.label_max_pending,
         label_max_bytes=settings.label_max_bytes,
+        max_id_bytes=settings.max_id_bytes,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
     return OnePass(
@@ -75,6 +76,8 @@ def make_stage(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog) -
             events_topic=topics.events,
             dlq_topic=dlq,
             max_bytes=settings.max_message_bytes,
+            max_id_bytes=settings.max_id_bytes,
+            max_event_time_ahead=settings.max_event_time_ahead,
         ),
         Featurization(
             spec,

@@ -22,6 +22,7 @@ from faust.web import Request, Response, View
 from agents.internals import read_offset
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
+from streams.lineage import lineage_headers
 from streams.security import client_kwargs
 from streams.status_page import alert_notice, dead_letter_notice, render_status_html
 from streams.topics import topic_partitions
@@ -165,10 +166,6 @@ async def update_gauges(worker: Worker) -> None:
     worker.lag = lag
 
 
-def _headers(raw: Any) -> dict[str, str]:
-    return {str(k): bytes(v).decode("utf-8", "replace") for k, v in raw or ()}
-
-
 def _alert(catalog: SchemaCatalog, value: bytes) -> Mapping[str, Any] | None:
     with contextlib.suppress(Exception):
         if value[:2] == b"\xc3\x01":
@@ -217,7 +214,7 @@ async def tail_notices(worker: Worker) -> None:
                         continue  # not written by this deployment: not shown
                     ts = m.timestamp / 1000
                     if tp.topic == dlq:
-                        notice = dead_letter_notice(_headers(m.headers), ts, by_topic)
+                        notice = dead_letter_notice(lineage_headers(m.headers), ts, by_topic)
                         if notice is not None:
                             worker.dead_letter_notices.add(notice)
                     elif m.value is not None:

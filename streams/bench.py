@@ -261,6 +261,8 @@ def ingest_section(options: BenchOptions) -> dict[str, Any]:
             events_topic=topics.events,
             dlq_topic=settings.topic("riverline.dlq"),
             max_bytes=settings.max_message_bytes,
+            max_id_bytes=settings.max_id_bytes,
+            max_event_time_ahead=settings.max_event_time_ahead,
         )
         ok = sum(r.ok for r in _process_all(ingestion, batches))  # warm-up and a check
         if ok != n:

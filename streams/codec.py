@@ -26,12 +26,22 @@ optional for Riverline's own records), and that the body is consumed exactly. A
 hostile message of ``max_bytes`` therefore costs bounded time and memory.
 
 JSON is validated and coerced against the latest schema: see :class:`EventDecoder`.
+Whatever JSON admits but Avro or UTF-8 cannot hold is refused there: a string with a lone
+UTF-16 surrogate (``"\\ud800"``), more array and map values than ``max_items``, recursive
+types nested deeper than Avro reading allows. A decoded record therefore re-encodes, and
+reads back equal, under the same bounds.
+
+A decoder that knows the pipeline's id, key and time fields also refuses an event id or
+partitioning key longer than ``max_id_bytes`` of UTF-8 (they travel in headers and keys
+of every output), and an event time before 1970 or further ahead of the ingest time than
+``max_event_time_ahead`` (one such event would move every watermark into the future).
 
 Decode failures raise :class:`~streams.errors.DecodeError` with a stable ``reason``:
 ``empty``, ``too_large``, ``bad_key``, ``not_json``, ``not_object``, ``missing_field``,
 ``wrong_type``, ``non_finite``, ``bad_enum``, ``bad_timestamp``, ``unknown_fingerprint``,
 ``unknown_confluent_id``, ``truncated``, ``trailing_bytes``, ``bad_union_index``,
-``bad_enum_index``, ``oversized_collection``, ``invalid_avro``.
+``bad_enum_index``, ``oversized_collection``, ``invalid_avro``, ``bad_string``,
+``id_too_long``, ``bad_event_time``.
 """
 
 from __future__ import annotations
@@ -58,6 +68,8 @@ from streams.errors import ConfigError, DecodeError, RiverlineError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_EVENT_TIME_AHEAD",
+    "DEFAULT_MAX_ID_BYTES",
     "DEFAULT_MAX_ITEMS",
     "REASONS",
     "SINGLE_OBJECT_MAGIC",
@@ -89,6 +101,9 @@ REASONS: Final = (
     "bad_enum_index",
     "oversized_collection",
     "invalid_avro",
+    "bad_string",
+    "id_too_long",
+    "bad_event_time",
 )
 
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
@@ -99,6 +114,10 @@ DEFAULT_MAX_BYTES: Final = 1 << 20
 DEFAULT_MAX_ITEMS: Final = 1 << 17
 #: Nesting allowed through recursive named types (fastavro's reader recurses in C).
 MAX_RECURSION: Final = 64
+#: UTF-8 bytes allowed in an event id or partitioning key (``Settings.max_id_bytes``).
+DEFAULT_MAX_ID_BYTES: Final = 1024
+#: Seconds an event time may be ahead of the ingest time (``Settings.max_event_time_ahead``).
+DEFAULT_MAX_EVENT_TIME_AHEAD: Final = 86_400.0
 
 _SINGLE_OBJECT_HEADER = 10
 _CONFLUENT_HEADER = 5
@@ -115,13 +134,16 @@ class DecodedEvent:
     ``record`` conforms to the subject's latest schema (fields in schema order, logical
     types as plain ints); ``writer`` is the version the producer wrote with (the latest
     for JSON); ``ignored`` names top-level JSON keys the schema does not know (dropped,
-    listed so the caller can count them; always empty for Avro).
+    listed so the caller can count them; always empty for Avro); ``event_ms`` is the
+    checked event time in epoch milliseconds when the decoder knows the time field
+    (``timestamp-micros`` converted), else None.
     """
 
     record: dict[str, Any]
     writer: SchemaVersion
     wire_format: str
     ignored: tuple[str, ...] = ()
+    event_ms: int | None = None
 
 
 def _where(path: str) -> str:
@@ -682,6 +704,34 @@ _TS_UNITS = {
 }
 
 
+#: The last millisecond of 9999-12-31, the latest time a datetime holds.
+_MAX_EVENT_MS: Final = 253_402_300_799_999
+_MICROS = frozenset(("timestamp-micros", "local-timestamp-micros"))
+
+
+def _is_number(schema: Any) -> bool:
+    """Whether a field type (or a branch of its union) holds numbers."""
+    if isinstance(schema, list):
+        return any(_is_number(b) for b in schema)
+    if isinstance(schema, dict):
+        schema = schema.get("type")
+    return schema in ("int", "long", "float", "double")
+
+
+def _is_micros(schema: Any) -> bool:
+    """Whether a field type (or a branch of its union) counts microseconds."""
+    if isinstance(schema, list):
+        return any(_is_micros(b) for b in schema)
+    return isinstance(schema, dict) and schema.get("logicalType") in _MICROS
+
+
+def _iso(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC where a datetime can hold them."""
+    if 0 <= ms <= _MAX_EVENT_MS:
+        return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+    return f"{ms} ms"
+
+
 def _describe(value: Any) -> str:
     """A value as a JSON reader would name it, shortened."""
     if value is None:
@@ -758,9 +808,37 @@ def _coerce_real(value: Any, path: str) -> Any:
     raise _wrong(path, "number", value)
 
 
+_FLOAT32 = struct.Struct("<f")
+
+
+def _coerce_float(value: Any, path: str) -> Any:
+    # Rounded to 32 bits here, so the record is what the next stage reads back from Avro.
+    real = _coerce_real(value, path)
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(real))[0]
+    except OverflowError as exc:
+        raise _fail("wrong_type", path, f"{real} is out of range for float (32 bits)") from exc
+
+
+def _check_text(value: str, path: str, what: str = "string") -> None:
+    """Refuse a string UTF-8 cannot encode: a lone UTF-16 surrogate from a JSON escape."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(
+            "bad_string",
+            path,
+            f"{what} holds a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X} at "
+            f"character {exc.start}), which UTF-8 cannot encode; send the text as UTF-8, or "
+            f"escape a character beyond U+FFFF as a surrogate pair (\\ud83d\\ude00)",
+        ) from exc
+
+
 def _coerce_string(value: Any, path: str) -> Any:
     if type(value) is not str:
         raise _wrong(path, "string", value)
+    if not value.isascii():
+        _check_text(value, path)
     return value
 
 
@@ -814,11 +892,21 @@ def _coerce_date(value: Any, path: str) -> Any:
 
 
 class _JsonCompiler:
-    """Turns a parsed (fastavro) schema into JSON coercers."""
+    """Turns a parsed (fastavro) schema into JSON coercers.
 
-    def __init__(self, named: dict[str, Any]) -> None:
+    JSON has no bounds of its own, so the coercers apply Avro's: arrays and maps spend
+    ``budget[0]`` (reset to ``max_items`` before each message) at the weights the Avro
+    walk uses, and a recursive type is entered at most :data:`MAX_RECURSION` levels deep
+    (``depth[0]``). What they accept is therefore what the next stage can read back.
+    """
+
+    def __init__(self, named: dict[str, Any], max_items: int = DEFAULT_MAX_ITEMS) -> None:
         self.named = named
         self.records: dict[str, _Coercer] = {}
+        self.compiling: list[str] = []
+        self.max_items = max_items
+        self.budget = [max_items]
+        self.depth = [0]
 
     def describe(self, schema: Any) -> str:
         if isinstance(schema, list):
@@ -838,6 +926,8 @@ class _JsonCompiler:
         if isinstance(schema, str):
             if schema in _PRIMITIVES:
                 return self._primitive(schema)
+            if schema in self.compiling:
+                return self._nested(schema, self.records[schema])
             if schema in self.records:
                 return self.records[schema]
             return self.compile(self.named[schema])
@@ -857,23 +947,71 @@ class _JsonCompiler:
             return self._fixed(schema)
         if kind == "array":
             item = self.compile(schema["items"])
+            spend = self._spender(schema["items"], 0)
 
             def array(value: Any, path: str) -> Any:
                 if type(value) is not list:
                     raise _wrong(path, "array", value)
+                spend(len(value), path)
                 return [item(x, f"{path}[{i}]") for i, x in enumerate(value)]
 
             return array
         if kind == "map":
             item = self.compile(schema["values"])
+            spend = self._spender(schema["values"], 1)
 
             def map_(value: Any, path: str) -> Any:
                 if type(value) is not dict:
                     raise _wrong(path, "map (a JSON object)", value)
+                spend(len(value), path)
+                for k in value:
+                    if not k.isascii():
+                        _check_text(k, f"{path}[{k!r}]", "map key")
                 return {k: item(x, f"{path}[{k!r}]") for k, x in value.items()}
 
             return map_
         return self.compile(kind)
+
+    def _spender(self, item: Any, extra: int) -> Callable[[int, str], None]:
+        """Charge ``n`` items of ``item`` against the message's budget, as the Avro walk does.
+
+        The weight is the walk's for the item type compiled on its own, never less than
+        the walk's inside the whole schema (a recursive reference weighs one there).
+        """
+        _, _, weight = _PlanCompiler(self.named, require_finite=False).compile(item, "")
+        weight = max(weight + extra, 1)
+        budget = self.budget
+        limit = self.max_items
+
+        def spend(n: int, path: str) -> None:
+            budget[0] -= n * weight
+            if budget[0] < 0:
+                raise _fail(
+                    "oversized_collection",
+                    path,
+                    f"{n} more items exceed the limit of {limit} values in the arrays and maps "
+                    f"of one message",
+                )
+
+        return spend
+
+    def _nested(self, name: str, record: _Coercer) -> _Coercer:
+        """``record`` entered from inside itself: at most MAX_RECURSION levels, as in Avro."""
+        depth = self.depth
+        short = name.rsplit(".", 1)[-1]
+
+        def nested(value: Any, path: str) -> Any:
+            if depth[0] >= MAX_RECURSION:
+                raise _fail(
+                    "wrong_type", path, f"{short} nested deeper than {MAX_RECURSION} levels"
+                )
+            depth[0] += 1
+            try:
+                return record(value, path)
+            finally:
+                depth[0] -= 1
+
+        return nested
 
     def _primitive(self, kind: str) -> _Coercer:
         return {
@@ -881,7 +1019,7 @@ class _JsonCompiler:
             "boolean": _coerce_boolean,
             "int": _coerce_int,
             "long": _coerce_long,
-            "float": _coerce_real,
+            "float": _coerce_float,
             "double": _coerce_real,
             "string": _coerce_string,
             "bytes": _coerce_bytes,
@@ -933,9 +1071,11 @@ class _JsonCompiler:
             return out
 
         self.records[name] = record  # before the fields: recursive types refer to it
+        self.compiling.append(name)
         for f in schema["fields"]:
             coerce = self.compile(f["type"])
             fields.append((f["name"], coerce, self._default(f, coerce, name)))
+        self.compiling.pop()
         return record
 
     def _default(
@@ -971,7 +1111,8 @@ class _JsonCompiler:
         }
         named: dict[str, _Coercer] = {}
         integral: list[Any] = []
-        real: list[Any] = []
+        doubles: list[Any] = []
+        floats: list[Any] = []
         for b, fn in compiled:
             kind = self._kind(b)
             named[kind[0]] = fn
@@ -986,14 +1127,17 @@ class _JsonCompiler:
                 integral.append(fn)
                 if kind[0] in _TS_UNITS or kind[0] == "date":
                     groups["str"].append(fn)
-            elif base in ("float", "double"):
-                real.append(fn)
+            elif base == "double":
+                doubles.append(fn)
+            elif base == "float":
+                floats.append(fn)
             elif base in ("string", "bytes", "enum", "fixed"):
                 groups["str"].append(fn)
             elif base == "array":
                 groups["list"].append(fn)
             else:  # record, map
                 groups["dict"].append(fn)
+        real = doubles + floats  # the writer puts a float in a double branch over a float one
         groups["int"] = integral + real
         groups["float"] = real + integral
         by_type = {
@@ -1006,14 +1150,17 @@ class _JsonCompiler:
             dict: groups["dict"],
         }
         expected = " or ".join(self.describe(b) for b in branches)
+        budget = self.budget
 
         def union(value: Any, path: str) -> Any:
             candidates = by_type.get(type(value), ())
             first: DecodeError | None = None
+            left = budget[0]
             for fn in candidates:
                 try:
                     return fn(value, path)
                 except DecodeError as exc:
+                    budget[0] = left  # a branch that failed spends nothing
                     first = first or exc
             if type(value) is dict and len(value) == 1:
                 # Avro's own JSON encoding of unions: {"double": 1.5}
@@ -1053,12 +1200,28 @@ class EventDecoder:
     ISO-8601 strings (naive times are UTC); enums take a valid symbol; nullable unions
     take null or the value (Avro's ``{"type": value}`` form is accepted too); a missing
     field gets its default or is ``missing_field``; ints accept integral floats
-    (``3.0``); floats and doubles accept ints; NaN and infinities are ``non_finite``.
-    Unknown top-level keys are dropped and listed in :attr:`DecodedEvent.ignored`.
+    (``3.0``); floats and doubles accept ints (``float`` fields are rounded to 32 bits,
+    as Avro stores them); NaN and infinities are ``non_finite``; strings (and map keys)
+    UTF-8 cannot encode are ``bad_string``. Unknown top-level keys are dropped and listed
+    in :attr:`DecodedEvent.ignored`.
 
     Avro messages are decoded with the writer version their fingerprint or Confluent id
     names (which must belong to this subject) and resolved into the latest version.
-    ``max_items`` bounds the values inside arrays and maps of one Avro message.
+    ``max_items`` bounds the values inside arrays and maps of one message (JSON too).
+
+    Parameters
+    ----------
+    catalog, subject
+        Where the schemas come from, and whose events these are.
+    max_bytes, max_items
+        Bounds on one message: its value's size and the values in its arrays and maps.
+    id_field, key_field, time_field
+        The pipeline's event id, partitioning key and event time fields (``""``: not
+        checked). The id and key, as text, may take at most ``max_id_bytes`` of UTF-8
+        (``id_too_long``). The event time must be epoch milliseconds (or microseconds,
+        for ``timestamp-micros``) from 1970 on, and at most ``max_event_time_ahead``
+        seconds ahead of the ``now_ms`` given to :meth:`decode` (``bad_event_time``).
+        Each must name a field of the latest schema.
     """
 
     def __init__(
@@ -1068,6 +1231,11 @@ class EventDecoder:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_items: int = DEFAULT_MAX_ITEMS,
+        id_field: str = "",
+        key_field: str = "",
+        time_field: str = "",
+        max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
+        max_event_time_ahead: float = DEFAULT_MAX_EVENT_TIME_AHEAD,
     ) -> None:
         self.catalog = catalog
         self.subject = subject
@@ -1075,14 +1243,62 @@ class EventDecoder:
         self.max_items = max_items
         self.latest = catalog.latest(subject)
         named = self.latest.parsed.get("__named_schemas", {})
-        compiler = _JsonCompiler(named)
+        compiler = _JsonCompiler(named, max_items)
         self._coerce = compiler.compile(self.latest.parsed)
+        self._budget = compiler.budget
         self._fields = frozenset(self.latest.field_names)
         self._by_fp: dict[bytes, _AvroReader] = {}
         self._by_id: dict[int, _AvroReader] = {}
+        for role, name in (
+            ("id_field", id_field),
+            ("key_field", key_field),
+            ("time_field", time_field),
+        ):
+            if name and name not in self._fields:
+                raise ConfigError(
+                    f"{role} {name!r} is not a field of {self.latest.label}; fix the "
+                    f"pipeline spec or the schema"
+                )
+        if max_id_bytes < 1:
+            raise ConfigError(
+                f"max_id_bytes must be at least 1, not {max_id_bytes}; fix RIVERLINE_MAX_ID_BYTES"
+            )
+        if not 0 <= max_event_time_ahead < math.inf:
+            raise ConfigError(
+                f"max_event_time_ahead must be a finite number of seconds >= 0, not "
+                f"{max_event_time_ahead}; fix RIVERLINE_MAX_EVENT_TIME_AHEAD"
+            )
+        self.max_id_bytes = max_id_bytes
+        self.max_event_time_ahead = max_event_time_ahead
+        #: (field, what it is) of the fields whose text length is bounded.
+        self._ids = tuple(
+            (name, role)
+            for name, role in ((id_field, "event id"), (key_field, "partitioning key"))
+            if name and not (role == "partitioning key" and name == id_field)
+        )
+        self._id_chars = max_id_bytes // 4  # strings this long cannot exceed the bound
+        self.time_field = time_field
+        self._time_divisor = 1
+        if time_field:
+            ftype = next(f["type"] for f in self.latest.parsed["fields"] if f["name"] == time_field)
+            if not _is_number(ftype):
+                raise ConfigError(
+                    f"time_field {time_field!r} of {self.latest.label} is not a number; make "
+                    f'it epoch milliseconds, {{"type": "long", "logicalType": "timestamp-millis"}}'
+                )
+            self._time_divisor = 1000 if _is_micros(ftype) else 1
+        self._ahead_ms = int(max_event_time_ahead * 1000)
+        self._checks = bool(self._ids or time_field)
 
-    def decode(self, key: bytes | None, value: bytes | None) -> DecodedEvent:
-        """Validate one raw message; raises DecodeError (see the module docstring)."""
+    def decode(
+        self, key: bytes | None, value: bytes | None, *, now_ms: int | None = None
+    ) -> DecodedEvent:
+        """Validate one raw message; raises DecodeError (see the module docstring).
+
+        ``now_ms`` is the ingest time (epoch ms) the event time may not run ahead of by
+        more than ``max_event_time_ahead``; None checks only that the event time is from
+        1970 through 9999.
+        """
         if not value:
             raise DecodeError("empty", "the message has no value (empty or null)")
         n = len(value)
@@ -1102,6 +1318,7 @@ class EventDecoder:
         if type(value) is not bytes:
             value = bytes(value)
         first = value[0]
+        ignored: tuple[str, ...] = ()
         if first == 0xC3 and n >= 2 and value[1] == 0x01:
             if n < _SINGLE_OBJECT_HEADER:
                 raise DecodeError(
@@ -1111,10 +1328,9 @@ class EventDecoder:
                 )
             fp = value[2:_SINGLE_OBJECT_HEADER]
             reader = self._by_fp.get(fp) or self._fingerprint_reader(fp)
-            return DecodedEvent(
-                reader.read(value, _SINGLE_OBJECT_HEADER), reader.writer, "avro-single-object"
-            )
-        if first == 0:
+            record = reader.read(value, _SINGLE_OBJECT_HEADER)
+            writer, wire_format = reader.writer, "avro-single-object"
+        elif first == 0:
             if n < _CONFLUENT_HEADER:
                 raise DecodeError(
                     "truncated",
@@ -1123,17 +1339,30 @@ class EventDecoder:
                 )
             schema_id = int.from_bytes(value[1:_CONFLUENT_HEADER], "big")
             reader = self._by_id.get(schema_id) or self._confluent_reader(schema_id)
-            return DecodedEvent(reader.read(value, _CONFLUENT_HEADER), reader.writer, "confluent")
-        return self._decode_json(value)
+            record = reader.read(value, _CONFLUENT_HEADER)
+            writer, wire_format = reader.writer, "confluent"
+        else:
+            record, ignored = self._decode_json(value)
+            writer, wire_format = self.latest, "json"
+        if not self._checks:
+            return DecodedEvent(record, writer, wire_format, ignored)
+        for name, role in self._ids:
+            self._check_id(record[name], name, role)
+        event_ms = self._event_ms(record[self.time_field], now_ms) if self.time_field else None
+        return DecodedEvent(record, writer, wire_format, ignored, event_ms)
 
-    def _decode_json(self, value: bytes) -> DecodedEvent:
+    def _decode_json(self, value: bytes) -> tuple[dict[str, Any], tuple[str, ...]]:
         try:
             obj = json.loads(value.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise DecodeError(
                 "not_json", f"the value is not UTF-8 text ({exc.reason} at byte {exc.start})"
             ) from exc
-        except (ValueError, RecursionError) as exc:
+        except RecursionError as exc:
+            raise DecodeError(
+                "not_json", "the value is not valid JSON: nested too deeply to parse"
+            ) from exc
+        except ValueError as exc:  # syntax, or an integer of more digits than Python reads
             raise DecodeError("not_json", f"the value is not valid JSON: {exc}") from exc
         if type(obj) is not dict:
             raise DecodeError(
@@ -1141,6 +1370,7 @@ class EventDecoder:
                 f"expected a JSON object with the fields of {self.latest.label}, got "
                 f"{_describe(obj)}",
             )
+        self._budget[0] = self.max_items
         try:
             record = self._coerce(obj, "")
         except RecursionError as exc:  # only recursive schemas can nest this deep
@@ -1148,7 +1378,55 @@ class EventDecoder:
         ignored: tuple[str, ...] = ()
         if len(obj) != len(record) or not self._fields.issuperset(obj):
             ignored = tuple(k for k in obj if k not in self._fields)
-        return DecodedEvent(record, self.latest, "json", ignored)
+            for k in ignored:
+                if not k.isascii():
+                    _check_text(k, "", f"the unknown key {k!r}")
+        return record, ignored
+
+    def _check_id(self, value: Any, name: str, role: str) -> None:
+        if type(value) is str:
+            if len(value) <= self._id_chars:
+                return
+            size = len(value.encode("utf-8", "surrogatepass"))
+        else:  # what ingestion makes of it: str(value)
+            size = len(str(value).encode("utf-8", "surrogatepass"))
+        if size > self.max_id_bytes:
+            raise _fail(
+                "id_too_long",
+                name,
+                f"the {role} is {size} bytes of UTF-8, over the limit of {self.max_id_bytes} "
+                f"(RIVERLINE_MAX_ID_BYTES); it travels in the key and headers of every output",
+            )
+
+    def _event_ms(self, value: Any, now_ms: int | None) -> int:
+        """The event time in epoch ms, or ``bad_event_time``."""
+        name = self.time_field
+        kind = type(value)
+        if kind is int:
+            ms = value // self._time_divisor
+        elif kind is float and math.isfinite(value):
+            ms = int(value) // self._time_divisor
+        else:
+            raise _fail(
+                "bad_event_time", name, f"expected epoch milliseconds, got {_describe(value)}"
+            )
+        if ms < 0:
+            raise _fail(
+                "bad_event_time",
+                name,
+                f"{ms} ms is before 1970-01-01T00:00:00Z; event times are epoch milliseconds",
+            )
+        if now_ms is not None and ms > now_ms + self._ahead_ms:
+            raise _fail(
+                "bad_event_time",
+                name,
+                f"{_iso(ms)} is {(ms - now_ms) / 1000:.0f} s ahead of the ingest time "
+                f"{_iso(now_ms)}, more than the {self.max_event_time_ahead:g} s allowed "
+                f"(RIVERLINE_MAX_EVENT_TIME_AHEAD)",
+            )
+        if ms > _MAX_EVENT_MS:
+            raise _fail("bad_event_time", name, f"{ms} ms is after the year 9999")
+        return ms
 
     def _fingerprint_reader(self, fp: bytes) -> _AvroReader:
         writer = self.catalog.by_fingerprint(fp, self.subject)

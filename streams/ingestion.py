@@ -11,7 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from streams.catalog import SchemaCatalog
-from streams.codec import EventDecoder, encode_single_object
+from streams.codec import (
+    DEFAULT_MAX_EVENT_TIME_AHEAD,
+    DEFAULT_MAX_ID_BYTES,
+    EventDecoder,
+    encode_single_object,
+)
 from streams.errors import DecodeError
 from streams.lineage import Lineage
 from streams.messages import InMessage, OutMessage
@@ -38,7 +43,12 @@ class Ingested:
 
 
 class Ingestion:
-    """Decode, validate and re-encode one pipeline's raw messages."""
+    """Decode, validate and re-encode one pipeline's raw messages.
+
+    ``max_id_bytes`` and ``max_event_time_ahead`` bound the spec's id, key and time
+    fields (:class:`~streams.codec.EventDecoder`); an event whose Avro encoding is larger
+    than ``max_bytes`` (JSON numbers can grow fourfold as doubles) is ``too_large``.
+    """
 
     stage = "ingest"
 
@@ -50,10 +60,22 @@ class Ingestion:
         events_topic: str,
         dlq_topic: str,
         max_bytes: int,
+        max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
+        max_event_time_ahead: float = DEFAULT_MAX_EVENT_TIME_AHEAD,
     ) -> None:
         self.spec = spec
         self.reader = catalog.latest(spec.subject)
-        self.decoder = EventDecoder(catalog, spec.subject, max_bytes=max_bytes)
+        self.max_bytes = max_bytes
+        self.decoder = EventDecoder(
+            catalog,
+            spec.subject,
+            max_bytes=max_bytes,
+            id_field=spec.id_field,
+            key_field=spec.key_field,
+            time_field=spec.time_field,
+            max_id_bytes=max_id_bytes,
+            max_event_time_ahead=max_event_time_ahead,
+        )
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
 
@@ -88,7 +110,10 @@ class Ingestion:
             Anything else is a fault in handling this one message; the caller makes it a
             dead letter (:meth:`dead`) and goes on with the batch.
         """
-        decoded = self.decoder.decode(msg.key, msg.value)
+        # Event times are bounded against the raw message's own time (never later than
+        # ingest): a replay then refuses exactly what the live run refused.
+        reference = min(msg.timestamp_ms, ingest_ts) if msg.timestamp_ms > 0 else ingest_ts
+        decoded = self.decoder.decode(msg.key, msg.value, now_ms=reference)
         record = decoded.record
         event_id = str(record[self.spec.id_field])
         lineage = Lineage(
@@ -96,13 +121,23 @@ class Ingestion:
             schema=decoded.writer.label,
             source=msg.source,
             pipeline=self.spec.label,
-            event_ts=epoch_ms(record[self.spec.time_field]),
+            event_ts=(
+                epoch_ms(record[self.spec.time_field])
+                if decoded.event_ms is None
+                else decoded.event_ms
+            ),
             ingest_ts=ingest_ts,
             raw_ts=msg.timestamp_ms,
         )
         key_field = self.spec.key_field
         key = str(record[key_field]) if key_field else event_id
         value = encode_single_object(self.reader, record)
+        if len(value) > self.max_bytes:
+            raise DecodeError(
+                "too_large",
+                f"as {self.reader.label} Avro the event is {len(value)} bytes, over the limit "
+                f"of {self.max_bytes} (RIVERLINE_MAX_MESSAGE_BYTES)",
+            )
         out = OutMessage(self.events_topic, key.encode(), value, lineage.to_headers())
         return Ingested(record, lineage, out)
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.featurization import Featurization, Vector
 from streams.ingestion import Ingestion
-from streams.lineage import Lineage
+from streams.lineage import Lineage, untrusted_headers
 from streams.messages import InMessage, OutMessage
 from streams.prediction import Predictor
 from streams.stage import DeadLetter, StageResult, dead_letter_reason, now_ms
@@ -101,6 +101,7 @@ class OnePass:
         predictor.start_batch()
         fates: list[_Fate] = []
         labels = StageResult()
+        batch = [_trusted(msg) for msg in batch]
         # Runs of raw messages keep their order with the labels around them.
         run: list[InMessage] = []
         for msg in batch:
@@ -218,6 +219,15 @@ class OnePass:
                 predictor.dead(vector.msg, exc, dead, vector.lineage)
                 fate.dead = dead.sends[0]
                 counts.dead.update(dead.dead)
+
+
+def _trusted(msg: InMessage) -> InMessage:
+    """``msg`` with the ``rl.*`` headers its producer sent renamed ``untrusted.rl.*``:
+    only Riverline writes lineage and error headers."""
+    for name, _ in msg.headers:
+        if name[:3].lower() == "rl.":
+            return replace(msg, headers=untrusted_headers(msg.headers))
+    return msg
 
 
 def _size(out: OutMessage) -> int:

@@ -17,6 +17,7 @@ from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
 from streams.errors import RiverlineError
 from streams.integrity import RecordSigner
+from streams.lineage import lineage_headers
 from streams.model import label_from_key
 from streams.security import client_kwargs
 from streams.settings import Settings
@@ -104,7 +105,7 @@ class OutputCollector:
                 if not self._signer.verify(tp.topic, m.key, m.value, m.headers or ()):
                     self.rejected += 1
                     continue
-                headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
+                headers = lineage_headers(m.headers)
                 if tp.topic == self._dlq_topic:
                     if headers.get("rl.error.topic") == self._raw_topic:
                         self.dead_letters.append(headers)

@@ -28,7 +28,7 @@ from streams.checkpoint import CheckpointError
 from streams.codec import decode_single_object, encode_single_object
 from streams.errors import DecodeError
 from streams.featurization import Vector
-from streams.labels import LabelJoin, Pending
+from streams.labels import LabelJoin, Pending, read_label
 from streams.lifecycle import Alert, AuditEntry, LifecycleError, ModelLifecycle, Served
 from streams.lineage import Lineage
 from streams.messages import InMessage, OutMessage
@@ -71,6 +71,7 @@ class Predictor:
         label_ttl_ms: int = DEFAULT_LABEL_TTL_MS,
         label_max_pending: int = 100_000,
         label_max_bytes: int = 32 * 1024 * 1024,
+        max_id_bytes: int = 1024,
         worker_id: str = "worker",
     ) -> None:
         self.spec = spec
@@ -90,6 +91,8 @@ class Predictor:
         self.alerts_topic = alerts_topic
         self.audit_topic = audit_topic
         self.worker_id = worker_id
+        #: Longest event id a delayed label may name (``RIVERLINE_MAX_ID_BYTES``).
+        self.max_id_bytes = max_id_bytes
         self.join = LabelJoin(label_ttl_ms, label_max_pending, label_max_bytes)
         #: Largest event time seen: the clock of label expiry.
         self.watermark_ms = 0
@@ -556,29 +559,22 @@ class Predictor:
     # -- delayed labels -------------------------------------------------------------
 
     def take_label(self, msg: InMessage, result: StageResult) -> None:
-        """Join a delayed label from ``P.labels`` (and learn); a bad one is a dead letter."""
+        """Join a delayed label from ``P.labels`` (and learn); a bad one is a dead letter
+        (its reason from :func:`streams.labels.read_label`)."""
         try:
-            event_id, label = self._read_label(msg)
+            event_id, label = read_label(
+                msg.value,
+                msg.key,
+                catalog=self.catalog,
+                label_schema=self.label_schema,
+                task=self.spec.model.task,
+                max_id_bytes=self.max_id_bytes,
+            )
             self.labels_read += 1
             for pending in self.join.add_label(event_id, label, now_ms=self.watermark_ms):
                 self._joined(pending, label)
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            self.dead(msg, DecodeError("bad_label", str(exc)), result)
-        except Exception as exc:
+        except Exception as exc:  # this label's alone: a dead letter, the batch goes on
             self.dead(msg, exc, result)
-
-    def _read_label(self, msg: InMessage) -> tuple[str, Any]:
-        value = msg.value or b""
-        if value[:2] == _SINGLE_OBJECT:
-            _, record = decode_single_object(self.catalog, value, self.label_schema)
-        else:
-            record = json.loads(value)
-            if not isinstance(record, dict) or "label" not in record:
-                raise ValueError('a JSON label is an object {"event_id": ..., "label": ...}')
-        event_id = record.get("event_id") or (msg.key or b"").decode()
-        if not event_id:
-            raise ValueError("a label needs an event_id (field or message key)")
-        return str(event_id), record["label"]
 
     def _joined(self, pending: Pending, label: Any) -> None:
         said: list[tuple[Served, Prediction]] = []

@@ -264,6 +264,8 @@ async def replay(
             events_topic=topics.events,
             dlq_topic=dlq,
             max_bytes=settings.max_message_bytes,
+            max_id_bytes=settings.max_id_bytes,
+            max_event_time_ahead=settings.max_event_time_ahead,
         ),
         Featurization(spec, catalog, features_topic=topics.features, dlq_topic=dlq),
         Predictor(spec, catalog, predictions_topic=topics.predictions, dlq_topic=dlq),

@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     max_message_bytes: int = 1024 * 1024
     """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""
 
+    max_id_bytes: int = 1024
+    """Longest event id or partitioning key (the spec's ``id_field``, ``key_field``) and
+    delayed-label event id, in UTF-8 bytes; longer ones are dead letters (``id_too_long``).
+    Ids travel in the key and headers of every message Riverline writes for the event."""
+
+    max_event_time_ahead: float = 86_400.0
+    """Seconds an event time may be ahead of the ingest time; later ones, and any before
+    1970, are dead letters (``bad_event_time``): one event far in the future would move
+    every watermark there, expiring pending labels and making later events late."""
+
     fetch_max_wait: float = 0.01
     """Longest a worker's fetch waits at the broker for data (Faust fixes 1.5 s; see
     agents.internals.use_fetch_max_wait for why that held events back by up to 1.5 s)."""

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from streams.catalog import SchemaCatalog
 from streams.codec import decode_single_object
 from streams.errors import DecodeError
-from streams.lineage import Lineage
+from streams.lineage import Lineage, lineage_headers
 from streams.messages import InMessage
 from streams.offline_store import OfflineStore
 from streams.spec import PipelineSpec
@@ -71,8 +71,8 @@ class OfflineSink:
         }
 
     def _row(self, kind: str, msg: InMessage) -> dict[str, Any]:
-        headers = {k: v.decode("utf-8", "replace") for k, v in msg.headers}
         if kind == "dead_letters":
+            headers = lineage_headers(msg.headers)
             return {
                 "reason": headers.get("rl.error.class", ""),
                 "stage": headers.get("rl.error.stage", ""),
@@ -117,10 +117,8 @@ class OfflineSink:
     def _mine(self, kind: str, msg: InMessage) -> bool:
         if kind != "dead_letters" or self.dead_letter_sources is None:
             return True
-        for key, value in msg.headers:
-            if key == "rl.error.topic":
-                return value.decode("utf-8", "replace") in self.dead_letter_sources
-        return False
+        source = lineage_headers(msg.headers).get("rl.error.topic")
+        return source is not None and source in self.dead_letter_sources
 
     def _block(self, topic: str, partition: int, offset: int) -> _Block:
         start = offset - offset % self.block_size

@@ -23,7 +23,7 @@ from streams.codec import (
     encode_confluent,
     encode_single_object,
 )
-from streams.errors import DecodeError
+from streams.errors import ConfigError, DecodeError
 from streams.settings import REPO_ROOT
 
 TS = {"type": "long", "logicalType": "timestamp-millis"}
@@ -217,7 +217,7 @@ def test_json_is_validated_against_the_latest_schema(
 
 
 def test_every_reason_is_documented_once() -> None:
-    assert len(set(REASONS)) == len(REASONS) == 18
+    assert len(set(REASONS)) == len(REASONS) == 21
 
 
 # --- schema evolution ----------------------------------------------------------------
@@ -568,3 +568,307 @@ def test_nested_records_resolve_into_reader_order(tmp_path: Path) -> None:
     orders = [list(decoded.record["head"]), list(decoded.record["head"]["next"])]
     orders += [list(decoded.record["nodes"][1]), list(decoded.record["maybe"])]
     assert orders == [["v", "w", "next"]] * 4
+
+
+# --- hostile values: what JSON admits but Avro, UTF-8 or the pipeline cannot hold -------
+
+NOW = 1_700_000_000_000
+STAMP = {
+    "type": "record",
+    "name": "Stamp",
+    "namespace": "test",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "key", "type": "string", "default": "k"},
+        {"name": "ts", "type": TS},
+        {"name": "us", "type": {"type": "long", "logicalType": "timestamp-micros"}, "default": 0},
+        {"name": "maybe", "type": ["null", TS], "default": None},
+        {"name": "num", "type": "long", "default": 0},
+    ],
+}
+
+
+@pytest.fixture
+def stamps(tmp_path: Path) -> SchemaCatalog:
+    _write(tmp_path, {"stamps/v1.avsc": STAMP})
+    return SchemaCatalog.load(tmp_path)
+
+
+def stamp_decoder(catalog: SchemaCatalog, **options: Any) -> EventDecoder:
+    fields = {"id_field": "id", "key_field": "key", "time_field": "ts"}
+    return EventDecoder(catalog, "stamps", **(fields | options))
+
+
+def stamp(**overrides: Any) -> dict[str, Any]:
+    return {"id": "e-1", "key": "k", "ts": NOW, "us": 0, "maybe": None, "num": 0} | overrides
+
+
+def both_formats(catalog: SchemaCatalog, record: dict[str, Any]) -> list[bytes]:
+    """``record`` as JSON and as Avro single-object of stamps/v1."""
+    return [json.dumps(record).encode(), encode_single_object(catalog.latest("stamps"), record)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        ({"note": "a\ud800b"}, "field 'note': string holds a lone UTF-16 surrogate (U+D800"),
+        ({"note": {"string": "\udfff"}}, "field 'note': string holds a lone UTF-16"),
+        ({"tags": ["x", "\udbff"]}, "field 'tags[1]': string holds"),
+        ({"attrs": {"\ud800": 1.0}}, "field 'attrs['\\ud800']': map key holds"),
+        ({"unknown\udc00": 1}, "the unknown key 'unknown\\udc00' holds"),
+    ],
+)
+def test_lone_surrogates_anywhere_in_json_are_bad_strings(
+    clicks: EventDecoder, overrides: dict[str, Any], where: str
+) -> None:
+    value = json.dumps(click(**overrides)).encode()  # ensure_ascii: the escapes \ud800...
+    assert b"\\ud" in value
+
+    reason, message = reason_of(lambda: clicks.decode(None, value))
+
+    assert (reason, where in message) == ("bad_string", True), message
+    message.encode("utf-8")  # the dead letter's rl.error.message header can hold it
+
+
+def test_surrogate_pairs_and_other_text_are_fine(
+    catalog: SchemaCatalog, clicks: EventDecoder
+) -> None:
+    text = "\U0001f600 é 中"
+    value = json.dumps(click(note=text, tags=[text], attrs={text: 1.0})).encode()
+    assert b"\\ud83d\\ude00" in value  # the pair json.dumps escapes the emoji into
+
+    record = clicks.decode(None, value).record
+
+    assert (record["note"], record["tags"], record["attrs"]) == (text, [text], {text: 1.0})
+    assert clicks.decode(None, encode_single_object(catalog.latest("clicks"), record)).record == (
+        record
+    )
+
+
+@pytest.mark.parametrize("bad", [b"\xed\xa0\x80Q", b"\xff\xfeQQ", b"QQQ\xc3"])
+def test_avro_strings_that_are_not_utf8_are_refused(
+    catalog: SchemaCatalog, clicks: EventDecoder, bad: bytes
+) -> None:
+    """Avro holds UTF-8 (strict: an encoded surrogate is invalid), in values and map keys."""
+    v2 = catalog.latest("clicks")
+    for record in (click(note="QQQQ"), click(attrs={"QQQQ": 1.0})):
+        value = encode_single_object(v2, record)
+        assert value.count(b"\x08QQQQ") == 1
+        broken = value.replace(b"\x08QQQQ", b"\x08" + bad)
+
+        reason, message = reason_of(lambda broken=broken: clicks.decode(None, broken))
+
+        assert reason == "invalid_avro"
+        assert "not valid UTF-8" in message
+
+
+def test_event_ids_and_keys_over_the_limit_are_refused(stamps: SchemaCatalog) -> None:
+    decoder = stamp_decoder(stamps, max_id_bytes=8)
+
+    for value in both_formats(stamps, stamp(id="12345678", key="éééé")):  # 8 bytes each
+        assert decoder.decode(None, value, now_ms=NOW).record["id"] == "12345678"
+    for record, where in (
+        (stamp(id="123456789"), "field 'id': the event id is 9 bytes of UTF-8, over the limit"),
+        (stamp(key="ééééé"), "field 'key': the partitioning key is 10 bytes"),
+    ):
+        for value in both_formats(stamps, record):
+            reason, message = reason_of(lambda v=value: decoder.decode(None, v, now_ms=NOW))
+            assert (reason, where in message) == ("id_too_long", True), message
+            assert "RIVERLINE_MAX_ID_BYTES" in message
+
+
+def test_an_id_that_is_not_a_string_is_bounded_as_text(stamps: SchemaCatalog) -> None:
+    decoder = stamp_decoder(stamps, id_field="num", max_id_bytes=3)
+
+    assert decoder.decode(None, json.dumps(stamp(num=-99)).encode()).record["num"] == -99
+    assert reason_of(lambda: decoder.decode(None, json.dumps(stamp(num=1000)).encode()))[0] == (
+        "id_too_long"
+    )
+
+
+def test_the_400_kb_event_id_is_refused(stamps: SchemaCatalog) -> None:
+    value = json.dumps(stamp(id="x" * 400_000)).encode()
+
+    assert reason_of(lambda: stamp_decoder(stamps).decode(None, value, now_ms=NOW))[0] == (
+        "id_too_long"
+    )
+    assert EventDecoder(stamps, "stamps").decode(None, value).record["id"] == "x" * 400_000
+
+
+@pytest.mark.parametrize(
+    ("ts", "outcome"),
+    [
+        (0, 0),
+        (NOW, NOW),
+        (NOW + 60_000, NOW + 60_000),  # exactly the allowed minute ahead
+        ("2023-11-14T22:13:20Z", NOW),
+        (NOW + 60_001, "60 s ahead of the ingest time 2023-11-14T22:13:20.000+00:00, more than"),
+        (-1, "-1 ms is before 1970-01-01T00:00:00Z"),
+        ("1969-12-31T23:59:59.999Z", "-1 ms is before 1970"),
+        (2**63 - 1, "9223372036854775807 ms is 9223370336854776 s ahead"),
+    ],
+)
+def test_event_times_before_1970_or_too_far_ahead_are_refused(
+    stamps: SchemaCatalog, ts: Any, outcome: int | str
+) -> None:
+    decoder = stamp_decoder(stamps, max_event_time_ahead=60.0)
+
+    for value in (
+        both_formats(stamps, stamp(ts=ts))
+        if isinstance(ts, int)
+        else [json.dumps(stamp(ts=ts)).encode()]
+    ):
+        if isinstance(outcome, int):
+            assert decoder.decode(None, value, now_ms=NOW).event_ms == outcome
+        else:
+            reason, message = reason_of(lambda v=value: decoder.decode(None, v, now_ms=NOW))
+            assert (reason, outcome in message) == ("bad_event_time", True), message
+
+
+def test_without_an_ingest_time_event_times_are_bounded_by_year_9999(
+    stamps: SchemaCatalog,
+) -> None:
+    decoder = stamp_decoder(stamps)
+    last = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+    assert decoder.decode(None, json.dumps(stamp(ts=last)).encode()).event_ms == last
+    value = json.dumps(stamp(ts=last + 1)).encode()
+    assert reason_of(lambda: decoder.decode(None, value)) == (
+        "bad_event_time",
+        "field 'ts': 253402300800000 ms is after the year 9999",
+    )
+
+
+def test_event_times_in_microseconds_and_null_ones(stamps: SchemaCatalog) -> None:
+    micros = stamp_decoder(stamps, time_field="us", max_event_time_ahead=1.0)
+    nullable = stamp_decoder(stamps, time_field="maybe")
+
+    event = micros.decode(None, json.dumps(stamp(us=NOW * 1000 + 999)).encode(), now_ms=NOW)
+    assert (event.event_ms, event.record["us"]) == (NOW, NOW * 1000 + 999)
+    late = json.dumps(stamp(us=(NOW + 1001) * 1000)).encode()
+    assert reason_of(lambda: micros.decode(None, late, now_ms=NOW))[0] == "bad_event_time"
+    assert nullable.decode(None, json.dumps(stamp(maybe=5)).encode()).event_ms == 5
+    for value in both_formats(stamps, stamp(maybe=None)):
+        assert reason_of(lambda v=value: nullable.decode(None, v)) == (
+            "bad_event_time",
+            "field 'maybe': expected epoch milliseconds, got null",
+        )
+
+
+def test_a_decoder_without_pipeline_fields_checks_neither(stamps: SchemaCatalog) -> None:
+    event = EventDecoder(stamps, "stamps").decode(None, json.dumps(stamp(ts=-5)).encode())
+
+    assert (event.record["ts"], event.event_ms) == (-5, None)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"id_field": "nope"}, "id_field 'nope' is not a field of stamps/v1"),
+        ({"key_field": "nope"}, "key_field 'nope' is not a field of stamps/v1"),
+        ({"time_field": "nope"}, "time_field 'nope' is not a field of stamps/v1"),
+        ({"time_field": "key"}, "time_field 'key' of stamps/v1/.* is not a number"),
+        ({"max_id_bytes": 0}, "max_id_bytes must be at least 1"),
+        ({"max_event_time_ahead": -1.0}, "max_event_time_ahead must be a finite number"),
+        ({"max_event_time_ahead": math.inf}, "max_event_time_ahead must be a finite number"),
+    ],
+)
+def test_pipeline_fields_and_limits_are_checked_up_front(
+    stamps: SchemaCatalog, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        stamp_decoder(stamps, **options)
+
+
+def test_json_collections_are_bounded_as_avro_ones(catalog: SchemaCatalog) -> None:
+    """What JSON admits, the next stage reads back from Avro under the same max_items."""
+    decoder = EventDecoder(catalog, "clicks", max_items=20)
+    v2 = catalog.latest("clicks")
+    outcomes = []
+    for n in range(14, 20):  # tags weigh 1 per item, each attrs entry 2 (key and value)
+        record = click(tags=["t"] * n, attrs={"a": 1.0, "b": 2.0, "c": 3.0})
+        json_outcome = outcome_of(lambda r=record: decoder.decode(None, json.dumps(r).encode()))
+        avro_outcome = outcome_of(
+            lambda r=record: decoder.decode(None, encode_single_object(v2, r))
+        )
+        assert json_outcome == avro_outcome
+        outcomes.append(json_outcome)
+
+    assert outcomes == ["ok"] * 1 + ["oversized_collection"] * 5
+
+
+def test_a_union_branch_that_fails_spends_no_items(tmp_path: Path) -> None:
+    lists = [{"type": "array", "items": "long"}, {"type": "array", "items": "string"}]
+    schema = {"type": "record", "name": "U", "fields": [{"name": "xs", "type": lists}]}
+    _write(tmp_path, {"u/v1.avsc": schema})
+    decoder = EventDecoder(SchemaCatalog.load(tmp_path), "u", max_items=3)
+
+    assert decoder.decode(None, b'{"xs": ["a", "b", "c"]}').record == {"xs": ["a", "b", "c"]}
+
+
+def outcome_of(decode: Callable[[], object]) -> str:
+    try:
+        decode()
+    except DecodeError as exc:
+        return exc.reason
+    return "ok"
+
+
+def _chain(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"v": depth, "next": None}
+    for v in range(depth - 1, -1, -1):
+        node = {"v": v, "next": node}
+    return node
+
+
+def test_recursive_json_is_bounded_as_avro_reading_is(tmp_path: Path) -> None:
+    node = {
+        "type": "record",
+        "name": "Node",
+        "fields": [{"name": "v", "type": "long"}, {"name": "next", "type": ["null", "Node"]}],
+    }
+    schema = {
+        "type": "record",
+        "name": "Tree",
+        "namespace": "test",
+        "fields": [{"name": "head", "type": node}],
+    }
+    _write(tmp_path, {"tree/v1.avsc": schema})
+    catalog = SchemaCatalog.load(tmp_path)
+    decoder = EventDecoder(catalog, "tree")
+    sv = catalog.latest("tree")
+
+    deepest = {"head": _chain(64)}  # 64 nodes below the head: Avro's MAX_RECURSION
+    record = decoder.decode(None, json.dumps(deepest).encode()).record
+    assert decode_single_object(catalog, encode_single_object(sv, record))[1] == deepest
+    too_deep = {"head": _chain(65)}
+    reason, message = reason_of(lambda: decoder.decode(None, json.dumps(too_deep).encode()))
+    assert (reason, "nested deeper than 64 levels" in message) == ("wrong_type", True)
+    assert outcome_of(lambda: decoder.decode(None, encode_single_object(sv, too_deep))) == (
+        "invalid_avro"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"count": ' + b"7" * 5000 + b"}",
+    ],
+)
+def test_json_the_parser_refuses_inside_a_field_is_not_json(
+    clicks: EventDecoder, value: bytes
+) -> None:
+    assert reason_of(lambda: clicks.decode(None, value))[0] == "not_json"
+
+
+def test_extreme_numbers_in_json(clicks: EventDecoder) -> None:
+    overflow = json.dumps(click()).replace('"score": 0.25', '"score": 1e309').encode()
+    assert b"1e309" in overflow
+    assert reason_of(lambda: clicks.decode(None, overflow))[0] == "non_finite"
+    huge = json.dumps(click(score=10**400)).encode()
+    assert reason_of(lambda: clicks.decode(None, huge)) == (
+        "wrong_type",
+        "field 'score': integer too large for a double",
+    )
+    assert clicks.decode(None, json.dumps(click(count=-0.0)).encode()).record["count"] == 0

@@ -1,5 +1,8 @@
 """Hostile input: whatever the bytes, decoding ends in a record or a DecodeError, quickly.
 
+A record it ends in re-encodes as Avro and reads back equal (the next stage's view of
+it); a DecodeError names a reason from REASONS and a message a dead letter can carry.
+
 Time limits here are generous ceilings against runaway work (a billion-iteration loop, a
 quadratic path), not benchmarks; ``riverline bench`` measures throughput.
 """
@@ -22,6 +25,8 @@ from streams.catalog import SchemaCatalog, SchemaVersion
 from streams.codec import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_ITEMS,
+    REASONS,
+    SINGLE_OBJECT_MAGIC,
     DecodedEvent,
     EventDecoder,
     decode_single_object,
@@ -79,6 +84,50 @@ HOSTILE = {
 }
 
 
+#: One field of each kind JSON coercion handles, with the pipeline's id, key and time.
+MIXED = {
+    "type": "record",
+    "name": "Mixed",
+    "namespace": "test",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "key", "type": ["null", "string"], "default": None},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "us", "type": {"type": "long", "logicalType": "timestamp-micros"}, "default": 0},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}, "default": 0},
+        {"name": "u", "type": ["null", "string", "long", "double", "boolean"], "default": None},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}, "default": "A"},
+        {"name": "raw", "type": "bytes", "default": ""},
+        {"name": "fx", "type": {"type": "fixed", "name": "F2", "size": 2}, "default": "ab"},
+        {"name": "f", "type": "float", "default": 0.0},
+        {"name": "i", "type": "int", "default": 0},
+        {
+            "name": "tags",
+            "type": {"type": "map", "values": {"type": "array", "items": "string"}},
+            "default": {},
+        },
+        {
+            "name": "inner",
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Inner",
+                    "fields": [
+                        {"name": "s", "type": "string"},
+                        {"name": "x", "type": "double"},
+                        {"name": "next", "type": ["null", "Inner"], "default": None},
+                    ],
+                },
+            ],
+            "default": None,
+        },
+    ],
+}
+#: The ingest time the fuzzed events are checked against.
+NOW = 1_767_225_600_000
+
+
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> SchemaCatalog:
     root = tmp_path_factory.mktemp("schemas")
@@ -87,9 +136,12 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> SchemaCatalog:
     (root / "phishing" / "v1.avsc").write_text((real / "phishing" / "v1.avsc").read_text())
     (root / "hostile").mkdir()
     (root / "hostile" / "v1.avsc").write_text(json.dumps(HOSTILE))
+    (root / "mixed").mkdir()
+    (root / "mixed" / "v1.avsc").write_text(json.dumps(MIXED))
     (root / "confluent-ids.toml").write_text(
         '[[schema]]\nid = 1\nsubject = "phishing"\nversion = 1\n'
         '[[schema]]\nid = 2\nsubject = "hostile"\nversion = 1\n'
+        '[[schema]]\nid = 3\nsubject = "mixed"\nversion = 1\n'
     )
     return SchemaCatalog.load(root)
 
@@ -102,6 +154,26 @@ def phishing(catalog: SchemaCatalog) -> EventDecoder:
 @pytest.fixture(scope="module")
 def hostile(catalog: SchemaCatalog) -> EventDecoder:
     return EventDecoder(catalog, "hostile")
+
+
+@pytest.fixture(scope="module")
+def strict(catalog: SchemaCatalog) -> EventDecoder:
+    """Phishing as a pipeline decodes it: id and time checked, small limits to hit."""
+    return EventDecoder(
+        catalog,
+        "phishing",
+        id_field="event_id",
+        time_field="event_time",
+        max_id_bytes=64,
+        max_event_time_ahead=3600.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def mixed(catalog: SchemaCatalog) -> EventDecoder:
+    return EventDecoder(
+        catalog, "mixed", id_field="id", key_field="key", time_field="ts", max_items=64
+    )
 
 
 def zz(n: int) -> bytes:
@@ -392,3 +464,237 @@ def test_worst_case_json_of_max_size_is_bounded(phishing: EventDecoder) -> None:
 
     assert result == "missing_field"
     assert peak < MEMORY_BOUND
+
+
+# --- hostile values: a record that comes out re-encodes and reads back equal -----------
+
+
+def decoded_or_refused(
+    catalog: SchemaCatalog, decoder: EventDecoder, key: bytes | None, value: bytes
+) -> str:
+    """'ok' after checking the round trip, or the DecodeError's reason. Nothing else."""
+    start = time.perf_counter()
+    event: DecodedEvent | None = None
+    error: DecodeError | None = None
+    try:
+        event = decoder.decode(key, value, now_ms=NOW)
+    except DecodeError as exc:
+        error = exc
+    elapsed = time.perf_counter() - start
+    assert elapsed < CEILING_S, f"decode took {elapsed:.2f}s"
+    if error is not None:
+        assert error.reason in REASONS, error.reason
+        str(error).encode("utf-8")  # a dead letter's rl.error.message header holds it
+        return error.reason
+    assert event is not None
+    data = encode_single_object(decoder.latest, event.record)
+    if len(data) > decoder.max_bytes:
+        return "ok"  # ingestion refuses the re-encoded event as too_large
+    again = decoder.decode(None, data, now_ms=NOW)
+    assert again.record == event.record
+    assert again.event_ms == event.event_ms
+    assert decode_single_object(catalog, data)[1] == event.record  # as later stages read it
+    return "ok"
+
+
+SURROGATES = ("\ud800", "\udbff", "\udc00", "\udfff")
+texts = st.text(st.characters() | st.sampled_from(SURROGATES), max_size=12)
+big_texts = st.builds(
+    lambda unit, n: unit * n,
+    st.sampled_from(["x", "é", "\U0001f600", "\ud800", "A"]),
+    st.integers(0, 200_000),
+)
+extreme_numbers = st.sampled_from(
+    [2**31, -(2**31) - 1, 2**63, -(2**63) - 1, 2**64, 10**400, -0.0, 0.0, 1e308, 5e-324, 3.5e38]
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | extreme_numbers
+    | texts
+    | st.sampled_from(
+        [
+            "A",
+            "B",
+            "ab",
+            "",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01",
+            "1969-12-31T23:59:59Z",
+            "0001-01-01T00:00:00+05:00",
+            "9999-12-31T23:59:59-23:59",
+        ]
+    )
+)
+hostile_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=12,
+)
+#: JSON text no Python value dumps to: deep nesting, huge numbers, escapes as sent.
+raw_json = st.sampled_from(
+    [
+        "1e309",
+        "-1e309",
+        "1E400",
+        "-0.0",
+        "-0",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "7" * 5000,
+        "1" + "0" * 4299,
+        '"\\ud800"',
+        '"a\\udfff\\ud800"',
+        '"\\ud83d\\ude00"',
+        '{"\\ud800": 1}',
+        '{"string": "\\udc00"}',
+        "[" * 50_000 + "]" * 50_000,
+        '{"a": ' * 3000 + "1" + "}" * 3000,
+        "[" * 300 + "]" * 300,
+        '{"s": "x", "x": 1.0, "next": ' * 70 + "null" + "}" * 70,
+    ]
+)
+
+
+@st.composite
+def documents(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]], names: list[str]) -> bytes:
+    """A valid ``base`` object with a few fields replaced, added or dropped, as JSON text."""
+    fields = {name: json.dumps(v) for name, v in draw(base).items()}
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(names) | texts)
+        fields[name] = draw(raw_json | hostile_values.map(json.dumps) | big_texts.map(json.dumps))
+    if fields and draw(st.integers(0, 9)) == 0:
+        del fields[draw(st.sampled_from(sorted(fields)))]
+    return ("{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in fields.items()) + "}").encode()
+
+
+event_times = st.integers(0, NOW + 3_600_000) | st.sampled_from([-1, NOW + 3_600_001, 2**63 - 1])
+strict_bases = st.fixed_dictionaries(
+    {
+        "event_id": st.text(max_size=70),
+        "event_time": event_times,
+        "empty_server_form_handler": finite,
+        "popup_window": finite,
+        "https": finite,
+        "request_from_other_domain": finite,
+        "anchor_from_other_domain": finite,
+        "is_popular": finite,
+        "long_url": finite,
+        "age_of_domain": st.integers(-(2**31), 2**31 - 1),
+        "ip_in_url": st.integers(-(2**31), 2**31 - 1),
+    }
+)
+mixed_bases = st.fixed_dictionaries(
+    {"id": st.text(max_size=20), "ts": event_times},
+    optional={
+        "key": st.none() | st.text(max_size=20),
+        "u": st.none() | st.text(max_size=5) | longs | finite | st.booleans(),
+        "e": st.sampled_from(["A", "B"]),
+        "f": st.floats(-1e6, 1e6),
+        "i": st.integers(-(2**31), 2**31 - 1),
+        "tags": st.dictionaries(st.text(max_size=3), st.lists(st.text(max_size=3), max_size=3)),
+        "inner": st.none() | st.fixed_dictionaries({"s": st.text(max_size=3), "x": finite}),
+    },
+)
+STRICT_NAMES = [
+    f["name"]
+    for f in json.loads((REPO_ROOT / "schemas" / "phishing" / "v1.avsc").read_text())["fields"]
+]
+MIXED_NAMES = [f["name"] for f in MIXED["fields"]]
+
+
+@FUZZ
+@given(value=documents(strict_bases, STRICT_NAMES), key=st.none() | st.binary(max_size=8))
+def test_hostile_json_events_round_trip_or_are_refused(
+    catalog: SchemaCatalog, strict: EventDecoder, value: bytes, key: bytes | None
+) -> None:
+    decoded_or_refused(catalog, strict, key, value)
+
+
+@FUZZ
+@given(value=documents(mixed_bases, MIXED_NAMES))
+def test_hostile_json_of_every_kind_round_trips_or_is_refused(
+    catalog: SchemaCatalog, mixed: EventDecoder, value: bytes
+) -> None:
+    decoded_or_refused(catalog, mixed, None, value)
+
+
+HOSTILE_NAMES = [f["name"] for f in HOSTILE["fields"]]
+#: Valid hostile records as JSON holds them (fixed as code points 0-255).
+hostile_json_bases = hostile_records.map(lambda r: r | {"fx": r["fx"].decode("latin-1")})
+
+
+@FUZZ
+@given(
+    mixed_obj=st.builds(
+        dict.__or__, mixed_bases, st.dictionaries(st.sampled_from(MIXED_NAMES), hostile_values)
+    ),
+    hostile_obj=st.builds(
+        dict.__or__,
+        hostile_json_bases,
+        st.dictionaries(st.sampled_from(HOSTILE_NAMES) | texts, hostile_values, max_size=2),
+    ),
+)
+def test_valid_objects_with_any_values_round_trip_or_are_refused(
+    catalog: SchemaCatalog,
+    mixed: EventDecoder,
+    hostile: EventDecoder,
+    mixed_obj: dict[str, Any],
+    hostile_obj: dict[str, Any],
+) -> None:
+    decoded_or_refused(catalog, mixed, None, json.dumps(mixed_obj).encode())
+    decoded_or_refused(catalog, hostile, None, json.dumps(hostile_obj).encode())
+
+
+_valid_records: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "phishing": phishing_records.map(lambda r: r | {"event_time": abs(r["event_time"]) % NOW}),
+    "hostile": hostile_records,
+    "mixed": st.fixed_dictionaries(
+        {
+            "id": st.text(max_size=10),
+            "key": st.none() | st.text(max_size=10),
+            "ts": st.integers(0, NOW),
+            "us": longs,
+            "day": st.integers(-(2**31), 2**31 - 1),
+            "u": st.none() | st.text(max_size=5) | longs | finite | st.booleans(),
+            "e": st.sampled_from(["A", "B"]),
+            "raw": st.binary(max_size=5),
+            "fx": st.binary(min_size=2, max_size=2),
+            "f": st.just(0.5),
+            "i": st.integers(-(2**31), 2**31 - 1),
+            "tags": st.dictionaries(st.text(max_size=3), st.lists(st.text(max_size=3), max_size=3)),
+            "inner": st.none()
+            | st.fixed_dictionaries({"s": st.text(max_size=3), "x": finite, "next": st.none()}),
+        }
+    ),
+}
+
+
+@FUZZ
+@given(
+    data=st.data(),
+    body=st.binary(max_size=120),
+    framing=st.sampled_from(["single", "confluent", "mutated"]),
+)
+def test_avro_bytes_round_trip_or_are_refused(
+    catalog: SchemaCatalog,
+    strict: EventDecoder,
+    mixed: EventDecoder,
+    hostile: EventDecoder,
+    data: st.DataObject,
+    body: bytes,
+    framing: str,
+) -> None:
+    for decoder, schema_id in ((strict, 1), (hostile, 2), (mixed, 3)):
+        sv = decoder.latest
+        if framing == "confluent":
+            value = b"\x00" + schema_id.to_bytes(4, "big") + body
+        elif framing == "single":
+            value = SINGLE_OBJECT_MAGIC + sv.fingerprint + body
+        else:  # a valid message with a few bytes changed: far more of these decode
+            record = data.draw(_valid_records[sv.subject])
+            value = data.draw(mutated(encode_single_object(sv, record), keep=10))
+        decoded_or_refused(catalog, decoder, None, value)

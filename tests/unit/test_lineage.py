@@ -4,7 +4,9 @@ import dataclasses
 
 import pytest
 
-from streams.lineage import HEADERS, Lineage
+from streams.lineage import HEADERS, Lineage, lineage_headers, untrusted_headers
+from streams.messages import InMessage
+from streams.stage import DeadLetter
 
 
 def test_headers_round_trip() -> None:
@@ -43,3 +45,58 @@ def test_with_features_and_model_are_new_frozen_lineages_that_leave_the_original
     assert type(both) is Lineage
     with pytest.raises(dataclasses.FrozenInstanceError):
         both.model = "other@2"  # type: ignore[misc]
+
+
+def test_incoming_riverline_headers_are_renamed_untrusted_in_place() -> None:
+    headers = [
+        ("trace", b"t1"),
+        ("rl.event_id", b"forged"),
+        ("rl.error.class", b"empty"),
+        ("RL.Model", None),
+        ("rlx", b"kept"),
+        ("untrusted.rl.schema", b"kept too"),
+        ("rl.event_id", b"twice"),
+    ]
+
+    renamed = untrusted_headers(headers)
+
+    assert renamed == (
+        ("trace", b"t1"),
+        ("untrusted.rl.event_id", b"forged"),
+        ("untrusted.rl.error.class", b"empty"),
+        ("untrusted.RL.Model", None),
+        ("rlx", b"kept"),
+        ("untrusted.rl.schema", b"kept too"),
+        ("untrusted.rl.event_id", b"twice"),
+    )
+    assert lineage_headers(renamed) == {}
+    assert Lineage.from_headers(renamed) == Lineage.from_headers([])
+    assert untrusted_headers(()) == ()
+
+
+def test_lineage_headers_is_the_one_reading_rule() -> None:
+    headers = [
+        ("rl.event_id", b"first"),
+        ("other", b"x"),
+        ("rl.schema", b"s\xff"),
+        ("rl.model", None),
+        ("rl.event_id", b"last"),
+    ]
+
+    assert lineage_headers(headers) == {
+        "rl.event_id": "last",  # the last one wins
+        "rl.schema": "s\ufffd",  # invalid UTF-8 becomes U+FFFD
+        "rl.model": "",  # a null value reads as empty
+    }
+    assert lineage_headers(None) == {}
+    lineage = Lineage.from_headers(headers)
+    assert (lineage.event_id, lineage.schema, lineage.model) == ("last", "s\ufffd", "")
+
+
+def test_a_dead_letter_reads_back_riverlines_own_error_headers() -> None:
+    """Riverline appends its headers after the original's: the last one wins is its own."""
+    original = InMessage("p.raw", 0, 7, None, b"{}", 0, (("rl.error.class", b"forged"),))
+
+    out = DeadLetter("ingest", "not_json", "bad", "p/v1").to_message(original, "dlq")
+
+    assert lineage_headers(out.headers)["rl.error.class"] == "not_json"

@@ -1,4 +1,4 @@
-"""The README's dead-letter table names every reason the decoder raises."""
+"""The README's dead-letter tables name every reason the decoder and label reader raise."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 
 import streams.codec
 from streams.codec import REASONS
+from streams.labels import LABEL_REASONS
 from streams.settings import REPO_ROOT
 
 
@@ -22,6 +23,7 @@ def test_readme_lists_every_dead_letter_reason() -> None:
     assert len(documented) == len(set(documented)), "a reason is listed twice"
     # Later stages may document reasons of their own (e.g. ``late`` from features).
     assert set(REASONS) <= set(documented)
+    assert set(LABEL_REASONS) <= set(documented)
 
 
 def test_codec_docstring_lists_every_reason() -> None:
