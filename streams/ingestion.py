@@ -110,10 +110,7 @@ class Ingestion:
             Anything else is a fault in handling this one message; the caller makes it a
             dead letter (:meth:`dead`) and goes on with the batch.
         """
-        # Event times are bounded against the raw message's own time (never later than
-        # ingest): a replay then refuses exactly what the live run refused.
-        reference = min(msg.timestamp_ms, ingest_ts) if msg.timestamp_ms > 0 else ingest_ts
-        decoded = self.decoder.decode(msg.key, msg.value, now_ms=reference)
+        decoded = self.decoder.decode(msg.key, msg.value, now_ms=ingest_ts)
         record = decoded.record
         event_id = str(record[self.spec.id_field])
         lineage = Lineage(

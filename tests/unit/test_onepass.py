@@ -31,10 +31,19 @@ PHISHING = load_spec(REPO_ROOT / "pipelines" / "phishing.toml")
 _CLOCK = {"ingest_ts", "predict_ts"}
 
 
-def _stages(spec: PipelineSpec) -> tuple[Ingestion, Featurization, Predictor]:
+def _stages(
+    spec: PipelineSpec, max_id_bytes: int = 1024
+) -> tuple[Ingestion, Featurization, Predictor]:
     t = spec.topics("")
     return (
-        Ingestion(spec, CATALOG, events_topic=t.events, dlq_topic="dlq", max_bytes=1 << 20),
+        Ingestion(
+            spec,
+            CATALOG,
+            events_topic=t.events,
+            dlq_topic="dlq",
+            max_bytes=1 << 20,
+            max_id_bytes=max_id_bytes,
+        ),
         Featurization(spec, CATALOG, features_topic=t.features, dlq_topic="dlq"),
         Predictor(
             spec, CATALOG, predictions_topic=t.predictions, dlq_topic="dlq", labels_topic=t.labels
@@ -215,10 +224,10 @@ def _fail_for(one: OnePass, stage: str, bad_id: str, monkeypatch: pytest.MonkeyP
     if stage == "ingest":
         decode = one.ingestion.decoder.decode
 
-        def refuse(key: bytes | None, value: bytes | None) -> Any:
+        def refuse(key: bytes | None, value: bytes | None, **kwargs: Any) -> Any:
             if bad_id.encode() in (value or b""):
                 raise RuntimeError("decoder fault")
-            return decode(key, value)
+            return decode(key, value, **kwargs)
 
         monkeypatch.setattr(one.ingestion.decoder, "decode", refuse)
     elif stage == "features":
@@ -299,7 +308,8 @@ def test_an_output_too_large_for_its_topic_is_a_dead_letter_not_a_failed_send() 
     values = [json.loads(v) for v in _bench_events(spec, 3, "big", 0)]
     values[1]["event_id"] = "e" * 1_500
     raw = _raw(spec, [json.dumps(v).encode() for v in values])
-    one = OnePass(*_stages(spec), raw_topic=spec.topics("").raw, max_output_bytes=4_500)
+    stages = _stages(spec, max_id_bytes=10_000)  # past the id limit: the size net's turn
+    one = OnePass(*stages, raw_topic=spec.topics("").raw, max_output_bytes=4_500)
     result = one.process(raw)
     fates = _fates(spec, result.sends)
     assert fates[1] == ["dlq:pipeline"]
@@ -314,7 +324,8 @@ def test_a_dead_letter_too_large_for_its_topic_says_what_it_left_out() -> None:
     values = [json.loads(v) for v in _bench_events(spec, 2, "huge", 0)]
     values[1]["event_id"] = "e" * 3_000
     raw = _raw(spec, [json.dumps(v).encode() for v in values])
-    one = OnePass(*_stages(spec), raw_topic=spec.topics("").raw, max_output_bytes=3_000)
+    stages = _stages(spec, max_id_bytes=10_000)
+    one = OnePass(*stages, raw_topic=spec.topics("").raw, max_output_bytes=3_000)
     (dead,) = [s for s in one.process(raw).sends if s.topic == "dlq"]
     headers = dict(dead.headers)
     assert (dead.key, dead.value) == (None, b"")
