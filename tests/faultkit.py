@@ -28,10 +28,16 @@ from streams.checkpoint import Checkpoint
 from streams.codec import decode_single_object
 from streams.features import FeatureSet
 from streams.ingestion import epoch_ms
+from streams.integrity import RecordSigner
 from streams.kafka_local import free_port
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.topics import (
+    ensure_topics,
+    pipeline_topic_configs,
+    shared_topic_configs,
+    topic_partitions,
+)
 from streams.workerproc import WorkerProcess
 
 SCHEMA = {
@@ -227,14 +233,18 @@ class Read:
     offset: int
     value: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    key: bytes | None = None
+    #: Its ``rl.mac`` verifies under the settings' signing key.
+    signed: bool = False
 
 
 async def _read_all(settings: Settings, topic: str) -> list[Read]:
+    numbers = await topic_partitions(settings.effective_bootstrap, topic)
+    signer = RecordSigner(settings.signing_key_bytes())
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.effective_bootstrap, group_id=None)
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        parts = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic))]
+        parts = [TopicPartition(topic, p) for p in numbers]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -244,8 +254,9 @@ async def _read_all(settings: Settings, topic: str) -> list[Read]:
                 for m in msgs:
                     if m.offset >= ends[tp]:
                         continue
-                    headers = {k: v.decode() for k, v in (m.headers or ())}
-                    out.append(Read(tp.partition, m.offset, m.value, headers))
+                    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in m.headers or ()}
+                    signed = signer.verify(topic, m.key, m.value, m.headers or ())
+                    out.append(Read(tp.partition, m.offset, m.value, headers, m.key, signed))
         return out
     finally:
         await consumer.stop()
@@ -257,11 +268,11 @@ def read_all(settings: Settings, topic: str) -> list[Read]:
 
 
 async def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    numbers = await topic_partitions(settings.effective_bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.effective_bootstrap, group_id=None)
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        parts = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic))]
+        parts = [TopicPartition(topic, p) for p in numbers]
         return {tp.partition: off for tp, off in (await consumer.end_offsets(parts)).items()}
     finally:
         await consumer.stop()

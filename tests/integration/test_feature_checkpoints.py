@@ -19,16 +19,16 @@ import os
 import random
 import shutil
 import signal
-import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faultkit import Producer, Read, read_all
 
 from streams.catalog import SchemaCatalog
 from streams.checkpoint import Checkpoint
@@ -117,71 +117,6 @@ def _events(n: int, keys: int, seed: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-@dataclass
-class Read:
-    partition: int
-    offset: int
-    value: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-async def _read_all(settings: Settings, topic: str) -> list[Read]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.effective_bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        cluster = await consumer._client.fetch_all_metadata()
-        parts = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic))]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: list[Read] = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            for tp, msgs in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
-                for m in msgs:
-                    headers = {k: v.decode() for k, v in (m.headers or ())}
-                    out.append(Read(tp.partition, m.offset, m.value, headers))
-        return out
-    finally:
-        await consumer.stop()
-
-
-class Producer(threading.Thread):
-    """Produces the events as JSON to ``P.raw`` at a steady rate, in its own loop."""
-
-    def __init__(self, settings: Settings, topic: str, events: list[dict[str, Any]], rate: float):
-        super().__init__(daemon=True)
-        self.settings, self.topic, self.events, self.rate = settings, topic, events, rate
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._run())
-        except BaseException as exc:
-            self.error = exc
-
-    async def _run(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.effective_bootstrap, acks="all", linger_ms=5
-        )
-        await producer.start()
-        started = time.monotonic()
-        try:
-            pending = []
-            for e in self.events:
-                ahead = started + self.sent / self.rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.gather(*pending)
-                    pending = []
-                    await asyncio.sleep(ahead)
-                value = json.dumps(e).encode()
-                pending.append(await producer.send(self.topic, value, key=e["card"].encode()))
-                self.sent += 1
-            await asyncio.gather(*pending)
-        finally:
-            await producer.stop()
 
 
 @dataclass
@@ -275,9 +210,9 @@ def outcome(settings_factory, tmp_path_factory) -> Outcome:
         settings,
         events,
         kills,
-        asyncio.run(_read_all(settings, topics.events)),
-        asyncio.run(_read_all(settings, topics.features)),
-        asyncio.run(_read_all(settings, settings.topic("riverline.dlq"))),
+        read_all(settings, topics.events),
+        read_all(settings, topics.features),
+        read_all(settings, settings.topic("riverline.dlq")),
     )
 
 
@@ -366,9 +301,7 @@ def test_no_dead_letters(outcome: Outcome) -> None:
 
 
 def test_checkpoints_are_on_the_compacted_topic(outcome: Outcome) -> None:
-    records = asyncio.run(
-        _read_all(outcome.settings, outcome.settings.topic("riverline.checkpoints"))
-    )
+    records = read_all(outcome.settings, outcome.settings.topic("riverline.checkpoints"))
     latest = {}
     for r in records:
         cp = Checkpoint.from_bytes(r.value)
@@ -442,10 +375,10 @@ def test_late_events_go_to_the_dead_letter_topic(settings_factory, tmp_path_fact
         assert worker.stop() == 0, (root / "worker.log").read_text()[-3000:]
     catalog = SchemaCatalog.load(settings.schemas_dir)
     schema = catalog.record("feature_vector")
-    features = asyncio.run(_read_all(settings, topics.features))
+    features = read_all(settings, topics.features)
     ids = {decode_single_object(catalog, r.value, schema)[1]["event_id"] for r in features}
     assert ids == {"l0", "l1", "l3", "l4"}
-    dead = asyncio.run(_read_all(settings, settings.topic("riverline.dlq")))
+    dead = read_all(settings, settings.topic("riverline.dlq"))
     assert len(dead) == 1
     headers = dead[0].headers
     assert headers["rl.error.class"] == "late"
@@ -454,7 +387,7 @@ def test_late_events_go_to_the_dead_letter_topic(settings_factory, tmp_path_fact
     read = topics.raw
     assert headers["rl.error.topic"] == read
     assert headers["rl.event_id"] == "l2"
-    by_offset = {(r.partition, r.offset): r.value for r in asyncio.run(_read_all(settings, read))}
+    by_offset = {(r.partition, r.offset): r.value for r in read_all(settings, read)}
     where = (int(headers["rl.error.partition"]), int(headers["rl.error.offset"]))
     assert dead[0].value == by_offset[where]  # the original bytes
 
@@ -502,7 +435,7 @@ def test_partitions_moving_between_workers_keep_features_exact(
     schema = catalog.record("feature_vector")
 
     def feature_ids() -> set[str]:
-        reads = asyncio.run(_read_all(settings, topics.features))
+        reads = read_all(settings, topics.features)
         return {decode_single_object(catalog, r.value, schema)[1]["event_id"] for r in reads}
 
     try:
@@ -537,8 +470,8 @@ def test_partitions_moving_between_workers_keep_features_exact(
         settings,
         events,
         [],
-        asyncio.run(_read_all(settings, topics.events)),
-        asyncio.run(_read_all(settings, topics.features)),
+        read_all(settings, topics.events),
+        read_all(settings, topics.features),
         [],
     )
     want = _reference(outcome)
