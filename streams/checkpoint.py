@@ -110,7 +110,9 @@ __all__ = [
     "CheckpointSchedule",
     "CheckpointStore",
     "Selection",
+    "PREDICT",
     "checkpoint_key",
+    "predict_key",
     "select_unseen",
 ]
 
@@ -129,9 +131,18 @@ class CheckpointIntegrityError(CheckpointError):
     """A checkpoint record without a valid MAC: forged, damaged or signed with another key."""
 
 
+#: The ``feature_set`` of a pipeline's predict-state checkpoint (one per pipeline).
+PREDICT = "predict"
+
+
 def checkpoint_key(pipeline: str, partition: int) -> str:
-    """The compacted topic's key for a pipeline's feature state of one events partition."""
+    """The compacted topic's key for a pipeline's feature state of one raw partition."""
     return f"{pipeline}/features/{partition}"
+
+
+def predict_key(pipeline: str) -> str:
+    """The compacted topic's key for a pipeline's predict state (models, label join)."""
+    return f"{pipeline}/{PREDICT}"
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,8 @@ class Checkpoint:
 
     @property
     def key(self) -> str:
+        if self.feature_set == PREDICT:
+            return predict_key(self.pipeline)
         return checkpoint_key(self.pipeline, self.partition)
 
     def to_bytes(self) -> bytes:

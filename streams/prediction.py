@@ -158,7 +158,7 @@ class Predictor:
         return registry.prepare(
             model.spec.name,
             model.estimator,
-            parent=registry.latest(model.spec.name),
+            parent=model.version,
             offsets=offsets or {},
             samples_seen=model.samples_seen,
             metrics=model.metric_values(),

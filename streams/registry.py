@@ -300,15 +300,17 @@ class ModelRegistry:
 
         :meth:`write` puts it on disk, in any thread: a worker pickles on its event loop
         (the estimator keeps learning) and writes and fsyncs off it (streams.state.pipeline).
-        A reserved number is never handed out twice, written or not. No listing: the
-        number comes from :meth:`latest` and a ``stat`` of the folder it would take.
+        A reserved number is never handed out twice, written or not. Once the model's
+        latest version is known in memory (after its first save or :meth:`latest`), no
+        file is touched here; a number another process took meanwhile makes :meth:`write`
+        fail, and the next reservation goes past it.
         """
         artifact = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            version = max(self._latest_locked(name), self._reserved.get(name, 0)) + 1
-            # A writer in another process may be using the number (complete or not).
-            while self._version_dir(name, version).exists():
-                version += 1
+            known = self._latest.get(name)
+            if known is None:
+                known = self._latest_locked(name)
+            version = max(known, self._reserved.get(name, 0)) + 1
             self._reserved[name] = version
         manifest = Manifest(
             pipeline=self.pipeline,

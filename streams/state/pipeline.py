@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 
 from streams.catalog import SchemaCatalog
 from streams.checkpoint import (
+    PREDICT,
     Checkpoint,
     CheckpointError,
     CheckpointIntegrityError,
     CheckpointStore,
     checkpoint_key,
+    predict_key,
 )
 from streams.codec import encode_single_object
 from streams.lifecycle import Alert, Served
@@ -100,7 +102,7 @@ class PipelineState:
         self.labels = labels_topic
         self.models_topic = models_topic
         self.registry_keep = registry_keep
-        self.predict_key = f"{stage.predictor.spec.name}/predict"
+        self.predict_key = predict_key(stage.predictor.spec.name)
         self._models_restored = False
         #: Raw partition -> offset of its latest feature checkpoint (unchanged: not saved).
         self._saved: dict[int, int] = {}
@@ -180,12 +182,12 @@ class PipelineState:
                     why = str(exc)
             elif isinstance(cp, CheckpointIntegrityError):
                 why = str(cp)
-                log.error("%s", cp)
                 alerts.append(Alert(name, "integrity", "", str(cp)))
             elif isinstance(cp, CheckpointError):
                 why = str(cp)
             if why:
-                log.warning(
+                log.log(
+                    logging.ERROR if isinstance(cp, CheckpointIntegrityError) else logging.WARNING,
                     "not using the checkpoint of %s:%d (%s); rebuilding its feature state "
                     "from the start of the partition",
                     self.raw,
@@ -380,11 +382,11 @@ class PipelineState:
         pending = [(s, predictor.prepare(s, note, positions)) for s in predictor.lifecycle.served]
         versions = {p.manifest.name: p.manifest.version for _, p in pending}
         predict = Checkpoint(
-            self.predict_key,
+            predictor.spec.name,
             0,
             0,
             predictor.spec.hash,
-            "predict",
+            PREDICT,
             predictor.state_bytes(versions),
             written_ms=now_ms(),
         )

@@ -55,7 +55,7 @@ def _record(version: int, header: dict[str, Any], state: bytes, digest: bool) ->
 def _forgeries(spec: PipelineSpec, marker: Path) -> list[tuple[bytes, bytes]]:
     payload = pickle.dumps({"models": _Creates(marker)})
     header = {
-        "pipeline": f"{spec.name}/predict",
+        "pipeline": spec.name,
         "partition": 0,
         "offset": 0,
         "spec_hash": spec.hash,
@@ -85,7 +85,7 @@ async def _write(settings: Settings, records: list[tuple[bytes, bytes]]) -> None
 def test_the_forgery_would_run_code_if_unpickled(tmp_path: Path) -> None:
     """The control: the payload below really creates its file when loaded."""
     marker = tmp_path / "pwned"
-    pickle.loads(pickle.dumps(_Creates(marker)))
+    pickle.loads(pickle.dumps(_Creates(marker))).close()  # an open file: closed here
     assert marker.exists()
 
 
