@@ -169,9 +169,9 @@ class Coordinator:
         if not self._started:
             self._started = True
             return
-        self._failures.labels(self.pipeline, "agent").inc()
         async with self.lock:
-            await self.recover(RuntimeError("the agent's loop crashed and was restarted"))
+            crash = RuntimeError("the agent's loop crashed and was restarted")
+            await self.recover(crash, kind="agent")
 
     async def before_send(self, result: StageResult) -> None:
         """Before a batch's outputs go: the model versions it made (a promotion by the
@@ -189,7 +189,7 @@ class Coordinator:
                 self._write_in_background(prepared), name=f"{self.pipeline}.checkpoint"
             )
 
-    async def recover(self, exc: BaseException) -> None:
+    async def recover(self, exc: BaseException, kind: str = "batch") -> None:
         """Restore the pipeline from its last checkpoint after a failed batch.
 
         Called with the lock held. The failed batch may have moved state and sent some
@@ -200,7 +200,7 @@ class Coordinator:
         why = f"{type(exc).__name__}: {exc}"
         log.error("a batch of %s failed (%s); restoring its last checkpoint", self.pipeline, why)
         self._set_down("batch", f"restoring the last checkpoint after {why}")
-        self._failures.labels(self.pipeline, "batch").inc()
+        self._failures.labels(self.pipeline, kind).inc()
         await self._alert([Alert(self.pipeline, "pipeline_down", "", self.down["batch"])])
         for attempt in range(1_000_000):
             if self._closed:
@@ -262,7 +262,10 @@ class Coordinator:
                 f"{exc}); the previous one stays valid. Retrying after "
                 f"{self.schedule.every} events or {self.schedule.interval:.0f} s."
             )
-            log.exception("%s", why)
+            if "checkpoint" in self.down:
+                log.error("%s", why)  # the traceback was logged the first time
+            else:
+                log.exception("%s", why)
             self._failures.labels(self.pipeline, "checkpoint").inc()
             if "checkpoint" not in self.down:
                 self._set_down("checkpoint", why)

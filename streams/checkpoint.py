@@ -104,13 +104,13 @@ _Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 __all__ = [
     "FORMAT_VERSION",
+    "PREDICT",
     "Checkpoint",
     "CheckpointError",
     "CheckpointIntegrityError",
     "CheckpointSchedule",
     "CheckpointStore",
     "Selection",
-    "PREDICT",
     "checkpoint_key",
     "predict_key",
     "select_unseen",
