@@ -2,7 +2,7 @@
 
 ``GET /models`` needs a ``viewer`` token; ``POST /models/promote`` ``{pipeline, model,
 why}``, ``/models/rollback`` and ``/models/reset`` ``{pipeline, why}`` need an
-``operator`` (bearer tokens, :mod:`streams.access`). No token: 401; wrong role: 403.
+``operator`` (bearer tokens, :mod:`streams.trust.access`). No token: 401; wrong role: 403.
 Every accepted action is written to ``riverline.audit`` (actor = the token's name) and
 counted in ``riverline_registry_actions_total``. Actions hold the pipeline's coordinator
 lock, so a batch never sees a half-done promotion, and run in a thread: the registry's
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from faust.web import Request, Response, View
 
 from agents.internals import send_all
-from streams.access import AccessPolicy
 from streams.errors import RiverlineError
-from streams.lifecycle import AuditEntry
-from streams.prediction import Predictor
+from streams.models.lifecycle import AuditEntry
+from streams.models.stage import Predictor
+from streams.trust.access import AccessPolicy
 
 if TYPE_CHECKING:
     from agents.app import Worker

@@ -15,13 +15,13 @@ from agents.internals import use_fetch_max_wait, use_handover_consumer
 from agents.pipeline import Pipeline, add_pipeline_agent
 from agents.sink import add_sink_agent
 from agents.views import add_views
-from streams.catalog import SchemaCatalog
-from streams.integrity import RecordSigner
-from streams.metrics import WorkerMetrics
-from streams.security import faust_credentials
+from streams.kafka.auth import faust_credentials
+from streams.observability.metrics import WorkerMetrics
+from streams.observability.status_page import RecentNotices
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import PRODUCER_BATCH_BYTES, Settings
 from streams.spec import PipelineSpec
-from streams.status_page import RecentNotices
+from streams.trust.records import RecordSigner
 
 __all__ = ["Worker", "create_app"]
 

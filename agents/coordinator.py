@@ -1,7 +1,7 @@
 """The checkpoint coordinator: one per pipeline, between Faust's signals and its state.
 
 It owns everything that keeps a pipeline's state, outputs and committed offsets in step
-(the design is in :mod:`streams.checkpoint` and :mod:`streams.state.pipeline`):
+(the design is in :mod:`streams.state.checkpoint` and :mod:`streams.state.pipeline`):
 
 * **the gate**: from the start of a rebalance until the assigned partitions' state is
   restored, batches wait (:class:`agents.io.AssignmentGate`);
@@ -34,15 +34,15 @@ from faust.types import TP
 
 from agents.internals import commit_offsets, seek_back, send_all
 from agents.io import AssignmentGate, StallWatch
-from streams.checkpoint import CheckpointSchedule
-from streams.features import StateBudget
-from streams.integrity import RecordSigner
-from streams.lifecycle import Alert
+from streams.features.engine import StateBudget
 from streams.messages import InMessage
-from streams.metrics import WorkerMetrics
+from streams.models.lifecycle import Alert
+from streams.observability.metrics import WorkerMetrics
+from streams.pipeline.stage import StageResult
 from streams.settings import Settings
-from streams.stage import StageResult
+from streams.state.checkpoint import CheckpointSchedule
 from streams.state.pipeline import Partition, PipelineState, Prepared
+from streams.trust.records import RecordSigner
 
 __all__ = ["Coordinator"]
 

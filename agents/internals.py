@@ -22,8 +22,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitArgT, WaitResults
 
 from streams.errors import RiverlineError
-from streams.integrity import RecordSigner
 from streams.messages import OutMessage
+from streams.trust.records import RecordSigner
 
 __all__ = [
     "WRITTEN_FOR",

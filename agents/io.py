@@ -10,10 +10,10 @@ from typing import Any, Protocol
 import faust
 
 from agents.internals import queued_events, send_all
-from streams.integrity import RecordSigner
 from streams.messages import InMessage
-from streams.metrics import WorkerMetrics
-from streams.stage import StageResult
+from streams.observability.metrics import WorkerMetrics
+from streams.pipeline.stage import StageResult
+from streams.trust.records import RecordSigner
 
 __all__ = [
     "AssignmentGate",
@@ -207,7 +207,7 @@ async def run_stage(
 
 
 def _count(metrics: WorkerMetrics, pipeline: str, stage: Stage, result: StageResult) -> None:
-    # A one-pass stage (streams.onepass) counts each of its stages apart.
+    # A one-pass stage (streams.pipeline.onepass) counts each of its stages apart.
     counts: dict[str, Any] = getattr(stage, "counts", None) or {stage.stage: result}
     for name, done in counts.items():
         metrics.events.labels(pipeline, name, "ok").inc(done.ok)

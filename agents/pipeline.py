@@ -1,6 +1,6 @@
 """The pipeline agent: ``P.raw`` and ``P.labels`` -> events, features, predictions.
 
-One agent per pipeline runs the one-pass stage (:class:`streams.onepass.OnePass`) over
+One agent per pipeline runs the one-pass stage (:class:`streams.pipeline.onepass.OnePass`) over
 micro-batches; its :class:`~agents.coordinator.Coordinator` keeps state, outputs and
 committed offsets in step. Here only the wiring: build the stage, its state and its
 coordinator, record metrics after each batch.
@@ -20,21 +20,21 @@ import faust
 from agents.coordinator import Coordinator
 from agents.internals import RawTopic
 from agents.io import run_stage
-from streams.catalog import SchemaCatalog
-from streams.checkpoint import CheckpointStore
-from streams.featurization import Featurization
-from streams.ingestion import Ingestion
-from streams.integrity import RecordSigner
-from streams.lifecycle import ModelLifecycle
-from streams.metrics import WorkerMetrics
-from streams.onepass import OnePass
-from streams.prediction import Predictor
-from streams.registry import ModelRegistry
-from streams.security import client_kwargs
+from streams.features.stage import Featurization
+from streams.ingestion.stage import Ingestion
+from streams.kafka.auth import client_kwargs
+from streams.kafka.topics import CHECKPOINTS
+from streams.models.lifecycle import ModelLifecycle
+from streams.models.registry import ModelRegistry
+from streams.models.stage import Predictor
+from streams.observability.metrics import WorkerMetrics
+from streams.pipeline.onepass import OnePass
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec
+from streams.state.checkpoint import CheckpointStore
 from streams.state.pipeline import PipelineState
-from streams.topics import CHECKPOINTS
+from streams.trust.records import RecordSigner
 
 __all__ = ["Pipeline", "add_pipeline_agent", "make_stage"]
 
@@ -137,7 +137,7 @@ def add_pipeline_agent(
             record()
 
     # acks=False: Faust never commits these topics; the coordinator commits the offsets
-    # each checkpoint reflects (see streams.checkpoint).
+    # each checkpoint reflects (see streams.state.checkpoint).
     source = RawTopic(app, topics=[topics.raw, topics.labels], acks=False)
     app.agent(source, name=f"{spec.name}.pipeline", concurrency=1)(pipeline)
     return Pipeline(spec, stage, coordinator)

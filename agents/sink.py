@@ -5,12 +5,12 @@ not the worker's Faust group: the sink commits offsets only after the rows they 
 are flushed to Parquet (every ``sink_flush_interval`` seconds, on revocation and at clean
 shutdown), which Faust's per-event acks cannot express, and a slow disk never holds back
 the pipeline's own consumer. After a SIGKILL it re-reads from the last commit and
-:class:`~streams.sink.OfflineSink` drops offsets its files already hold, so rows are never
+:class:`~streams.store.sink.OfflineSink` drops offsets its files already hold, so rows are never
 duplicated. One group per pipeline, because the dead-letter topic is shared and each
 pipeline's sink must see all of its partitions.
 
 Every record of a topic Riverline writes (all but ``P.labels``, which users write) must
-carry a valid ``rl.mac`` (:mod:`streams.integrity`); one that does not is counted in
+carry a valid ``rl.mac`` (:mod:`streams.trust.records`); one that does not is counted in
 ``rejected``, logged and left out of the store, so nobody can add history to it.
 """
 
@@ -34,15 +34,15 @@ from typing import Any, cast
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from streams.catalog import SchemaCatalog
-from streams.integrity import RecordSigner
-from streams.logs import logging_config
+from streams.kafka.auth import client_kwargs
 from streams.messages import InMessage
-from streams.offline_store import OfflineStore
-from streams.security import client_kwargs
+from streams.observability.logs import logging_config
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import Settings
-from streams.sink import OfflineSink, sink_topics
 from streams.spec import PipelineSpec
+from streams.store.offline import OfflineStore
+from streams.store.sink import OfflineSink, sink_topics
+from streams.trust.records import RecordSigner
 
 __all__ = ["SinkAgent", "add_sink_agent", "run_sinks", "start_sink_process"]
 

@@ -20,12 +20,12 @@ from faust.types import TP
 from faust.web import Request, Response, View
 
 from agents.internals import read_offset
-from streams.catalog import SchemaCatalog
-from streams.codec import decode_single_object
-from streams.lineage import lineage_headers
-from streams.security import client_kwargs
-from streams.status_page import alert_notice, dead_letter_notice, render_status_html
-from streams.topics import topic_partitions
+from streams.kafka.auth import client_kwargs
+from streams.kafka.topics import topic_partitions
+from streams.observability.status_page import alert_notice, dead_letter_notice, render_status_html
+from streams.pipeline.lineage import lineage_headers
+from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.codec import decode_single_object
 
 if TYPE_CHECKING:
     from agents.app import Worker

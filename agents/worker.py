@@ -11,13 +11,13 @@ import faust
 
 from agents.app import create_app
 from agents.sink import start_sink_process
-from streams.catalog import SchemaCatalog
-from streams.features import warm_up
-from streams.logs import logging_config
-from streams.security import client_kwargs
+from streams.features.engine import warm_up
+from streams.kafka.auth import client_kwargs
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.observability.logs import logging_config
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
 
 __all__ = ["run_worker"]
 

@@ -2,7 +2,7 @@
 
 Integration tests (marked ``integration``, or anywhere under ``tests/integration``) run
 against one real broker per session: ``RIVERLINE_BOOTSTRAP`` if set, else a
-:class:`~streams.kafka_local.LocalBroker` on free ports with its data in a temporary dir
+:class:`~streams.kafka.broker.LocalBroker` on free ports with its data in a temporary dir
 (the jars stay cached under the usual ``RIVERLINE_HOME``, so they download once).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streams.errors import KafkaSetupError
-from streams.kafka_local import LocalBroker, free_port
+from streams.kafka.broker import LocalBroker, free_port
 from streams.settings import Settings
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"

@@ -23,22 +23,22 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.catalog import SchemaCatalog
-from streams.checkpoint import Checkpoint
-from streams.codec import decode_single_object
-from streams.features import FeatureSet
-from streams.ingestion import epoch_ms
-from streams.integrity import RecordSigner
-from streams.kafka_local import free_port
-from streams.settings import REPO_ROOT, Settings
-from streams.spec import PipelineSpec, load_spec
-from streams.topics import (
+from streams.cli.workerproc import WorkerProcess
+from streams.features.engine import FeatureSet
+from streams.ingestion.stage import epoch_ms
+from streams.kafka.broker import free_port
+from streams.kafka.topics import (
     ensure_topics,
     pipeline_topic_configs,
     shared_topic_configs,
     topic_partitions,
 )
-from streams.workerproc import WorkerProcess
+from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.codec import decode_single_object
+from streams.settings import REPO_ROOT, Settings
+from streams.spec import PipelineSpec, load_spec
+from streams.state.checkpoint import Checkpoint
+from streams.trust.records import RecordSigner
 
 SCHEMA = {
     "type": "record",

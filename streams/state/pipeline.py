@@ -1,6 +1,6 @@
 """A pipeline's state, saved and restored as one: feature state, models, and their offsets.
 
-The one-pass stage (:class:`~streams.onepass.OnePass`) keeps two halves of state that
+The one-pass stage (:class:`~streams.pipeline.onepass.OnePass`) keeps two halves of state that
 both follow the raw offsets: each ``P.raw`` partition's feature state (with the next raw
 offset it has not seen) and the models with their ``positions`` (the next offset of each
 ``P.raw`` and ``P.labels`` partition they have learned from). A checkpoint writes
@@ -29,8 +29,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from streams.catalog import SchemaCatalog
-from streams.checkpoint import (
+from streams.messages import OutMessage
+from streams.models.lifecycle import Alert, Served
+from streams.models.model import OnlineModel
+from streams.models.registry import Manifest, PendingVersion
+from streams.pipeline.onepass import OnePass
+from streams.pipeline.stage import now_ms
+from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.codec import encode_single_object
+from streams.state.checkpoint import (
     PREDICT,
     Checkpoint,
     CheckpointError,
@@ -39,13 +46,6 @@ from streams.checkpoint import (
     checkpoint_key,
     predict_key,
 )
-from streams.codec import encode_single_object
-from streams.lifecycle import Alert, Served
-from streams.messages import OutMessage
-from streams.model import OnlineModel
-from streams.onepass import OnePass
-from streams.registry import Manifest, PendingVersion
-from streams.stage import now_ms
 
 __all__ = ["PipelineState", "Prepared", "Resume"]
 

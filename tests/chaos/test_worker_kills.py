@@ -64,7 +64,7 @@ def _checkpoint_lines(rig: Rig) -> int:
 
 
 def _latest_checkpoints(rig: Rig) -> dict[int, int]:
-    from streams.checkpoint import Checkpoint
+    from streams.state.checkpoint import Checkpoint
 
     latest: dict[str, Checkpoint] = {}
     for r in read_all(rig.settings, rig.settings.topic("riverline.checkpoints")):
@@ -141,8 +141,8 @@ def test_worker_sigkilled_ten_times_loses_nothing(
 def _assert_models_equal_an_uninterrupted_run(rig: Rig) -> None:
     from river import naive_bayes
 
-    from streams.codec import decode_single_object
-    from streams.registry import ModelRegistry
+    from streams.models.registry import ModelRegistry
+    from streams.serialization.codec import decode_single_object
 
     schema = rig.catalog.record("feature_vector")
     inputs = rig.spec.model.inputs

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.catalog import SchemaCatalog
-from streams.kafka_local import free_port
-from streams.offline_store import OfflineStore
-from streams.producer import ProduceReport, produce_dataset
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import ProduceReport, produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.offline import OfflineStore
 
 PHISHING = REPO_ROOT / "pipelines" / "phishing.toml"
 BAD_EVENT = b'{"event_id": "bad-1", "event_time": 1700000000000, "https": '

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from streams.bench import CONTENDERS, BenchOptions, run_bench
+from benchmarks.bench import CONTENDERS, BenchOptions, run_bench
 from streams.settings import Settings
 
 

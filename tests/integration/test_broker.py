@@ -12,7 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.errors import KafkaSetupError
-from streams.kafka_local import LocalBroker, broker_reachable, free_port
+from streams.kafka.broker import LocalBroker, broker_reachable, free_port
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from faultkit import make_events, make_rig, produce_all, verify
 
-from streams.kafka_local import LocalBroker
+from streams.kafka.broker import LocalBroker
 
 pytestmark = pytest.mark.integration
 

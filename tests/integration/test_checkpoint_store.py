@@ -17,16 +17,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
-from streams.checkpoint import (
+from streams.kafka.broker import free_port
+from streams.kafka.topics import TopicConfig, ensure_topics
+from streams.settings import Settings
+from streams.state.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointIntegrityError,
     CheckpointStore,
 )
-from streams.integrity import RecordSigner
-from streams.kafka_local import free_port
-from streams.settings import Settings
-from streams.topics import TopicConfig, ensure_topics
+from streams.trust.records import RecordSigner
 
 pytestmark = pytest.mark.integration
 

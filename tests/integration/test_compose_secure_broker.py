@@ -38,8 +38,8 @@ from composekit import (
 )
 from prockit import PROC, CmdlineSampler
 
-from streams.kafka_local import BROKER_PRINCIPAL, LocalBroker, broker_reachable, free_port
-from streams.security import PRINCIPALS, client_kwargs, scram_client_kwargs
+from streams.kafka.auth import PRINCIPALS, client_kwargs, scram_client_kwargs
+from streams.kafka.broker import BROKER_PRINCIPAL, LocalBroker, broker_reachable, free_port
 from streams.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.catalog import SchemaCatalog
-from streams.kafka_local import free_port
-from streams.outputs import OutputCollector, read_alerts
-from streams.plots import drift_markers
-from streams.producer import produce_dataset
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.observability.plots import drift_markers
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT
 from streams.spec import load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import OutputCollector, read_alerts
 
 pytestmark = pytest.mark.integration
 

@@ -30,16 +30,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faultkit import Producer, Read, read_all
 
-from streams.catalog import SchemaCatalog
-from streams.checkpoint import Checkpoint
-from streams.codec import decode_single_object
-from streams.features import FeatureSet
-from streams.ingestion import epoch_ms
-from streams.kafka_local import free_port
+from streams.cli.workerproc import WorkerProcess
+from streams.features.engine import FeatureSet
+from streams.ingestion.stage import epoch_ms
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.codec import decode_single_object
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.state.checkpoint import Checkpoint
 
 pytestmark = pytest.mark.integration
 

@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.catalog import SchemaCatalog
-from streams.kafka_local import free_port
-from streams.outputs import read_alerts, read_all_predictions
-from streams.producer import produce_dataset
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import read_alerts, read_all_predictions
 
 pytestmark = pytest.mark.integration
 

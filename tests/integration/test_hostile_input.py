@@ -26,11 +26,11 @@ from faultkit import read_all
 from prometheus_client.parser import text_string_to_metric_families
 from river import datasets
 
-from streams.kafka_local import free_port
+from streams.cli.workerproc import WorkerProcess
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -30,14 +30,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.catalog import SchemaCatalog, SchemaVersion
-from streams.codec import decode_single_object, encode_confluent, encode_single_object
-from streams.kafka_local import free_port
-from streams.outputs import OutputCollector
+from streams.cli.workerproc import WorkerProcess
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.serialization.catalog import SchemaCatalog, SchemaVersion
+from streams.serialization.codec import decode_single_object, encode_confluent, encode_single_object
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import OutputCollector
 
 pytestmark = pytest.mark.integration
 

@@ -27,17 +27,17 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.access import token_digest
-from streams.catalog import SchemaCatalog
-from streams.codec import decode_single_object, encode_single_object
-from streams.kafka_local import free_port
-from streams.outputs import score_predictions
-from streams.producer import dataset_events
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import dataset_events
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.pipeline.stage import now_ms
+from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.codec import decode_single_object, encode_single_object
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.stage import now_ms
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import score_predictions
+from streams.trust.access import token_digest
 
 pytestmark = pytest.mark.integration
 

@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 from river import datasets, linear_model, preprocessing
 
-from streams.access import token_digest
-from streams.catalog import SchemaCatalog
-from streams.kafka_local import free_port
-from streams.producer import produce_dataset
-from streams.registry import ModelRegistry
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.models.registry import ModelRegistry
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT
 from streams.spec import load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.trust.access import token_digest
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 from phishing_live import LiveRun, end_offsets, live_run
 
-from streams.registry import ModelRegistry
+from streams.models.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.catalog import SchemaCatalog
-from streams.kafka_local import free_port
-from streams.lineage import HEADERS
-from streams.outputs import OutputCollector, score_predictions
-from streams.producer import produce_dataset
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.pipeline.lineage import HEADERS
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import OutputCollector, score_predictions
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ import pytest
 from faultkit import Producer, make_events, make_rig, verify
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.outputs import read_alerts
+from streams.store.outputs import read_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +35,10 @@ import os
 from pathlib import Path
 
 import agents.io
-import streams.onepass
+import streams.pipeline.onepass
 
 _MARKERS = Path(os.environ["TEST_FAULT_MARKERS"])
-_process = streams.onepass.OnePass.process
+_process = streams.pipeline.onepass.OnePass.process
 _to_in_message = agents.io.to_in_message
 
 
@@ -62,7 +62,7 @@ def to_in_message(event):
     return _to_in_message(event)
 
 
-streams.onepass.OnePass.process = process
+streams.pipeline.onepass.OnePass.process = process
 agents.io.to_in_message = to_in_message
 """
 

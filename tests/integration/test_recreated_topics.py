@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from streams.catalog import SchemaCatalog
-from streams.kafka_local import free_port
-from streams.outputs import OutputCollector
-from streams.producer import produce_dataset
-from streams.settings import REPO_ROOT, Settings
-from streams.spec import PipelineSpec, load_spec
-from streams.topics import (
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import (
     delete_topics,
     ensure_topics,
     pipeline_topic_configs,
     shared_topic_configs,
 )
-from streams.workerproc import WorkerProcess
+from streams.serialization.catalog import SchemaCatalog
+from streams.settings import REPO_ROOT, Settings
+from streams.spec import PipelineSpec, load_spec
+from streams.store.outputs import OutputCollector
 
 pytestmark = pytest.mark.integration
 

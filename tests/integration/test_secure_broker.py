@@ -26,9 +26,9 @@ from aiokafka.errors import (
 )
 from click.testing import CliRunner
 
-from streams.cli import cli
-from streams.kafka_local import LocalBroker, free_port
-from streams.security import PRINCIPALS, client_kwargs, scram_client_kwargs
+from streams.cli.main import cli
+from streams.kafka.auth import PRINCIPALS, client_kwargs, scram_client_kwargs
+from streams.kafka.broker import LocalBroker, free_port
 from streams.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
 from prockit import PROC, CmdlineSampler
 
-from streams.kafka_local import BROKER_PRINCIPAL, LocalBroker, broker_reachable, free_port
-from streams.security import PRINCIPALS, scram_client_kwargs
+from streams.kafka.auth import PRINCIPALS, scram_client_kwargs
+from streams.kafka.broker import BROKER_PRINCIPAL, LocalBroker, broker_reachable, free_port
 from streams.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration

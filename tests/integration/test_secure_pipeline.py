@@ -20,16 +20,16 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from streams.catalog import SchemaCatalog
-from streams.cli import cli
-from streams.codec import decode_single_object
-from streams.kafka_local import LocalBroker, free_port
-from streams.outputs import read_all_predictions
-from streams.producer import produce_dataset
-from streams.security import PRINCIPALS, scram_client_kwargs
+from streams.cli.main import cli
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import produce_dataset
+from streams.kafka.auth import PRINCIPALS, scram_client_kwargs
+from streams.kafka.broker import LocalBroker, free_port
+from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.codec import decode_single_object
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import load_spec
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import read_all_predictions
 
 pytestmark = pytest.mark.integration
 

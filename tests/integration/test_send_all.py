@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
 from agents.internals import send_all
-from streams.integrity import RecordSigner
+from streams.kafka.topics import TopicConfig, ensure_topics
 from streams.messages import OutMessage
-from streams.topics import TopicConfig, ensure_topics
+from streams.trust.records import RecordSigner
 
 
 async def _read(bootstrap: str, topic: str, n: int) -> list[tuple[int, bytes, bytes, list]]:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.catalog import SchemaCatalog
-from streams.demo import offline_scores
-from streams.kafka_local import free_port
-from streams.outputs import OutputCollector, ReadPrediction, score_predictions
-from streams.producer import ProduceReport, dataset_events, produce_dataset
+from streams.cli.demo import offline_scores
+from streams.cli.workerproc import WorkerProcess
+from streams.ingestion.producer import ProduceReport, dataset_events, produce_dataset
+from streams.kafka.broker import free_port
+from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import PipelineSpec, load_spec
-from streams.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
-from streams.workerproc import WorkerProcess
+from streams.store.outputs import OutputCollector, ReadPrediction, score_predictions
 
 pytestmark = pytest.mark.integration
 

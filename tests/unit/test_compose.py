@@ -28,8 +28,8 @@ from composekit import (
     server_properties,
 )
 
-from streams.kafka_local import BROKER_PRINCIPAL, render_server_properties
-from streams.security import MECHANISM, PRINCIPALS
+from streams.kafka.auth import MECHANISM, PRINCIPALS
+from streams.kafka.broker import BROKER_PRINCIPAL, render_server_properties
 from streams.settings import REPO_ROOT, Settings
 
 # The defaults, not this shell's RIVERLINE_* environment: compose ships with the defaults.

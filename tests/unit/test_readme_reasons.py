@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-import streams.codec
-from streams.codec import REASONS
-from streams.labels import LABEL_REASONS
+import streams.serialization.codec
+from streams.models.labels import LABEL_REASONS
+from streams.serialization.codec import REASONS
 from streams.settings import REPO_ROOT
 
 
@@ -27,6 +27,6 @@ def test_readme_lists_every_dead_letter_reason() -> None:
 
 
 def test_codec_docstring_lists_every_reason() -> None:
-    doc = " ".join((streams.codec.__doc__ or "").split())
+    doc = " ".join((streams.serialization.codec.__doc__ or "").split())
     start = doc.index("stable ``reason``:") + len("stable ``reason``:")
     assert re.findall(r"``([a-z_]+)``", doc[start:]) == list(REASONS)

@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from streams.catalog import SchemaCatalog
-from streams.checkpoint import CheckpointError
-from streams.featurization import Featurization
-from streams.model import OnlineModel
-from streams.prediction import Predictor
-from streams.registry import ModelRegistry
+from streams.features.stage import Featurization
+from streams.models.model import OnlineModel
+from streams.models.registry import ModelRegistry
+from streams.models.stage import Predictor
+from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT
 from streams.spec import load_spec, parse_spec
+from streams.state.checkpoint import CheckpointError
 
 SPEC = load_spec(REPO_ROOT / "pipelines" / "phishing.toml")
 CATALOG = SchemaCatalog.load(REPO_ROOT / "schemas")

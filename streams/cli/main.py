@@ -1,0 +1,699 @@
+"""The ``riverline`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from streams.errors import RiverlineError
+from streams.settings import Settings
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _friendly(fn: F) -> F:
+    """Show Riverline's errors as one clear message and exit 1, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RiverlineError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _default_pipelines(settings: Settings) -> list[Path]:
+    return [settings.pipelines_dir / name for name in ("phishing.toml", "transactions.toml")]
+
+
+#: ``--pipeline FILE``, repeatable, for the commands that run pipelines.
+_pipelines_option = click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+@_friendly
+def cli(ctx: click.Context) -> None:
+    """Riverline: streaming MLOps on Kafka with River, Numba and lineage on every prediction."""
+    settings = Settings.from_env()
+    # Numba reads its cache location when it is first imported; point it under RIVERLINE_HOME.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.numba_cache_dir))
+    ctx.obj = settings
+
+
+@cli.group()
+def kafka() -> None:
+    """The local single-node Kafka broker (not used when RIVERLINE_BOOTSTRAP is set)."""
+
+
+@kafka.command("fetch")
+@click.pass_context
+@_friendly
+def kafka_fetch(ctx: click.Context) -> None:
+    """Download the broker jars from Maven Central into the cache."""
+    from streams.kafka.broker import LocalBroker
+
+    path = LocalBroker(_settings(ctx)).fetch(log=console.print)
+    console.print(f"Kafka jars in {path}")
+
+
+@kafka.command("up")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="SASL/SCRAM-SHA-256 with ACLs for the principals admin, producer, consumer and "
+    "riverline (see README, 'Securing a deployment').",
+)
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="With --secure: grant the ACLs of this pipeline spec; repeat for several. "
+    "Default: every spec in the pipelines dir.",
+)
+@click.pass_context
+@_friendly
+def kafka_up(ctx: click.Context, secure: bool, pipelines: tuple[Path, ...]) -> None:
+    """Start the local broker (download, format, start, wait until it answers)."""
+    from streams.kafka.broker import LocalBroker
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    # Without --secure a data dir formatted secure stays secure (LocalBroker decides).
+    broker = LocalBroker(settings, secure=True if secure else None)
+    status = broker.up(log=console.print)
+    console.print(f"Kafka is up: {status.detail}")
+    if broker.secure and not settings.bootstrap:
+        paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
+        names = [load_spec(path).name for path in paths]
+        broker.grant_pipelines(names)
+        console.print(
+            f"ACLs granted for pipeline(s) {', '.join(names) or '(none)'}: producer writes "
+            f"P.raw and P.labels, consumer reads P.predictions (groups consumer-*), "
+            f"riverline runs the service. Passwords: RIVERLINE_KAFKA_<PRINCIPAL>_PASSWORD "
+            f"where set, else {broker.credentials_path} (mode 0600). For the worker: "
+            f"RIVERLINE_KAFKA_SECURITY=sasl_scram RIVERLINE_KAFKA_USERNAME=riverline "
+            f"RIVERLINE_KAFKA_PASSWORD=<riverline's password>."
+        )
+    elif secure:
+        console.print(
+            "RIVERLINE_BOOTSTRAP is set: Riverline manages no broker, so --secure changed "
+            "nothing; that cluster's own security applies."
+        )
+
+
+@kafka.command("down")
+@click.pass_context
+@_friendly
+def kafka_down(ctx: click.Context) -> None:
+    """Stop the broker this machine's Riverline started (by pid)."""
+    from streams.kafka.broker import LocalBroker
+
+    stopped = LocalBroker(_settings(ctx)).down(log=console.print)
+    console.print("Kafka stopped." if stopped else "No Riverline-started broker was running.")
+
+
+@kafka.command("status")
+@click.pass_context
+@_friendly
+def kafka_status(ctx: click.Context) -> None:
+    """Where the broker is and whether it answers (exit 1 if it does not)."""
+    from streams.kafka.broker import LocalBroker
+
+    status = LocalBroker(_settings(ctx)).status()
+    state = "[green]reachable[/]" if status.reachable else "[red]not reachable[/]"
+    console.print(f"{status.bootstrap}: {state} — {status.detail}")
+    if not status.reachable:
+        sys.exit(1)
+
+
+@kafka.command("acls")
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Grant the ACLs of this pipeline spec; repeat for several. "
+    "Default: every spec in the pipelines dir.",
+)
+@click.pass_context
+@_friendly
+def kafka_acls(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
+    """Grant the service's and the pipelines' ACLs on the cluster Riverline talks to.
+
+    Logs in as RIVERLINE_KAFKA_USERNAME, which must be a super user (admin). For a
+    secured cluster of your own, or the secure docker-compose broker.
+    """
+    from streams.kafka.auth import client_kwargs, grant_pipeline_acls
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
+    names = [load_spec(path).name for path in paths]
+    bootstrap = settings.effective_bootstrap
+    rules = grant_pipeline_acls(
+        bootstrap, client_kwargs(settings), names, namespace=settings.namespace
+    )
+    console.print(
+        f"{len(rules)} ACLs granted at {bootstrap} for pipeline(s) "
+        f"{', '.join(names) or '(none)'} and the riverline service."
+    )
+
+
+@cli.command()
+@_pipelines_option
+@click.pass_context
+@_friendly
+def worker(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
+    """Run the Faust worker with every agent of the pipelines."""
+    from agents.worker import run_worker
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    specs = [load_spec(p) for p in (pipelines or _default_pipelines(settings))]
+    run_worker(settings, specs)
+
+
+@cli.command()
+@_pipelines_option
+@click.pass_context
+@_friendly
+def sink(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
+    """Run the pipelines' offline sinks (Parquet store) until SIGTERM.
+
+    The worker starts this itself (RIVERLINE_SINK_PROCESS, default on); run it alone with
+    RIVERLINE_SINK_ENABLED=false on the workers to place it elsewhere.
+    """
+    from agents.sink import run_sinks
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    run_sinks(settings, [load_spec(p) for p in (pipelines or _default_pipelines(settings))])
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--dataset", default=None, help="Dataset to replay (default: the spec's).")
+@click.option("--rate", type=float, default=None, help="Events per second (default: max).")
+@click.option("--limit", type=int, default=None, help="Send at most N events.")
+@click.option("--format", "wire_format", type=click.Choice(["json", "avro"]), default="json")
+@click.pass_context
+@_friendly
+def produce(
+    ctx: click.Context,
+    pipeline: Path,
+    dataset: str | None,
+    rate: float | None,
+    limit: int | None,
+    wire_format: str,
+) -> None:
+    """Replay a dataset as events on the pipeline's raw topic."""
+    from streams.ingestion.producer import produce_dataset
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.spec import load_spec
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    with console.status(f"producing to {spec.topics(settings.namespace).raw} ..."):
+        report = asyncio.run(
+            produce_dataset(
+                settings,
+                spec,
+                catalog,
+                dataset=dataset,
+                rate=rate,
+                limit=limit,
+                wire_format=wire_format,
+            )
+        )
+    console.print(
+        f"sent {report.sent:,} events (run {report.run_id}) in {report.seconds:.1f} s "
+        f"to {spec.topics(settings.namespace).raw}"
+    )
+
+
+@cli.command()
+@click.option(
+    "--pipeline",
+    "pipelines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Pipeline spec(s) to run. Default: the bundled demo pipelines.",
+)
+@click.option("--rate", type=float, default=500.0, show_default=True, help="Events per second.")
+@click.option("--limit", type=int, default=None, help="Send at most N events per pipeline.")
+@click.pass_context
+@_friendly
+def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: int | None) -> None:
+    """Broker up, worker, produce with progress, wait for every prediction, print a report.
+
+    The default pipelines are phishing (1,250 events) and transactions (20,000 events,
+    about 40 s at the default rate).
+    """
+    from streams.cli.demo import run_demo
+
+    settings = _settings(ctx)
+    run_demo(
+        settings,
+        list(pipelines or _default_pipelines(settings)),
+        rate=rate,
+        limit=limit,
+        console=console,
+    )
+
+
+@cli.group()
+def schemas() -> None:
+    """The schema catalog under schemas/."""
+
+
+@schemas.command("check")
+@click.pass_context
+@_friendly
+def schemas_check(ctx: click.Context) -> None:
+    """Check compatibility of consecutive schema versions (exit 1 on a break)."""
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.serialization.compat import check_catalog
+
+    catalog = SchemaCatalog.load(_settings(ctx).schemas_dir)
+    problems = check_catalog(catalog)
+    for subject in catalog.subjects():
+        console.print(f"{subject}: {len([p for p in problems if p.subject == subject]) or 'ok'}")
+    if problems:
+        for p in problems:
+            err_console.print(f"[red]incompatible[/] {p}")
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Small runs (a few seconds): checks, not numbers.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the full report to this JSON file.",
+)
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    help="Run only these sections (ingest, pipeline); default: all.",
+)
+@click.option(
+    "--events",
+    type=int,
+    default=None,
+    help="Events of the pipeline section (200,000; --quick 5,000).",
+)
+@click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section.")
+@click.option(
+    "--contender",
+    "contenders",
+    multiple=True,
+    help="Run only these contenders of the pipeline section (raw, empty, floor, naive, "
+    "riverline); default: all. The latency runs need riverline.",
+)
+@click.option(
+    "--latency-load",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
+)
+@click.option(
+    "--scaling/--no-scaling",
+    default=None,
+    help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with --quick).",
+)
+@click.pass_context
+@_friendly
+def bench(
+    ctx: click.Context,
+    quick: bool,
+    json_path: Path | None,
+    sections: tuple[str, ...],
+    events: int | None,
+    partitions: int,
+    contenders: tuple[str, ...],
+    latency_load: float,
+    scaling: bool | None,
+) -> None:
+    """Throughput and latency of Riverline, side by side with baselines on one broker.
+
+    Starts a broker on free ports for the run unless RIVERLINE_BOOTSTRAP is set.
+    """
+    import json
+
+    from rich.table import Table
+
+    from benchmarks.bench import CONTENDERS, BenchOptions, run_bench
+
+    options = BenchOptions(
+        _settings(ctx),
+        quick=quick,
+        events_override=events,
+        partitions=partitions,
+        scaling=not quick if scaling is None else scaling,
+        latency_load=latency_load,
+        contenders=contenders or CONTENDERS,
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    report = run_bench(options, list(sections) or None)
+    console.print(
+        f"Python {report['python']} on {report['platform']}, {report['cpus']} CPUs"
+        + (" (--quick: small runs, rough numbers)" if quick else "")
+    )
+    for section in report["sections"].values():
+        rows = section.get("rows", [])
+        table = Table(title=section.get("title"))
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        for column in columns:
+            table.add_column(column, justify="left" if column == "format" else "right")
+        for row in rows:
+            table.add_row(
+                *(
+                    f"{v:,}" if isinstance(v, int) else str(v)
+                    for v in (row.get(c, "") for c in columns)
+                )
+            )
+        console.print(table)
+        if section.get("baseline"):
+            console.print(f"baseline: {section['baseline']}")
+        for key in (
+            "ratios",
+            "latency",
+            "latency_cpu",
+            "latency_over_raw",
+            "latency_over_empty",
+            "machine_stalls",
+            "goals",
+        ):
+            if section.get(key):
+                console.print(f"{key}: {section[key]}", highlight=False)
+        for row in section.get("scaling", {}).get("rows", []):
+            console.print(
+                f"scaling: {row['partitions']} partitions, {row['workers']} worker(s): "
+                f"{row['events_per_s']:,} events/s, peak RSS {row['peak_rss_mib']} MiB",
+                highlight=False,
+            )
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {json_path}")
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the PNG files (default: RIVERLINE_HOME/reports/<pipeline>).",
+)
+@click.pass_context
+@_friendly
+def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
+    """Plot the prequential metric per model version and the latency distribution (PNG)."""
+    from streams.observability.plots import write_report
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.spec import load_spec
+    from streams.store.outputs import read_alerts, read_all_predictions
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
+        collected = asyncio.run(read_all_predictions(settings, spec, catalog))
+    preds = sorted(collected.predictions.values(), key=lambda p: (p.record["predict_ts"], p.offset))
+    if not preds:
+        raise RiverlineError(
+            f"no predictions on {spec.topics(settings.namespace).predictions} yet: "
+            "run a worker and produce events first."
+        )
+    folder = out or settings.home / "reports" / spec.name
+    alerts = asyncio.run(read_alerts(settings, catalog, spec.name))
+    for path in write_report(spec, [p.record for p in preds], folder, alerts):
+        console.print(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@_friendly
+def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """Where a prediction came from: raw offset, schema, features, model, label."""
+    import json
+
+    from rich.table import Table
+
+    from streams.models.registry import ModelRegistry
+    from streams.store.offline import OfflineStore
+    from streams.store.provenance import trace
+
+    settings = _settings(ctx)
+    store = OfflineStore(settings.home / "store")
+    registries: dict[str, ModelRegistry] = {}
+    registry_root = settings.home / "registry"
+    if registry_root.is_dir():
+        key = settings.signing_key_bytes()
+        for folder in registry_root.iterdir():
+            registries[folder.name] = ModelRegistry(registry_root, folder.name, key)
+    found = trace(event_id, store, registries)
+    if as_json:
+        click.echo(json.dumps(found.as_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"lineage of {event_id}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    rows = [
+        ("pipeline", found.pipeline),
+        ("raw topic:partition:offset", found.raw_source),
+        ("writer schema", found.writer_schema),
+        ("event time / ingest time (ms)", f"{found.event_ts} / {found.ingest_ts}"),
+        ("feature set", found.feature_set),
+        ("feature values", ", ".join(f"{k}={v}" for k, v in found.feature_values.items())),
+        ("model", found.model),
+        ("prediction", f"{found.prediction!r} {found.proba}"),
+        ("label", f"{found.label!r} ({found.label_source or 'not yet'})"),
+    ]
+    if found.manifest:
+        m = found.manifest
+        rows.append(
+            (
+                "model manifest",
+                f"parent {m['parent']}, offsets {m['offsets']}, "
+                f"samples {m['samples_seen']}, metrics {m['metrics']}",
+            )
+        )
+    elif found.manifest_error:
+        rows.append(("model manifest", found.manifest_error))
+    for what, value in rows:
+        table.add_row(what, str(value))
+    console.print(table)
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--verify", is_flag=True, help="Compare with the live run; exit 1 on a difference.")
+@click.pass_context
+@_friendly
+def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
+    """Rebuild features and model from the raw topic (offset 0) and compare with live."""
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.spec import load_spec
+    from streams.store.replay import replay as run_replay
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+
+    def progress(stage: str, n: int) -> None:
+        click.echo(f"{stage}: {n:,}", err=True)
+
+    report = asyncio.run(run_replay(settings, spec, catalog, progress=progress))
+    click.echo(
+        f"replayed {report.raw_read:,} raw events of {spec.label}: {report.predictions:,} "
+        f"predictions, {report.dead_letters:,} dead letters; final model {report.model} "
+        f"sha256 {report.model_sha256[:16]}"
+    )
+    if not verify:
+        return
+    click.echo(f"live: {report.live_predictions:,} predictions; {report.compared:,} identical")
+    if report.difference is not None:
+        click.echo(f"first difference: {report.difference}")
+        sys.exit(1)
+    if report.live_sha256 is not None and report.live_sha256 != report.model_sha256:
+        click.echo(
+            f"first difference: final model sha256 live={report.live_sha256} "
+            f"replayed={report.model_sha256}"
+        )
+        sys.exit(1)
+    click.echo(report.hash_note)
+    click.echo("identical")
+
+
+@cli.command()
+@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--from-store", is_flag=True, required=True, help="Train on the offline store.")
+@click.pass_context
+@_friendly
+def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
+    """Warm-start a candidate model on stored features and labels; register it."""
+    import json
+
+    from streams.models.registry import ModelRegistry
+    from streams.spec import load_spec
+    from streams.store.offline import OfflineStore
+    from streams.store.training import train_candidate
+
+    settings = _settings(ctx)
+    spec = load_spec(pipeline)
+    key = settings.signing_key_bytes()
+    registry = ModelRegistry(settings.registry_dir, spec.name, key)
+    manifest = train_candidate(OfflineStore(settings.store_dir), registry, spec)
+    click.echo(
+        f"registered {manifest.label} (candidate, parent {manifest.parent}): "
+        f"{manifest.samples_seen:,} samples, metrics {manifest.metrics}"
+    )
+    click.echo(json.dumps(manifest.extra["data_range"], sort_keys=True))
+
+
+@cli.group()
+def models() -> None:
+    """Models of the running worker: list, show, promote, roll back (audited).
+
+    Calls the worker's admin API at RIVERLINE_WEB_HOST:RIVERLINE_WEB_PORT with the bearer
+    token RIVERLINE_ADMIN_TOKEN (viewer to read, operator to change).
+    """
+
+
+def _admin(ctx: click.Context) -> Any:
+    from streams.cli.admin_client import AdminClient
+
+    return AdminClient.from_settings(_settings(ctx))
+
+
+def _print_models(body: dict[str, Any], model: str | None = None) -> None:
+    from rich.table import Table
+
+    for name, pipeline in body.get("pipelines", {}).items():
+        table = Table(title=f"{name}: champion {pipeline['champion']}")
+        for column in ("model", "stage", "samples", "metrics", "recent"):
+            table.add_column(column)
+        for m in pipeline["models"]:
+            if model is not None and m["name"] != model:
+                continue
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in m["metrics"].items())
+            recent = "" if m["recent"] is None else f"{m['recent']:.4f}"
+            label = f"{m['name']}@{m['version']}"
+            table.add_row(label, m["stage"], f"{m['samples_seen']:,}", metrics, recent)
+        console.print(table)
+
+
+@models.command("list")
+@click.option("--pipeline", default=None, help="Only this pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@_friendly
+def models_list(ctx: click.Context, pipeline: str | None, as_json: bool) -> None:
+    """Every served model: champion and shadows, versions, samples, metrics."""
+    import json
+
+    body = _admin(ctx).models(pipeline)
+    if as_json:
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        _print_models(body)
+
+
+@models.command("show")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--model", default=None, help="Model name (default: every model).")
+@click.pass_context
+@_friendly
+def models_show(ctx: click.Context, pipeline: str | None, model: str | None) -> None:
+    """One model (or one pipeline's models) in detail, as JSON."""
+    import json
+
+    body = _admin(ctx).models(pipeline)
+    found = []
+    for name, p in body.get("pipelines", {}).items():
+        for m in p["models"]:
+            if model in (None, m["name"]):
+                found.append({"pipeline": name, "history": p["history"], **m})
+    if not found:
+        raise RiverlineError(f"no model {model!r} on the worker; see `riverline models list`.")
+    click.echo(json.dumps(found, indent=2, sort_keys=True))
+
+
+def _report_action(body: dict[str, Any]) -> None:
+    audit = body["audit"]
+    console.print(
+        f"{audit['action']}: {audit['before']} -> {audit['after']} by {audit['who']}"
+        f" ({audit['why'] or 'no reason given'})",
+        highlight=False,
+    )
+
+
+@models.command("promote")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--model", required=True, help="The shadow to make champion.")
+@click.option("--why", default="", help="Reason, written to riverline.audit.")
+@click.pass_context
+@_friendly
+def models_promote(ctx: click.Context, pipeline: str | None, model: str, why: str) -> None:
+    """Make a shadow the champion (the champion becomes a shadow)."""
+    _report_action(_admin(ctx).promote(pipeline, model, why))
+
+
+@models.command("rollback")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--why", default="", help="Reason, written to riverline.audit.")
+@click.pass_context
+@_friendly
+def models_rollback(ctx: click.Context, pipeline: str | None, why: str) -> None:
+    """Bring back the previous champion version from the registry."""
+    _report_action(_admin(ctx).rollback(pipeline, why))
+
+
+@models.command("reset")
+@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
+@click.option("--why", default="", help="Reason, written to riverline.audit.")
+@click.pass_context
+@_friendly
+def models_reset(ctx: click.Context, pipeline: str | None, why: str) -> None:
+    """Replace the champion with a fresh, untrained model (the old one stays in the registry)."""
+    _report_action(_admin(ctx).reset(pipeline, why))
+
+
+def main() -> None:
+    cli(prog_name="riverline")

@@ -1,0 +1,546 @@
+"""Checkpoints: a partition's feature state saved together with the input offset it reflects.
+
+Riverline keeps one :class:`~streams.features.engine.FeatureState` per partition of ``P.events``
+(ingest keys events by the spec's ``key_field``, so a key lives in exactly one partition).
+A :class:`Checkpoint` holds that state and the *next* offset of the partition it has not
+seen; it is written to the compacted topic ``riverline.checkpoints`` under the key
+``<pipeline>/features/<partition>``, so the topic keeps the latest checkpoint per
+partition.
+
+Why the consumer's position cannot be left to Faust
+---------------------------------------------------
+Verified in faust-streaming 0.15.3:
+
+* ``Stream.take_events`` acks a batch's events when the agent asks for the next batch
+  (``streams.py``: the ``finally`` after ``yield``), and the consumer commits the highest
+  contiguous acked offset on a timer (``broker_commit_interval``, 2.8 s), every
+  ``broker_commit_every`` (10,000) acks, on rebalance and at shutdown
+  (``transport/consumer.py``: ``_commit_handler``, ``_drain_messages``, ``wait_empty``).
+  Those commits know nothing of our checkpoints: a commit can run ahead of the last
+  checkpoint, and after a crash the restored state would miss the events in between.
+* On every assignment the Recovery service seeks every assigned partition to its
+  committed offset (``tables/recovery.py`` ``_resume_streams`` -> ``perform_seek``) and
+  resumes the flow. It runs as its own task, woken by ``tables.on_rebalance`` just before
+  ``App._on_partitions_assigned`` sends the ``on_partitions_assigned`` signal, so it does
+  not wait for the signal's handlers (worker logs show it seeking while ours still reads
+  checkpoints). aiokafka's ``seek_to_committed`` leaves a partition *without* a committed
+  offset where its fetcher already was.
+* After a rebalance, events fetched under the old generation are skipped (not delivered,
+  but acked) and re-read from the committed offset; events already inside
+  ``take_events``' buffer are still delivered. Events can therefore arrive twice, or from
+  a partition this worker no longer owns.
+
+So Riverline owns the commits of ``P.events`` (option "control commits"):
+
+1. The features agent subscribes to ``P.events`` with ``acks=False``: Faust never tracks,
+   acks or commits that topic (``Conductor.acks_enabled_for``).
+2. A checkpoint is written (and acknowledged by the broker) every ``checkpoint_every``
+   events or ``checkpoint_interval`` seconds, on revocation and at clean shutdown; only
+   then is its offset committed. The committed offset is therefore never ahead of the
+   latest checkpoint.
+3. From the start of a rebalance (the revocation handler, or the worker's start) until
+   the assignment handler has restored every assigned partition, the stage's batches wait
+   at a gate (:class:`agents.io.AssignmentGate`), so no event meets a partition that is
+   assigned but not restored. The handler then commits the checkpoint's offset. Recovery's
+   ``perform_seek`` lands on that offset or on an older commit (both at or before the
+   restored state), so Riverline does not seek in the normal case. Only when the state
+   starts *before* the committed offset (no usable checkpoint: the partition is rebuilt
+   from its start) does it seek back, with a watchdog (:class:`agents.io.StallWatch`)
+   repeating the seek if Faust drops the sought messages (it drops offsets below the read
+   offset that an in-flight fetch already moved).
+4. The stage processes an event only if its partition is held and its offset is exactly
+   the partition's next offset (:func:`select_unseen`). Replayed events are skipped, so
+   state is exactly as if no crash happened; an event ahead of a gap is skipped too (it
+   can only follow a dropped fetch) and delivered again by the watchdog's seek. Outputs
+   of events processed after the last checkpoint are sent again after a crash
+   (duplicates by ``rl.event_id``, with equal values), never lost.
+5. Ingest is at-least-once too: after a crash it writes some events to ``P.events`` a
+   second time, at new offsets. The checkpoint also keeps, per raw partition, the last
+   raw offset (``rl.source``) the state reflects, and the stage skips an event whose raw
+   offset is not above it (:meth:`streams.features.stage.HeldPartition.first_time`).
+
+Seeking alone (without owning commits) would not do: ``perform_seek`` moves the consumer
+to Faust's own committed offset, which can be newer than the checkpoint.
+
+Wire format (:meth:`Checkpoint.to_bytes`): ``b"RLCP"``, a format version byte, a 4-byte
+big-endian header length, a JSON header (pipeline, partition, offset, spec hash, feature
+set label, written time, raw sources), then the state bytes: data only (npy arrays in a
+zip, JSON), never a pickle. The record on ``riverline.checkpoints`` carries a keyed MAC
+(:mod:`streams.trust.records`) over its key, value and headers; :meth:`CheckpointStore.load`
+checks it before it reads a byte of the value, and a record that fails is reported as a
+:class:`CheckpointIntegrityError`, to be used as no checkpoint at all.
+
+Examples
+--------
+>>> cp = Checkpoint("cards", 1, 42, "abc123", "card_features@0f0f", b"state")
+>>> cp.key
+'cards/features/1'
+>>> Checkpoint.from_bytes(cp.to_bytes()) == cp
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from streams.errors import KafkaSetupError, RiverlineError
+from streams.kafka.topics import topic_partitions
+from streams.messages import InMessage
+from streams.trust.records import RecordSigner
+
+log = logging.getLogger("riverline.checkpoints")
+
+_Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PREDICT",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointIntegrityError",
+    "CheckpointSchedule",
+    "CheckpointStore",
+    "Selection",
+    "checkpoint_key",
+    "predict_key",
+    "select_unseen",
+]
+
+MAGIC = b"RLCP"
+#: Bump when the layout of :meth:`Checkpoint.to_bytes` changes. Version 1 ended in an
+#: unkeyed SHA-256 and its predict state was a pickle: it is never read.
+FORMAT_VERSION = 2
+_PREFIX = struct.Struct(">4sBI")
+
+
+class CheckpointError(RiverlineError):
+    """A checkpoint that cannot be read, written or used."""
+
+
+class CheckpointIntegrityError(CheckpointError):
+    """A checkpoint record without a valid MAC: forged, damaged or signed with another key."""
+
+
+#: The ``feature_set`` of a pipeline's predict-state checkpoint (one per pipeline).
+PREDICT = "predict"
+
+
+def checkpoint_key(pipeline: str, partition: int) -> str:
+    """The compacted topic's key for a pipeline's feature state of one raw partition."""
+    return f"{pipeline}/features/{partition}"
+
+
+def predict_key(pipeline: str) -> str:
+    """The compacted topic's key for a pipeline's predict state (models, label join)."""
+    return f"{pipeline}/{PREDICT}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Feature state of one ``P.events`` partition and the next offset it has not seen."""
+
+    pipeline: str
+    partition: int
+    offset: int
+    spec_hash: str
+    feature_set: str
+    state: bytes
+    written_ms: int = 0
+    #: Raw ``topic:partition`` -> the last raw offset whose event the state reflects, to
+    #: drop events that ingest wrote twice (see :class:`streams.features.stage.Featurization`).
+    sources: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        if self.feature_set == PREDICT:
+            return predict_key(self.pipeline)
+        return checkpoint_key(self.pipeline, self.partition)
+
+    def to_bytes(self) -> bytes:
+        """Versioned bytes (see the module docstring); the record's MAC protects them."""
+        header = json.dumps(
+            {
+                "pipeline": self.pipeline,
+                "partition": self.partition,
+                "offset": self.offset,
+                "spec_hash": self.spec_hash,
+                "feature_set": self.feature_set,
+                "written_ms": self.written_ms,
+                "sources": dict(self.sources),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header + self.state
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Checkpoint:
+        """Read :meth:`to_bytes` of a record whose MAC was checked.
+
+        Raises
+        ------
+        CheckpointError
+            If the bytes are truncated, malformed or of another format version.
+        """
+        if len(data) < _PREFIX.size:
+            raise CheckpointError(f"checkpoint of {len(data)} bytes is truncated.")
+        body = data
+        magic, version, header_len = _PREFIX.unpack_from(body)
+        if magic != MAGIC:
+            raise CheckpointError(f"not a Riverline checkpoint (starts with {magic!r}).")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint format version {version} is not {FORMAT_VERSION}; it was written "
+                "by another Riverline version."
+            )
+        end = _PREFIX.size + header_len
+        if end > len(body):
+            raise CheckpointError(f"checkpoint of {len(data)} bytes is truncated.")
+        try:
+            header: dict[str, Any] = json.loads(body[_PREFIX.size : end])
+            return cls(
+                pipeline=str(header["pipeline"]),
+                partition=int(header["partition"]),
+                offset=int(header["offset"]),
+                spec_hash=str(header["spec_hash"]),
+                feature_set=str(header["feature_set"]),
+                state=bytes(body[end:]),
+                written_ms=int(header.get("written_ms", 0)),
+                sources={str(k): int(v) for k, v in header.get("sources", {}).items()},
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint header is invalid: {exc}.") from exc
+
+    def __repr__(self) -> str:
+        return (
+            f"Checkpoint({self.key!r}, offset={self.offset}, {self.feature_set}, "
+            f"{len(self.state)} state bytes)"
+        )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`select_unseen` kept of a batch, and the partitions' next offsets after it."""
+
+    events: list[InMessage]
+    positions: dict[int, int]
+    replayed: int
+    ahead: int
+    unowned: int
+
+
+def select_unseen(batch: Iterable[InMessage], positions: Mapping[int, int]) -> Selection:
+    """Keep the events that continue each partition's state exactly, in order.
+
+    ``positions`` maps each partition held to its next offset. An event is kept if its
+    partition is held and its offset *is* the partition's next offset (which then moves
+    past it). Otherwise it is ``replayed`` (below: the state already reflects it),
+    ``ahead`` (above: an event before it has not been seen, e.g. it was dropped while its
+    partition was not held yet; the consumer has been sought back and will deliver it
+    again) or ``unowned`` (its partition is not held).
+
+    ``P.events`` is written without transactions, so its offsets have no gaps; a gap
+    before the first retained offset is closed when a checkpoint is restored.
+
+    Examples
+    --------
+    >>> def m(p, o):
+    ...     return InMessage("t", p, o, None, b"", 0)
+    >>> batch = [m(0, 4), m(0, 5), m(1, 11), m(0, 5), m(0, 6), m(2, 0), m(1, 9)]
+    >>> s = select_unseen(batch, {0: 5, 1: 9})
+    >>> [(e.partition, e.offset) for e in s.events], s.positions
+    ([(0, 5), (0, 6), (1, 9)], {0: 7, 1: 10})
+    >>> s.replayed, s.ahead, s.unowned
+    (2, 1, 1)
+    """
+    nxt = dict(positions)
+    kept: list[InMessage] = []
+    replayed = ahead = unowned = 0
+    for msg in batch:
+        at = nxt.get(msg.partition)
+        if at is None:
+            unowned += 1
+        elif msg.offset < at:
+            replayed += 1
+        elif msg.offset > at:
+            ahead += 1
+        else:
+            kept.append(msg)
+            nxt[msg.partition] = at + 1
+    return Selection(kept, nxt, replayed, ahead, unowned)
+
+
+class CheckpointSchedule:
+    """When to write the next checkpoint: after ``every`` events or ``interval`` seconds.
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> s = CheckpointSchedule(every=3, interval=10.0, clock=lambda: now[0])
+    >>> s.record(2); s.due()
+    False
+    >>> s.record(1); s.due()
+    True
+    >>> s.done(); s.record(1); now[0] = 10.5; s.due()
+    True
+    >>> s.done(); now[0] = 30.0; s.due()  # nothing new, nothing to save
+    False
+    """
+
+    def __init__(
+        self, every: int, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = max(1, int(every))
+        self.interval = float(interval)
+        self._clock = clock
+        self._pending = 0
+        self._since = clock()
+
+    @property
+    def pending(self) -> int:
+        """Events processed since the last checkpoint."""
+        return self._pending
+
+    def record(self, n: int) -> None:
+        self._pending += n
+
+    def due(self) -> bool:
+        if self._pending <= 0:
+            return False
+        return self._pending >= self.every or self._clock() - self._since >= self.interval
+
+    def done(self) -> None:
+        self._pending = 0
+        self._since = self._clock()
+
+
+class CheckpointStore:
+    """The compacted checkpoint topic: write checkpoints, read the latest ones back."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        max_bytes: int,
+        signer: RecordSigner,
+        client_kwargs: Mapping[str, Any] | None = None,
+        connect_timeout: float = 60.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        #: Signs every record written and checks every record read (streams.trust.records).
+        self.signer = signer
+        self.max_bytes = max_bytes
+        #: Extra aiokafka client arguments (authentication: streams.kafka.auth.client_kwargs).
+        self.client_kwargs = dict(client_kwargs or {})
+        #: How long a client keeps trying to reach the cluster (a broker restarting).
+        self.connect_timeout = connect_timeout
+        self._producer: AIOKafkaProducer | None = None
+
+    async def _start(self, make: Callable[[], _Client], what: str) -> _Client:
+        """A started client from ``make``, retrying while the cluster is unreachable, up to
+        ``connect_timeout``.
+
+        The stores' reads run in rebalance handlers: a broker that is restarting must
+        delay them, not fail them (a failed assignment handler stops Faust's app).
+        """
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.25
+        while True:
+            client = make()  # a stopped aiokafka client cannot be started again
+            try:
+                await client.start()
+                return client
+            except KafkaConnectionError as exc:
+                await client.stop()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CheckpointError(
+                        f"cannot reach Kafka at {self.bootstrap} to {what} after "
+                        f"{self.connect_timeout:.0f} s: {exc}. Is the broker up?"
+                    ) from exc
+                log.warning("cannot reach Kafka at %s to %s; retrying", self.bootstrap, what)
+                await asyncio.sleep(min(delay, left))
+                delay = min(2.0, delay * 2)
+            except KafkaError as exc:
+                await client.stop()
+                raise CheckpointError(
+                    f"cannot reach Kafka at {self.bootstrap} to {what}: {exc}."
+                ) from exc
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = await self._start(
+                lambda: AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    max_request_size=self.max_bytes + (1 << 16),
+                    **self.client_kwargs,
+                ),
+                "write checkpoints",
+            )
+        return self._producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def save(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Write checkpoints and wait until the broker has every one of them."""
+        if not checkpoints:
+            return
+        producer = await self._ensure_producer()
+        futures = []
+        for cp in checkpoints:
+            value = cp.to_bytes()
+            if len(value) > self.max_bytes:
+                raise CheckpointError(
+                    f"checkpoint {cp.key} is {len(value):,} bytes, over "
+                    f"RIVERLINE_CHECKPOINT_MAX_BYTES ({self.max_bytes:,}); raise it (and the "
+                    f"max.message.bytes of {self.topic}) or use more partitions."
+                )
+            key = cp.key.encode()
+            headers = self.signer.sign(self.topic, key, value)
+            futures.append(await producer.send(self.topic, value=value, key=key, headers=headers))
+        try:
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise CheckpointError(f"writing checkpoints to {self.topic} failed: {exc}.") from exc
+
+    async def load(
+        self, keys: Collection[str], *, within: float = 60.0
+    ) -> dict[str, Checkpoint | CheckpointError]:
+        """The latest checkpoint of each key that has one (or why it cannot be read).
+
+        A record whose MAC does not verify is a :class:`CheckpointIntegrityError`; its
+        value is never parsed.
+        """
+        consumer = await self._start(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=self.max_bytes + (1 << 16),
+                fetch_max_bytes=self.max_bytes + (1 << 16),
+                **self.client_kwargs,
+            ),
+            "read checkpoints",
+        )
+        wanted = set(keys)
+        latest: dict[str, tuple[bytes | None, bool]] = {}  # value, MAC verified
+        try:
+            try:
+                numbers = await topic_partitions(self.bootstrap, self.topic, self.client_kwargs)
+            except KafkaSetupError as exc:
+                raise CheckpointError(f"cannot read the partitions of {self.topic}: {exc}") from exc
+            parts = [TopicPartition(self.topic, p) for p in numbers]
+            if not parts:
+                raise CheckpointError(
+                    f"checkpoint topic {self.topic} does not exist; the worker creates it "
+                    "at start (streams.kafka.topics.shared_topic_configs)."
+                )
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            deadline = time.monotonic() + within
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                if time.monotonic() > deadline:
+                    raise CheckpointError(
+                        f"reading {self.topic} took more than {within:.0f} s; is the broker up?"
+                    )
+                batches = await consumer.getmany(timeout_ms=500)
+                for msgs in batches.values():
+                    for m in msgs:
+                        key = (m.key or b"").decode("utf-8", "replace")
+                        if key in wanted:
+                            verified = self.signer.verify(
+                                self.topic, m.key, m.value, m.headers or ()
+                            )
+                            latest[key] = (m.value, verified)
+        finally:
+            await consumer.stop()
+        found: dict[str, Checkpoint | CheckpointError] = {}
+        for key, (value, verified) in latest.items():
+            if verified and value is None:  # a tombstone: removed on purpose
+                continue
+            if not verified or value is None:
+                found[key] = CheckpointIntegrityError(
+                    f"the latest record of {key} on {self.topic} has no valid MAC: it was "
+                    "forged, damaged, or signed with another RIVERLINE_SIGNING_KEY. It is "
+                    "not used."
+                )
+                continue
+            try:
+                found[key] = Checkpoint.from_bytes(value)
+            except CheckpointError as exc:
+                found[key] = exc
+        return found
+
+    async def offset_range(
+        self, topic: str, partitions: Collection[int]
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """First retained and next-to-be-written offsets, per partition of ``topic``."""
+        consumer = await self._start(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=None, **self.client_kwargs
+            ),
+            f"read the offsets of {topic}",
+        )
+        try:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        return (
+            {tp.partition: int(o) for tp, o in starts.items()},
+            {tp.partition: int(o) for tp, o in ends.items()},
+        )
+
+    async def committed(
+        self, group: str, topic: str, partitions: Collection[int]
+    ) -> dict[int, int]:
+        """The offsets ``group`` has committed for these partitions (absent: none yet).
+
+        Read with a consumer that never joins the group, so the group's members are not
+        disturbed (no rebalance).
+        """
+        consumer = await self._start(
+            lambda: AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                **self.client_kwargs,
+            ),
+            f"read the committed offsets of {topic}",
+        )
+        try:
+            found = {}
+            for p in partitions:
+                offset = await consumer.committed(TopicPartition(topic, p))
+                if offset is not None and offset >= 0:
+                    found[p] = int(offset)
+        finally:
+            await consumer.stop()
+        return found
+
+    async def delete(self, keys: Iterable[str]) -> None:
+        """Write tombstones, so the keys have no checkpoint any more (e.g. a reset)."""
+        producer = await self._ensure_producer()
+        futures = []
+        for name in keys:
+            key = name.encode()
+            headers = self.signer.sign(self.topic, key, None)
+            futures.append(await producer.send(self.topic, value=None, key=key, headers=headers))
+        await asyncio.gather(*futures)

@@ -1,0 +1,136 @@
+"""The benchmark's structure (its numbers belong to the benchmark, not to tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.baselines import CardHistory, naive_features
+from benchmarks.bench import (
+    INGEST_FORMATS,
+    SECTIONS,
+    BenchOptions,
+    _spec_with_partitions,
+    run_bench,
+    synthetic_events,
+)
+from streams.cli.main import cli
+from streams.errors import RiverlineError
+from streams.serialization.catalog import SchemaCatalog
+from streams.settings import REPO_ROOT, Settings
+from streams.spec import load_spec
+
+
+@pytest.fixture(scope="module")
+def quick_report() -> dict:
+    return run_bench(BenchOptions(Settings.from_env(bootstrap=None), quick=True), ["ingest"])
+
+
+def test_quick_ingest_section_compares_every_format_with_fastavro(quick_report: dict) -> None:
+    assert list(quick_report["sections"]) == ["ingest"]
+    assert list(SECTIONS) == ["ingest", "features", "pipeline"]
+    assert quick_report["quick"] is True
+    ingest = quick_report["sections"]["ingest"]
+    assert ingest["schema"].startswith("phishing/v1/")
+    assert [row["format"] for row in ingest["rows"]] == list(INGEST_FORMATS)
+    for row in ingest["rows"]:
+        assert row["events"] == 2_000
+        assert row["riverline_eps"] > 0
+        assert row["fastavro_eps"] > 0
+        assert row["ratio"] == pytest.approx(row["riverline_eps"] / row["fastavro_eps"], rel=0.01)
+        assert set(row) <= set(ingest["columns"]) | {"format", "events"}
+    assert "json_loads_eps" in ingest["rows"][-1]
+    json.dumps(quick_report)  # JSON-ready as is
+
+
+def test_sensor_pipeline_benchmarks_too() -> None:
+    settings = Settings.from_env(bootstrap=None)
+    options = BenchOptions(settings, quick=True, pipeline=REPO_ROOT / "pipelines" / "sensor.toml")
+    ingest = run_bench(options, ["ingest"])["sections"]["ingest"]
+    assert ingest["schema"].startswith("sensor/v2/")
+    assert len(ingest["rows"]) == 3
+
+
+def test_unknown_sections_and_unsupported_fields_are_refused() -> None:
+    settings = Settings.from_env(bootstrap=None)
+    with pytest.raises(RiverlineError, match="unknown benchmark section"):
+        run_bench(BenchOptions(settings, quick=True), ["kafka-e2e-nope"])
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    with pytest.raises(RiverlineError, match="cannot invent values"):
+        synthetic_events(catalog.record("feature_vector"), 3, 0)
+
+
+def test_bench_command_writes_the_json_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--section", "ingest", "--json", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "ingest: phishing" in result.output
+    report = json.loads(out.read_text())
+    assert [row["format"] for row in report["sections"]["ingest"]["rows"]] == list(INGEST_FORMATS)
+
+
+def test_quick_and_full_runs_differ_in_size_and_runs_get_their_own_namespace() -> None:
+    settings = Settings.from_env(bootstrap=None, namespace="team.")
+    quick, full = BenchOptions(settings, quick=True), BenchOptions(settings)
+    assert (quick.kafka_events, full.kafka_events) == (5_000, 200_000)
+    assert (quick.latency_seconds, full.latency_seconds) == (3.0, 30.0)
+    assert BenchOptions(settings, events_override=7).kafka_events == 7
+    assert quick.namespace.startswith("team.bench")
+    assert quick.namespace.endswith(".")
+    assert quick.namespace != full.namespace
+
+
+def test_the_pipeline_spec_is_copied_with_the_partitions_asked_for(tmp_path: Path) -> None:
+    source = REPO_ROOT / "pipelines" / "transactions.toml"
+    copy = _spec_with_partitions(source, 4, tmp_path)
+    assert load_spec(copy).partitions == 4
+    assert load_spec(copy).name == load_spec(source).name
+
+
+def test_naive_features_follow_one_cards_window_and_merchants() -> None:
+    history = CardHistory()
+    base = {"amount": 10.0, "card_limit": 100.0, "merchant": "m1"}
+    naive_features(history, {**base, "event_time": 0})
+    x = naive_features(history, {**base, "event_time": 60_000, "merchant": "m2"})
+    assert x["txn_count_5m"] == 2.0
+    assert x["amount_sum_5m"] == 20.0
+    assert x["merchant_share"] == 0.5
+    later = naive_features(history, {**base, "event_time": 10_000_000, "amount": 30.0})
+    assert later["txn_count_5m"] == 1.0  # the 5-minute window moved on
+    assert 10.0 < later["amount_ewm"] < 30.0
+
+
+def test_quick_features_section_reports_speedup_state_and_rss() -> None:
+    report = run_bench(BenchOptions(Settings.from_env(bootstrap=None), quick=True), ["features"])
+    section = report["sections"]["features"]
+    kernels, stage, state, rss = section["rows"]
+    assert kernels["what"].startswith("kernels")
+    assert kernels["ratio"] == pytest.approx(
+        kernels["riverline_eps"] / kernels["baseline_eps"], rel=0.05
+    )
+    assert stage["riverline_eps"] > 0
+    assert state["value"] > 0
+    assert section["rss"]["keys"] == 100_000
+    assert rss["value"] == round(section["rss"]["rss_mib"])
+    json.dumps(report)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--contender", "spark"], "unknown benchmark contender(s) spark; known: raw, empty"),
+        (["--latency-load", "0"], "more than 0 and at most 1"),
+        (["--latency-load", "25"], "got 25"),
+    ],
+)
+def test_bench_refuses_unknown_contenders_and_loads_out_of_range(
+    args: list[str], message: str
+) -> None:
+    # run_bench checks its options before any section runs.
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--section", "pipeline", *args])
+    assert result.exit_code == 1
+    assert message in " ".join(result.output.split())  # the console wraps long lines
