@@ -32,8 +32,8 @@ from streams.pipeline.onepass import OnePass
 from streams.serialization.catalog import SchemaCatalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec
-from streams.state.checkpoint import CheckpointStore
 from streams.state.pipeline import PipelineState
+from streams.state.store import CheckpointStore
 from streams.trust.records import RecordSigner
 
 __all__ = ["Pipeline", "add_pipeline_agent", "make_stage"]

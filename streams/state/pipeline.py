@@ -42,10 +42,10 @@ from streams.state.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointIntegrityError,
-    CheckpointStore,
     checkpoint_key,
     predict_key,
 )
+from streams.state.store import CheckpointStore
 
 __all__ = ["PipelineState", "Prepared", "Resume"]
 

@@ -20,12 +20,8 @@ from aiokafka.errors import KafkaConnectionError
 from streams.kafka.broker import free_port
 from streams.kafka.topics import TopicConfig, ensure_topics
 from streams.settings import Settings
-from streams.state.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointIntegrityError,
-    CheckpointStore,
-)
+from streams.state.checkpoint import Checkpoint, CheckpointError, CheckpointIntegrityError
+from streams.state.store import CheckpointStore
 from streams.trust.records import RecordSigner
 
 pytestmark = pytest.mark.integration
