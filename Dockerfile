@@ -20,6 +20,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 
 # Editable, as in development: Riverline finds schemas/ and pipelines/ beside streams/.
+# benchmarks/ stays out of the worker image: there `riverline bench` says it is not
+# installed (streams/cli/plugins.py) and every other command works.
 COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas

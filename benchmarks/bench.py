@@ -23,8 +23,8 @@ pipeline (default ``pipelines/transactions.toml``), read by five contenders in t
 in its own process (:data:`CONTENDERS`; the baselines are :mod:`benchmarks.baselines`, the
 last a real worker), then Riverline's latency at a fixed share of its measured maximum
 and each baseline's at that same offered load (a fresh process on fresh topics), and
-optionally Riverline on 4 partitions with 1 and 2 workers. README, Benchmark, has
-the method and a run.
+optionally Riverline on 4 partitions with 1 and 2 workers. benchmarks/README.md has the
+method; the top-level README.md, Benchmark, the runs.
 """
 
 from __future__ import annotations

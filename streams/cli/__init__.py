@@ -1,5 +1,6 @@
 """The ``riverline`` command line.
 
-:mod:`~streams.cli.main` holds the commands; the demo and the helpers that run and query a
-worker live beside it.
+:mod:`~streams.cli.main` holds the built-in commands and adds the plugin commands other
+packages register (:mod:`~streams.cli.plugins`); :mod:`~streams.cli.commands` is what
+both share. The demo and the helpers that run and query a worker live beside them.
 """

@@ -1,64 +1,37 @@
-"""The ``riverline`` command line."""
+"""The ``riverline`` command line.
+
+The built-in commands are here; :func:`main` adds the plugin commands that other packages
+register (:mod:`streams.cli.plugins`): ``worker`` and ``sink`` from :mod:`agents`, which
+run Faust, and ``bench`` from :mod:`benchmarks`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 
+from streams.cli.commands import (
+    console,
+    default_pipelines,
+    err_console,
+    friendly,
+    settings_of,
+)
+from streams.cli.plugins import COMMANDS_GROUP, add_plugins, registered_plugins
 from streams.errors import RiverlineError
 from streams.settings import Settings
 
 __all__ = ["main"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _friendly(fn: F) -> F:
-    """Show Riverline's errors as one clear message and exit 1, not a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RiverlineError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
-
-
-def _default_pipelines(settings: Settings) -> list[Path]:
-    return [settings.pipelines_dir / name for name in ("phishing.toml", "transactions.toml")]
-
-
-#: ``--pipeline FILE``, repeatable, for the commands that run pipelines.
-_pipelines_option = click.option(
-    "--pipeline",
-    "pipelines",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Pipeline spec (TOML); repeat for several. Default: pipelines/phishing.toml.",
-)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
-@_friendly
+@friendly
 def cli(ctx: click.Context) -> None:
     """Riverline: streaming MLOps on Kafka with River, Numba and lineage on every prediction."""
     settings = Settings.from_env()
@@ -74,12 +47,12 @@ def kafka() -> None:
 
 @kafka.command("fetch")
 @click.pass_context
-@_friendly
+@friendly
 def kafka_fetch(ctx: click.Context) -> None:
     """Download the broker jars from Maven Central into the cache."""
     from streams.kafka.broker import LocalBroker
 
-    path = LocalBroker(_settings(ctx)).fetch(log=console.print)
+    path = LocalBroker(settings_of(ctx)).fetch(log=console.print)
     console.print(f"Kafka jars in {path}")
 
 
@@ -99,13 +72,13 @@ def kafka_fetch(ctx: click.Context) -> None:
     "Default: every spec in the pipelines dir.",
 )
 @click.pass_context
-@_friendly
+@friendly
 def kafka_up(ctx: click.Context, secure: bool, pipelines: tuple[Path, ...]) -> None:
     """Start the local broker (download, format, start, wait until it answers)."""
     from streams.kafka.broker import LocalBroker
     from streams.spec import load_spec
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     # Without --secure a data dir formatted secure stays secure (LocalBroker decides).
     broker = LocalBroker(settings, secure=True if secure else None)
     status = broker.up(log=console.print)
@@ -131,23 +104,23 @@ def kafka_up(ctx: click.Context, secure: bool, pipelines: tuple[Path, ...]) -> N
 
 @kafka.command("down")
 @click.pass_context
-@_friendly
+@friendly
 def kafka_down(ctx: click.Context) -> None:
     """Stop the broker this machine's Riverline started (by pid)."""
     from streams.kafka.broker import LocalBroker
 
-    stopped = LocalBroker(_settings(ctx)).down(log=console.print)
+    stopped = LocalBroker(settings_of(ctx)).down(log=console.print)
     console.print("Kafka stopped." if stopped else "No Riverline-started broker was running.")
 
 
 @kafka.command("status")
 @click.pass_context
-@_friendly
+@friendly
 def kafka_status(ctx: click.Context) -> None:
     """Where the broker is and whether it answers (exit 1 if it does not)."""
     from streams.kafka.broker import LocalBroker
 
-    status = LocalBroker(_settings(ctx)).status()
+    status = LocalBroker(settings_of(ctx)).status()
     state = "[green]reachable[/]" if status.reachable else "[red]not reachable[/]"
     console.print(f"{status.bootstrap}: {state} — {status.detail}")
     if not status.reachable:
@@ -164,7 +137,7 @@ def kafka_status(ctx: click.Context) -> None:
     "Default: every spec in the pipelines dir.",
 )
 @click.pass_context
-@_friendly
+@friendly
 def kafka_acls(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
     """Grant the service's and the pipelines' ACLs on the cluster Riverline talks to.
 
@@ -174,7 +147,7 @@ def kafka_acls(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
     from streams.kafka.auth import client_kwargs, grant_pipeline_acls
     from streams.spec import load_spec
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
     names = [load_spec(path).name for path in paths]
     bootstrap = settings.effective_bootstrap
@@ -188,44 +161,13 @@ def kafka_acls(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
 
 
 @cli.command()
-@_pipelines_option
-@click.pass_context
-@_friendly
-def worker(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
-    """Run the Faust worker with every agent of the pipelines."""
-    from agents.worker import run_worker
-    from streams.spec import load_spec
-
-    settings = _settings(ctx)
-    specs = [load_spec(p) for p in (pipelines or _default_pipelines(settings))]
-    run_worker(settings, specs)
-
-
-@cli.command()
-@_pipelines_option
-@click.pass_context
-@_friendly
-def sink(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
-    """Run the pipelines' offline sinks (Parquet store) until SIGTERM.
-
-    The worker starts this itself (RIVERLINE_SINK_PROCESS, default on); run it alone with
-    RIVERLINE_SINK_ENABLED=false on the workers to place it elsewhere.
-    """
-    from agents.sink import run_sinks
-    from streams.spec import load_spec
-
-    settings = _settings(ctx)
-    run_sinks(settings, [load_spec(p) for p in (pipelines or _default_pipelines(settings))])
-
-
-@cli.command()
 @click.option("--pipeline", type=click.Path(path_type=Path), required=True)
 @click.option("--dataset", default=None, help="Dataset to replay (default: the spec's).")
 @click.option("--rate", type=float, default=None, help="Events per second (default: max).")
 @click.option("--limit", type=int, default=None, help="Send at most N events.")
 @click.option("--format", "wire_format", type=click.Choice(["json", "avro"]), default="json")
 @click.pass_context
-@_friendly
+@friendly
 def produce(
     ctx: click.Context,
     pipeline: Path,
@@ -239,7 +181,7 @@ def produce(
     from streams.serialization.catalog import SchemaCatalog
     from streams.spec import load_spec
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     spec = load_spec(pipeline)
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"producing to {spec.topics(settings.namespace).raw} ..."):
@@ -271,7 +213,7 @@ def produce(
 @click.option("--rate", type=float, default=500.0, show_default=True, help="Events per second.")
 @click.option("--limit", type=int, default=None, help="Send at most N events per pipeline.")
 @click.pass_context
-@_friendly
+@friendly
 def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: int | None) -> None:
     """Broker up, worker, produce with progress, wait for every prediction, print a report.
 
@@ -280,10 +222,10 @@ def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: in
     """
     from streams.cli.demo import run_demo
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     run_demo(
         settings,
-        list(pipelines or _default_pipelines(settings)),
+        list(pipelines or default_pipelines(settings)),
         rate=rate,
         limit=limit,
         console=console,
@@ -297,13 +239,13 @@ def schemas() -> None:
 
 @schemas.command("check")
 @click.pass_context
-@_friendly
+@friendly
 def schemas_check(ctx: click.Context) -> None:
     """Check compatibility of consecutive schema versions (exit 1 on a break)."""
     from streams.serialization.catalog import SchemaCatalog
     from streams.serialization.compat import check_catalog
 
-    catalog = SchemaCatalog.load(_settings(ctx).schemas_dir)
+    catalog = SchemaCatalog.load(settings_of(ctx).schemas_dir)
     problems = check_catalog(catalog)
     for subject in catalog.subjects():
         console.print(f"{subject}: {len([p for p in problems if p.subject == subject]) or 'ok'}")
@@ -311,123 +253,6 @@ def schemas_check(ctx: click.Context) -> None:
         for p in problems:
             err_console.print(f"[red]incompatible[/] {p}")
         sys.exit(1)
-
-
-@cli.command()
-@click.option("--quick", is_flag=True, help="Small runs (a few seconds): checks, not numbers.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the full report to this JSON file.",
-)
-@click.option(
-    "--section",
-    "sections",
-    multiple=True,
-    help="Run only these sections (ingest, pipeline); default: all.",
-)
-@click.option(
-    "--events",
-    type=int,
-    default=None,
-    help="Events of the pipeline section (200,000; --quick 5,000).",
-)
-@click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section.")
-@click.option(
-    "--contender",
-    "contenders",
-    multiple=True,
-    help="Run only these contenders of the pipeline section (raw, empty, floor, naive, "
-    "riverline); default: all. The latency runs need riverline.",
-)
-@click.option(
-    "--latency-load",
-    type=float,
-    default=0.25,
-    show_default=True,
-    help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
-)
-@click.option(
-    "--scaling/--no-scaling",
-    default=None,
-    help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with --quick).",
-)
-@click.pass_context
-@_friendly
-def bench(
-    ctx: click.Context,
-    quick: bool,
-    json_path: Path | None,
-    sections: tuple[str, ...],
-    events: int | None,
-    partitions: int,
-    contenders: tuple[str, ...],
-    latency_load: float,
-    scaling: bool | None,
-) -> None:
-    """Throughput and latency of Riverline, side by side with baselines on one broker.
-
-    Starts a broker on free ports for the run unless RIVERLINE_BOOTSTRAP is set.
-    """
-    import json
-
-    from rich.table import Table
-
-    from benchmarks.bench import CONTENDERS, BenchOptions, run_bench
-
-    options = BenchOptions(
-        _settings(ctx),
-        quick=quick,
-        events_override=events,
-        partitions=partitions,
-        scaling=not quick if scaling is None else scaling,
-        latency_load=latency_load,
-        contenders=contenders or CONTENDERS,
-        progress=lambda line: console.print(line, highlight=False),
-    )
-    report = run_bench(options, list(sections) or None)
-    console.print(
-        f"Python {report['python']} on {report['platform']}, {report['cpus']} CPUs"
-        + (" (--quick: small runs, rough numbers)" if quick else "")
-    )
-    for section in report["sections"].values():
-        rows = section.get("rows", [])
-        table = Table(title=section.get("title"))
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        for column in columns:
-            table.add_column(column, justify="left" if column == "format" else "right")
-        for row in rows:
-            table.add_row(
-                *(
-                    f"{v:,}" if isinstance(v, int) else str(v)
-                    for v in (row.get(c, "") for c in columns)
-                )
-            )
-        console.print(table)
-        if section.get("baseline"):
-            console.print(f"baseline: {section['baseline']}")
-        for key in (
-            "ratios",
-            "latency",
-            "latency_cpu",
-            "latency_over_raw",
-            "latency_over_empty",
-            "machine_stalls",
-            "goals",
-        ):
-            if section.get(key):
-                console.print(f"{key}: {section[key]}", highlight=False)
-        for row in section.get("scaling", {}).get("rows", []):
-            console.print(
-                f"scaling: {row['partitions']} partitions, {row['workers']} worker(s): "
-                f"{row['events_per_s']:,} events/s, peak RSS {row['peak_rss_mib']} MiB",
-                highlight=False,
-            )
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"report written to {json_path}")
 
 
 @cli.command()
@@ -439,7 +264,7 @@ def bench(
     help="Folder for the PNG files (default: RIVERLINE_HOME/reports/<pipeline>).",
 )
 @click.pass_context
-@_friendly
+@friendly
 def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     """Plot the prequential metric per model version and the latency distribution (PNG)."""
     from streams.observability.plots import write_report
@@ -447,7 +272,7 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     from streams.spec import load_spec
     from streams.store.outputs import read_alerts, read_all_predictions
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     spec = load_spec(pipeline)
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
@@ -468,7 +293,7 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
 @click.argument("event_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-@_friendly
+@friendly
 def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
     """Where a prediction came from: raw offset, schema, features, model, label."""
     import json
@@ -479,7 +304,7 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
     from streams.store.offline import OfflineStore
     from streams.store.provenance import trace
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     store = OfflineStore(settings.home / "store")
     registries: dict[str, ModelRegistry] = {}
     registry_root = settings.home / "registry"
@@ -525,14 +350,14 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
 @click.option("--pipeline", type=click.Path(path_type=Path), required=True)
 @click.option("--verify", is_flag=True, help="Compare with the live run; exit 1 on a difference.")
 @click.pass_context
-@_friendly
+@friendly
 def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     """Rebuild features and model from the raw topic (offset 0) and compare with live."""
     from streams.serialization.catalog import SchemaCatalog
     from streams.spec import load_spec
     from streams.store.replay import replay as run_replay
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     spec = load_spec(pipeline)
     catalog = SchemaCatalog.load(settings.schemas_dir)
 
@@ -565,7 +390,7 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
 @click.option("--pipeline", type=click.Path(path_type=Path), required=True)
 @click.option("--from-store", is_flag=True, required=True, help="Train on the offline store.")
 @click.pass_context
-@_friendly
+@friendly
 def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     """Warm-start a candidate model on stored features and labels; register it."""
     import json
@@ -575,7 +400,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     from streams.store.offline import OfflineStore
     from streams.store.training import train_candidate
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     spec = load_spec(pipeline)
     key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
@@ -599,7 +424,7 @@ def models() -> None:
 def _admin(ctx: click.Context) -> Any:
     from streams.cli.admin_client import AdminClient
 
-    return AdminClient.from_settings(_settings(ctx))
+    return AdminClient.from_settings(settings_of(ctx))
 
 
 def _print_models(body: dict[str, Any], model: str | None = None) -> None:
@@ -623,7 +448,7 @@ def _print_models(body: dict[str, Any], model: str | None = None) -> None:
 @click.option("--pipeline", default=None, help="Only this pipeline.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-@_friendly
+@friendly
 def models_list(ctx: click.Context, pipeline: str | None, as_json: bool) -> None:
     """Every served model: champion and shadows, versions, samples, metrics."""
     import json
@@ -639,7 +464,7 @@ def models_list(ctx: click.Context, pipeline: str | None, as_json: bool) -> None
 @click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
 @click.option("--model", default=None, help="Model name (default: every model).")
 @click.pass_context
-@_friendly
+@friendly
 def models_show(ctx: click.Context, pipeline: str | None, model: str | None) -> None:
     """One model (or one pipeline's models) in detail, as JSON."""
     import json
@@ -669,7 +494,7 @@ def _report_action(body: dict[str, Any]) -> None:
 @click.option("--model", required=True, help="The shadow to make champion.")
 @click.option("--why", default="", help="Reason, written to riverline.audit.")
 @click.pass_context
-@_friendly
+@friendly
 def models_promote(ctx: click.Context, pipeline: str | None, model: str, why: str) -> None:
     """Make a shadow the champion (the champion becomes a shadow)."""
     _report_action(_admin(ctx).promote(pipeline, model, why))
@@ -679,7 +504,7 @@ def models_promote(ctx: click.Context, pipeline: str | None, model: str, why: st
 @click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
 @click.option("--why", default="", help="Reason, written to riverline.audit.")
 @click.pass_context
-@_friendly
+@friendly
 def models_rollback(ctx: click.Context, pipeline: str | None, why: str) -> None:
     """Bring back the previous champion version from the registry."""
     _report_action(_admin(ctx).rollback(pipeline, why))
@@ -689,11 +514,23 @@ def models_rollback(ctx: click.Context, pipeline: str | None, why: str) -> None:
 @click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
 @click.option("--why", default="", help="Reason, written to riverline.audit.")
 @click.pass_context
-@_friendly
+@friendly
 def models_reset(ctx: click.Context, pipeline: str | None, why: str) -> None:
     """Replace the champion with a fresh, untrained model (the old one stays in the registry)."""
     _report_action(_admin(ctx).reset(pipeline, why))
 
 
 def main() -> None:
+    """``riverline``: the built-in commands and every plugin command installed."""
+    found = registered_plugins()
+    if not found:
+        err_console.print(
+            f"[yellow]warning:[/] no plugin commands are registered (entry-point group "
+            f"{COMMANDS_GROUP}), so worker, sink and bench are missing: the installed "
+            "metadata predates them. Reinstall Riverline (`make install`, or "
+            "`pip install -e .`).",
+            highlight=False,
+        )
+    for problem in add_plugins(cli, found):
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     cli(prog_name="riverline")

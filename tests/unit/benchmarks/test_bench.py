@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -18,10 +20,18 @@ from benchmarks.bench import (
     synthetic_events,
 )
 from streams.cli.main import cli
+from streams.cli.plugins import COMMANDS_GROUP, add_plugins
 from streams.errors import RiverlineError
 from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT, Settings
 from streams.spec import load_spec
+
+
+@pytest.fixture(scope="module")
+def riverline() -> click.Group:
+    """The ``riverline`` command line with the bench plugin, as pyproject.toml registers it."""
+    assert add_plugins(cli, [EntryPoint("bench", "benchmarks.cli:bench", COMMANDS_GROUP)]) == []
+    return cli
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +73,10 @@ def test_unknown_sections_and_unsupported_fields_are_refused() -> None:
         synthetic_events(catalog.record("feature_vector"), 3, 0)
 
 
-def test_bench_command_writes_the_json_report(tmp_path: Path) -> None:
+def test_bench_command_writes_the_json_report(tmp_path: Path, riverline: click.Group) -> None:
     out = tmp_path / "bench.json"
     args = ["bench", "--quick", "--section", "ingest", "--json", str(out)]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(riverline, args)
     assert result.exit_code == 0, result.output
     assert "ingest: phishing" in result.output
     report = json.loads(out.read_text())
@@ -128,9 +138,9 @@ def test_quick_features_section_reports_speedup_state_and_rss() -> None:
     ],
 )
 def test_bench_refuses_unknown_contenders_and_loads_out_of_range(
-    args: list[str], message: str
+    args: list[str], message: str, riverline: click.Group
 ) -> None:
     # run_bench checks its options before any section runs.
-    result = CliRunner().invoke(cli, ["bench", "--quick", "--section", "pipeline", *args])
+    result = CliRunner().invoke(riverline, ["bench", "--quick", "--section", "pipeline", *args])
     assert result.exit_code == 1
     assert message in " ".join(result.output.split())  # the console wraps long lines

@@ -1,0 +1,134 @@
+"""``riverline bench``: the benchmark, added to the command line as a plugin.
+
+Registered under the entry-point group ``riverline.commands`` in pyproject.toml (see
+:mod:`streams.cli.plugins`), so no product module imports the benchmark. The run itself
+is :func:`benchmarks.bench.run_bench`; this module parses the options and prints the
+report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from streams.cli.commands import console, friendly, settings_of
+
+__all__ = ["bench"]
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Small runs (a few seconds): checks, not numbers.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the full report to this JSON file.",
+)
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    help="Run only these sections (ingest, pipeline); default: all.",
+)
+@click.option(
+    "--events",
+    type=int,
+    default=None,
+    help="Events of the pipeline section (200,000; --quick 5,000).",
+)
+@click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section.")
+@click.option(
+    "--contender",
+    "contenders",
+    multiple=True,
+    help="Run only these contenders of the pipeline section (raw, empty, floor, naive, "
+    "riverline); default: all. The latency runs need riverline.",
+)
+@click.option(
+    "--latency-load",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
+)
+@click.option(
+    "--scaling/--no-scaling",
+    default=None,
+    help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with --quick).",
+)
+@click.pass_context
+@friendly
+def bench(
+    ctx: click.Context,
+    quick: bool,
+    json_path: Path | None,
+    sections: tuple[str, ...],
+    events: int | None,
+    partitions: int,
+    contenders: tuple[str, ...],
+    latency_load: float,
+    scaling: bool | None,
+) -> None:
+    """Throughput and latency of Riverline, side by side with baselines on one broker.
+
+    Starts a broker on free ports for the run unless RIVERLINE_BOOTSTRAP is set.
+    """
+    import json
+
+    from rich.table import Table
+
+    from benchmarks.bench import CONTENDERS, BenchOptions, run_bench
+
+    options = BenchOptions(
+        settings_of(ctx),
+        quick=quick,
+        events_override=events,
+        partitions=partitions,
+        scaling=not quick if scaling is None else scaling,
+        latency_load=latency_load,
+        contenders=contenders or CONTENDERS,
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    report = run_bench(options, list(sections) or None)
+    console.print(
+        f"Python {report['python']} on {report['platform']}, {report['cpus']} CPUs"
+        + (" (--quick: small runs, rough numbers)" if quick else "")
+    )
+    for section in report["sections"].values():
+        rows = section.get("rows", [])
+        table = Table(title=section.get("title"))
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        for column in columns:
+            table.add_column(column, justify="left" if column == "format" else "right")
+        for row in rows:
+            table.add_row(
+                *(
+                    f"{v:,}" if isinstance(v, int) else str(v)
+                    for v in (row.get(c, "") for c in columns)
+                )
+            )
+        console.print(table)
+        if section.get("baseline"):
+            console.print(f"baseline: {section['baseline']}")
+        for key in (
+            "ratios",
+            "latency",
+            "latency_cpu",
+            "latency_over_raw",
+            "latency_over_empty",
+            "machine_stalls",
+            "goals",
+        ):
+            if section.get(key):
+                console.print(f"{key}: {section[key]}", highlight=False)
+        for row in section.get("scaling", {}).get("rows", []):
+            console.print(
+                f"scaling: {row['partitions']} partitions, {row['workers']} worker(s): "
+                f"{row['events_per_s']:,} events/s, peak RSS {row['peak_rss_mib']} MiB",
+                highlight=False,
+            )
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {json_path}")
