@@ -30,7 +30,7 @@ __all__ = ["bench"]
     "--section",
     "sections",
     multiple=True,
-    help="Run only these sections (ingest, pipeline); default: all.",
+    help="Run only these sections (ingest, features, pipeline); default: all.",
 )
 @click.option(
     "--events",
