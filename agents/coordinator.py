@@ -83,6 +83,8 @@ class Coordinator:
         self._closed = False
         self._started = False
         self._warned_budget = False
+        self._recent_failures: list[float] = []
+        self._last_down_alert = -1e9
         self._writing: asyncio.Task[None] | None = None
         # The predict stage skips labels of partitions it does not hold, and repeats.
         state.stage.predictor.tracking = True
@@ -201,7 +203,16 @@ class Coordinator:
         log.error("a batch of %s failed (%s); restoring its last checkpoint", self.pipeline, why)
         self._set_down("batch", f"restoring the last checkpoint after {why}")
         self._failures.labels(self.pipeline, kind).inc()
-        await self._alert([Alert(self.pipeline, "pipeline_down", "", self.down["batch"])])
+        # A batch that fails again at once (a poison batch) waits longer each time, and
+        # its alert is not repeated more than once a minute.
+        now = time.monotonic()
+        self._recent_failures = [t for t in self._recent_failures if now - t < 300] + [now]
+        if now - self._last_down_alert >= 60:
+            self._last_down_alert = now
+            await self._alert([Alert(self.pipeline, "pipeline_down", "", self.down["batch"])])
+        repeats = len(self._recent_failures) - 1
+        if repeats:
+            await asyncio.sleep(_RECOVERY_BACKOFF[min(repeats, len(_RECOVERY_BACKOFF)) - 1])
         for attempt in range(1_000_000):
             if self._closed:
                 return

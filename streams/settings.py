@@ -32,6 +32,9 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 
 #: Room for key, headers and framing beyond a raw message's value, in Riverline's topics.
 MESSAGE_HEADROOM = 64 * 1024
+#: Kafka's default ``max.message.bytes``: Riverline's topics never allow less, because
+#: the limit applies to a whole record batch (the worker's are up to 256 KiB).
+KAFKA_MESSAGE_BYTES = 1024 * 1024
 
 #: The signing key Riverline ships with: known to everyone, so accepted only in
 #: development mode (``RIVERLINE_DEV_MODE=1``).
@@ -215,15 +218,22 @@ class Settings(BaseSettings):
 
     @property
     def raw_topic_max_bytes(self) -> int:
-        """``max.message.bytes`` of a pipeline's ``P.raw``: a value of up to
-        ``max_message_bytes`` with its key and headers."""
-        return self.max_message_bytes + MESSAGE_HEADROOM
+        """``max.message.bytes`` of a pipeline's ``P.raw`` and ``P.labels``: a value of up
+        to ``max_message_bytes`` with its key and headers, and Kafka's default at least."""
+        return max(KAFKA_MESSAGE_BYTES, self.max_message_bytes + MESSAGE_HEADROOM)
 
     @property
     def output_max_bytes(self) -> int:
-        """``max.message.bytes`` of the topics Riverline writes a raw message's outputs or
-        dead letter to: a raw message and Riverline's headers always fit."""
+        """The largest message Riverline writes for a raw message (an output or its dead
+        letter): the raw message and Riverline's headers always fit. Larger outputs are
+        dead letters (``output_too_large``)."""
         return self.max_message_bytes + 2 * MESSAGE_HEADROOM
+
+    @property
+    def output_topic_max_bytes(self) -> int:
+        """``max.message.bytes`` of the topics Riverline writes outputs and dead letters
+        to: one :attr:`output_max_bytes` message, and Kafka's default at least."""
+        return max(KAFKA_MESSAGE_BYTES, self.output_max_bytes)
 
     @property
     def fetch_max_wait_ms(self) -> int:

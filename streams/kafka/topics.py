@@ -52,7 +52,7 @@ def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
     return [
         # Any raw message Riverline accepts fits, with the dead letter's headers.
         TopicConfig(
-            settings.topic("riverline.dlq"), 1, max_message_bytes=settings.output_max_bytes
+            settings.topic("riverline.dlq"), 1, max_message_bytes=settings.output_topic_max_bytes
         ),
         TopicConfig(settings.topic("riverline.models"), 1, compacted=True),
         TopicConfig(
@@ -70,7 +70,7 @@ def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
 def pipeline_topic_configs(settings: Settings, spec: PipelineSpec) -> list[TopicConfig]:
     topics = spec.topics(settings.namespace)
     n = spec.partitions
-    out = settings.output_max_bytes
+    out = settings.output_topic_max_bytes
     return [
         TopicConfig(topics.raw, n, max_message_bytes=settings.raw_topic_max_bytes),
         TopicConfig(topics.events, n, max_message_bytes=out),

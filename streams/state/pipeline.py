@@ -424,9 +424,9 @@ class PipelineState:
         self._checkpointed = {m.name: m.version for m in manifests}
         await asyncio.to_thread(self._prune)
         log.info(
-            "checkpoint (%s) of %s: models %s, features %s",
-            prepared.note,
+            "checkpoint of %s (%s): models %s, features %s",
             self.stage.predictor.spec.name,
+            prepared.note,
             [m.label for m in manifests],
             ", ".join(f"{cp.partition}@{cp.offset}" for cp in features) or "unchanged",
         )

@@ -79,6 +79,7 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
         batch_size=50,
         checkpoint_every=200,
         checkpoint_interval=1.0,
+        registry_keep=3,  # after each checkpoint, the 3 newest versions stay
         session_timeout=6.0,  # a restarted worker gets the killed one's partitions sooner
     )
     spec = load_spec(PHISHING)
@@ -121,6 +122,10 @@ def test_sigkill_then_restore_gives_the_uninterrupted_model(settings_factory, tm
     registry = ModelRegistry(settings.home / "registry", "phishing", settings.signing_key_bytes())
     latest = registry.latest("phishing-lr")
     assert latest is not None
+    # Retention: a dozen checkpoints left the newest three (the latest one serves and is
+    # the checkpoint's, so nothing older is protected).
+    assert registry.versions("phishing-lr") == [latest - 2, latest - 1, latest]
+    assert latest >= 6
     estimator, manifest = registry.load("phishing-lr", latest)
     assert manifest.samples_seen == N_EVENTS
     assert manifest.offsets[f"{spec.topics(settings.namespace).labels}:0"] == 0

@@ -161,7 +161,7 @@ def test_metrics_status_page_and_logs(observed_worker, tmp_path) -> None:
     assert {t for t, _ in lag} == {topics.raw, topics.labels}
     assert all(p.isdigit() for _, p in lag)
     ages = families["riverline_checkpoint_age_seconds"]
-    assert [(s[1]["pipeline"], s[1]["stage"]) for s in ages] == [(spec.name, "features")]
+    assert [(s[1]["pipeline"], s[1]["stage"]) for s in ages] == [(spec.name, "pipeline")]
     assert 0 <= ages[0][2] < 60
     # Set when scraped, for the versions served now (a checkpoint serves the next one).
     models = json.loads(_get(worker.url + "/status.json")[2])["pipelines"][spec.name]["models"]
