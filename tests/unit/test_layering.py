@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOP_PACKAGES = ("streams", "agents", "benchmarks")
 
 #: Lowest first. ``pkg.*`` is the package ``pkg`` and every module under it.
@@ -138,7 +138,7 @@ def violations(
     mine = layer_of(module)
     if mine is None:
         return [
-            f"{module} has no layer: place it in LAYERS of tests/test_layering.py "
+            f"{module} has no layer: place it in LAYERS of tests/unit/test_layering.py "
             f"(and in DESIGN.md's layering) before it imports anything."
         ]
     for imported, line in imported_modules(module, source, is_package=is_package, root=root):
