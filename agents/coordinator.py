@@ -84,7 +84,7 @@ class Coordinator:
         self._started = False
         self._warned_budget = False
         self._recent_failures: list[float] = []
-        self._last_down_alert = -1e9
+        self._last_alerted: dict[str, float] = {}
         self._writing: asyncio.Task[None] | None = None
         # The predict stage skips labels of partitions it does not hold, and repeats.
         state.stage.predictor.tracking = True
@@ -204,11 +204,11 @@ class Coordinator:
         self._set_down("batch", f"restoring the last checkpoint after {why}")
         self._failures.labels(self.pipeline, kind).inc()
         # A batch that fails again at once (a poison batch) waits longer each time, and
-        # its alert is not repeated more than once a minute.
+        # the same failure is not alerted more than once a minute.
         now = time.monotonic()
         self._recent_failures = [t for t in self._recent_failures if now - t < 300] + [now]
-        if now - self._last_down_alert >= 60:
-            self._last_down_alert = now
+        if now - self._last_alerted.get(why, -1e9) >= 60:
+            self._last_alerted[why] = now
             await self._alert([Alert(self.pipeline, "pipeline_down", "", self.down["batch"])])
         repeats = len(self._recent_failures) - 1
         if repeats:
