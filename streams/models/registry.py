@@ -372,6 +372,43 @@ class ModelRegistry:
             ) from exc
         return manifest
 
+    def signature(self, manifest: Manifest) -> str:
+        """The signature this registry gives ``manifest`` (to publish it with the version)."""
+        return sign(self._key, manifest.sha256, manifest)
+
+    def import_version(self, pending: PendingVersion, signature: str) -> bool:
+        """Cache a version published elsewhere (``riverline.artifacts``), once.
+
+        Its signature must be this registry's key's, and its bytes the manifest's digest,
+        before anything is written; a version already here is left as it is.
+        Returns whether it was written now.
+
+        Raises
+        ------
+        ArtifactIntegrityError
+            If the signature or the digest does not match.
+        """
+        manifest = pending.manifest
+        if not hmac.compare_digest(self.signature(manifest), signature):
+            raise ArtifactIntegrityError(
+                f"{manifest.pipeline}/{manifest.label}: the published version's signature "
+                "does not match: it was forged, or signed with another RIVERLINE_SIGNING_KEY."
+            )
+        if hashlib.sha256(pending.artifact).hexdigest() != manifest.sha256:
+            raise ArtifactIntegrityError(
+                f"{manifest.pipeline}/{manifest.label}: the published artifact does not match "
+                "the sha256 of its signed manifest."
+            )
+        if self._complete(manifest.name, manifest.version):
+            return False
+        try:
+            self.write(pending)
+        except RegistryError:
+            if self._complete(manifest.name, manifest.version):
+                return False  # another thread or process cached it meanwhile
+            raise
+        return True
+
     def prune(self, name: str, keep: int, protect: Collection[int] = ()) -> list[int]:
         """Remove old versions of ``name``; returns the removed version numbers, ascending.
 
