@@ -83,7 +83,6 @@ def _pipeline_status(
         "feature_partitions": stage.featurization.positions(),
         "checkpoints_written": pipeline.coordinator.checkpoints_written,
         "events_replayed": stage.featurization.replayed,
-        "events_reingested": stage.featurization.reingested,
         "models": [dict(m) for m in predictor.lifecycle.describe()],
         # The champion's, as before the lifecycle existed (scripts read these).
         "model": predictor.model.label,

@@ -144,7 +144,12 @@ def features_section(options: Any) -> dict[str, Any]:
         )
         stage.start(0)
         for i in range(0, len(messages), size):
-            stage.process(messages[i : i + size])
+            batch = messages[i : i + size]
+            good = []
+            for m in stage.select(batch).events:
+                _, record = decode_single_object(catalog, m.value or b"", reader)
+                good.append((m, record, Lineage.from_headers(m.headers)))
+            stage.featurize(0, good)
 
     vector = catalog.record("feature_vector")
 

@@ -20,9 +20,8 @@ evicts keys (:mod:`streams.features.engine`); :meth:`Featurization.eviction_tota
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,9 +32,9 @@ from streams.features.engine import FeatureSet, FeatureState
 from streams.ingestion.stage import epoch_ms
 from streams.messages import InMessage, OutMessage
 from streams.pipeline.lineage import Lineage
-from streams.pipeline.stage import DeadLetter, StageResult, dead_letter_reason, now_ms
+from streams.pipeline.stage import DeadLetter, now_ms
 from streams.serialization.catalog import SchemaCatalog
-from streams.serialization.codec import decode_single_object, encode_single_object
+from streams.serialization.codec import encode_single_object
 from streams.spec import PipelineSpec
 from streams.state.checkpoint import Checkpoint, CheckpointError, Selection, select_unseen
 
@@ -68,29 +67,10 @@ class Vector:
 
 @dataclass
 class HeldPartition:
-    """A partition's feature state, the next offset it has not seen, and per raw partition
-    the last raw offset it reflects."""
+    """A raw partition's feature state and the next offset it has not seen."""
 
     state: FeatureState
     offset: int
-    sources: dict[str, int] = field(default_factory=dict)
-
-    def first_time(self, source: str) -> bool:
-        """False if the event from raw ``topic:partition:offset`` is already reflected.
-
-        Ingest is at-least-once: after a crash it writes some events to ``P.events`` again,
-        later in the same partition (same key). It reads each raw partition in order, so an
-        event whose raw offset is not above the last one seen from its raw partition is
-        such a copy. Unparseable sources count as new.
-        """
-        where, _, offset = source.rpartition(":")
-        if not where or not offset.isdigit():
-            return True
-        last = self.sources.get(where, -1)
-        if int(offset) <= last:
-            return False
-        self.sources[where] = int(offset)
-        return True
 
 
 class Featurization:
@@ -127,7 +107,6 @@ class Featurization:
         self.ahead = 0
         self.unowned = 0
         #: Events ingest wrote twice (same raw source), skipped.
-        self.reingested = 0
         self._skip = {spec.id_field, spec.time_field, spec.model.target}
 
     # -- partitions and checkpoints ------------------------------------------------------
@@ -164,9 +143,7 @@ class Featurization:
             raise CheckpointError(
                 f"checkpoint {checkpoint.key} holds a state labelled {state.label}, not {fs.label}."
             )
-        self.held[checkpoint.partition] = HeldPartition(
-            state, checkpoint.offset, dict(checkpoint.sources)
-        )
+        self.held[checkpoint.partition] = HeldPartition(state, checkpoint.offset)
 
     def release(self, partition: int) -> None:
         """Forget a partition (revoked): its events are skipped until it is held again."""
@@ -192,7 +169,7 @@ class Featurization:
         """:meth:`checkpoint` as the state is now, serialized when called (any thread)."""
         held = self.held[partition]
         state = held.state.frozen()
-        offset, sources, written_ms = held.offset, dict(held.sources), now_ms()
+        offset, written_ms = held.offset, now_ms()
         pipeline, spec_hash, label = self.spec.name, self.spec.hash, self.feature_set.label
 
         def build() -> Checkpoint:
@@ -204,7 +181,6 @@ class Featurization:
                 feature_set=label,
                 state=state(),
                 written_ms=written_ms,
-                sources=sources,
             )
 
         return build
@@ -226,26 +202,6 @@ class Featurization:
             self.held[partition].offset = offset
         return selection
 
-    def process(self, batch: Sequence[InMessage]) -> StageResult:
-        result = StageResult()
-        selection = self.select(batch)
-        by_partition: dict[int, list[tuple[InMessage, dict[str, Any], Lineage]]]
-        by_partition = defaultdict(list)
-        for msg in selection.events:
-            try:
-                _, record = decode_single_object(self.catalog, msg.value or b"", self.reader)
-            except DecodeError as exc:
-                self._dead(result, msg, exc.reason, str(exc))
-                continue
-            lineage = Lineage.from_headers(msg.headers)
-            if not self.held[msg.partition].first_time(lineage.source):
-                self.reingested += 1
-                continue
-            by_partition[msg.partition].append((msg, record, lineage))
-        for partition, good in by_partition.items():
-            self._compute(result, self.held[partition].state, good)
-        return result
-
     def featurize(
         self, partition: int, good: list[tuple[InMessage, dict[str, Any], Lineage]]
     ) -> tuple[list[Vector], list[tuple[InMessage, OutMessage]]]:
@@ -256,32 +212,6 @@ class Featurization:
         beside the message it is of; a failure with one event never costs another.
         """
         return self._featurize(self.held[partition].state, good)
-
-    def _dead(
-        self,
-        result: StageResult,
-        msg: InMessage,
-        reason: str,
-        message: str,
-        lineage: Lineage | None = None,
-    ) -> None:
-        dead = DeadLetter(self.stage, reason, message, self.reader.label)
-        result.sends.append(dead.to_message(msg, self.dlq_topic, lineage))
-        result.dead[reason] += 1
-
-    def _compute(
-        self,
-        result: StageResult,
-        state: FeatureState,
-        good: list[tuple[InMessage, dict[str, Any], Lineage]],
-    ) -> None:
-        vectors, dead = self._featurize(state, good)
-        for _msg, out in dead:
-            result.sends.append(out)
-            result.dead[dead_letter_reason(out)] += 1
-        for vector in vectors:
-            result.sends.append(vector.out)
-            result.ok += 1
 
     def _featurize(
         self, state: FeatureState, good: list[tuple[InMessage, dict[str, Any], Lineage]]

@@ -1,70 +1,65 @@
 """Checkpoints: a partition's feature state saved together with the input offset it reflects.
 
-Riverline keeps one :class:`~streams.features.engine.FeatureState` per partition of ``P.events``
-(ingest keys events by the spec's ``key_field``, so a key lives in exactly one partition).
-A :class:`Checkpoint` holds that state and the *next* offset of the partition it has not
-seen; it is written to the compacted topic ``riverline.checkpoints`` under the key
+Riverline keeps one :class:`~streams.features.engine.FeatureState` per partition of
+``P.raw`` (producers key events by the spec's ``key_field``, so a key lives in exactly one
+partition). A :class:`Checkpoint` holds that state and the *next* raw offset the state has
+not seen; it is written to the compacted topic ``riverline.checkpoints`` under the key
 ``<pipeline>/features/<partition>``, so the topic keeps the latest checkpoint per
-partition.
+partition. The predict state (models, label join, positions) is the record
+``<pipeline>/predict`` (:func:`predict_key`).
 
 Why the consumer's position cannot be left to Faust
 ---------------------------------------------------
 Verified in faust-streaming 0.15.3:
 
-* ``Stream.take_events`` acks a batch's events when the agent asks for the next batch
-  (``streams.py``: the ``finally`` after ``yield``), and the consumer commits the highest
-  contiguous acked offset on a timer (``broker_commit_interval``, 2.8 s), every
-  ``broker_commit_every`` (10,000) acks, on rebalance and at shutdown
-  (``transport/consumer.py``: ``_commit_handler``, ``_drain_messages``, ``wait_empty``).
-  Those commits know nothing of our checkpoints: a commit can run ahead of the last
-  checkpoint, and after a crash the restored state would miss the events in between.
+* Faust acks an event when the agent asks for the next one, and the consumer commits the
+  highest contiguous acked offset on a timer, every ``broker_commit_every`` acks, on
+  rebalance and at shutdown (``transport/consumer.py``: ``_commit_handler``,
+  ``_drain_messages``, ``wait_empty``). Those commits know nothing of our checkpoints: a
+  commit can run ahead of the last checkpoint, and after a crash the restored state would
+  miss the events in between.
 * On every assignment the Recovery service seeks every assigned partition to its
   committed offset (``tables/recovery.py`` ``_resume_streams`` -> ``perform_seek``) and
   resumes the flow. It runs as its own task, woken by ``tables.on_rebalance`` just before
   ``App._on_partitions_assigned`` sends the ``on_partitions_assigned`` signal, so it does
-  not wait for the signal's handlers (worker logs show it seeking while ours still reads
-  checkpoints). aiokafka's ``seek_to_committed`` leaves a partition *without* a committed
-  offset where its fetcher already was.
+  not wait for the signal's handlers. aiokafka's ``seek_to_committed`` leaves a partition
+  *without* a committed offset where its fetcher already was.
 * After a rebalance, events fetched under the old generation are skipped (not delivered,
-  but acked) and re-read from the committed offset; events already inside
-  ``take_events``' buffer are still delivered. Events can therefore arrive twice, or from
-  a partition this worker no longer owns.
+  but acked) and re-read from the committed offset; events already taken into a batch are
+  still delivered. Events can therefore arrive twice, or from a partition this worker no
+  longer owns.
 
-So Riverline owns the commits of ``P.events`` (option "control commits"):
+So Riverline owns the commits of ``P.raw`` and ``P.labels`` (``agents.coordinator``):
 
-1. The features agent subscribes to ``P.events`` with ``acks=False``: Faust never tracks,
-   acks or commits that topic (``Conductor.acks_enabled_for``).
+1. The pipeline agent subscribes with ``acks=False``: Faust never tracks, acks or
+   commits those topics (``Conductor.acks_enabled_for``).
 2. A checkpoint is written (and acknowledged by the broker) every ``checkpoint_every``
    events or ``checkpoint_interval`` seconds, on revocation and at clean shutdown; only
-   then is its offset committed. The committed offset is therefore never ahead of the
+   then are its offsets committed. The committed offset is therefore never ahead of the
    latest checkpoint.
 3. From the start of a rebalance (the revocation handler, or the worker's start) until
-   the assignment handler has restored every assigned partition, the stage's batches wait
-   at a gate (:class:`agents.io.AssignmentGate`), so no event meets a partition that is
-   assigned but not restored. The handler then commits the checkpoint's offset. Recovery's
-   ``perform_seek`` lands on that offset or on an older commit (both at or before the
-   restored state), so Riverline does not seek in the normal case. Only when the state
-   starts *before* the committed offset (no usable checkpoint: the partition is rebuilt
-   from its start) does it seek back, with a watchdog (:class:`agents.io.StallWatch`)
-   repeating the seek if Faust drops the sought messages (it drops offsets below the read
-   offset that an in-flight fetch already moved).
+   the assignment handler has restored every assigned partition, batches wait at a gate
+   (:class:`agents.io.AssignmentGate`), so no event meets a partition that is assigned but
+   not restored. The handler then commits the checkpoint's offsets. Recovery's
+   ``perform_seek`` lands on them or on an older commit (both at or before the restored
+   state), so Riverline does not seek in the normal case. Only when the state starts
+   *before* the committed offset (no usable checkpoint: the partition is rebuilt from its
+   start) does it seek back, with a watchdog (:class:`agents.io.StallWatch`) repeating the
+   seek if Faust drops the sought messages (it drops offsets below the read offset that
+   an in-flight fetch already moved).
 4. The stage processes an event only if its partition is held and its offset is exactly
    the partition's next offset (:func:`select_unseen`). Replayed events are skipped, so
    state is exactly as if no crash happened; an event ahead of a gap is skipped too (it
    can only follow a dropped fetch) and delivered again by the watchdog's seek. Outputs
    of events processed after the last checkpoint are sent again after a crash
    (duplicates by ``rl.event_id``, with equal values), never lost.
-5. Ingest is at-least-once too: after a crash it writes some events to ``P.events`` a
-   second time, at new offsets. The checkpoint also keeps, per raw partition, the last
-   raw offset (``rl.source``) the state reflects, and the stage skips an event whose raw
-   offset is not above it (:meth:`streams.features.stage.HeldPartition.first_time`).
 
 Seeking alone (without owning commits) would not do: ``perform_seek`` moves the consumer
 to Faust's own committed offset, which can be newer than the checkpoint.
 
 Wire format (:meth:`Checkpoint.to_bytes`): ``b"RLCP"``, a format version byte, a 4-byte
 big-endian header length, a JSON header (pipeline, partition, offset, spec hash, feature
-set label, written time, raw sources), then the state bytes: data only (npy arrays in a
+set label, written time), then the state bytes: data only (npy arrays in a
 zip, JSON), never a pickle. The record on ``riverline.checkpoints`` carries a keyed MAC
 (:mod:`streams.trust.records`) over its key, value and headers;
 :meth:`streams.state.store.CheckpointStore.load` checks it before it reads a byte of the
@@ -86,7 +81,7 @@ import json
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streams.errors import RiverlineError
@@ -145,9 +140,6 @@ class Checkpoint:
     feature_set: str
     state: bytes
     written_ms: int = 0
-    #: Raw ``topic:partition`` -> the last raw offset whose event the state reflects, to
-    #: drop events that ingest wrote twice (see :class:`streams.features.stage.Featurization`).
-    sources: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -165,7 +157,6 @@ class Checkpoint:
                 "spec_hash": self.spec_hash,
                 "feature_set": self.feature_set,
                 "written_ms": self.written_ms,
-                "sources": dict(self.sources),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -205,7 +196,6 @@ class Checkpoint:
                 feature_set=str(header["feature_set"]),
                 state=bytes(body[end:]),
                 written_ms=int(header.get("written_ms", 0)),
-                sources={str(k): int(v) for k, v in header.get("sources", {}).items()},
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint header is invalid: {exc}.") from exc

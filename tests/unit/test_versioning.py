@@ -5,9 +5,9 @@ import json
 import pytest
 
 from streams.features.stage import Featurization
+from streams.models.learning import load_verified
 from streams.models.model import OnlineModel
 from streams.models.registry import ModelRegistry
-from streams.models.stage import Predictor
 from streams.serialization.catalog import SchemaCatalog
 from streams.settings import REPO_ROOT
 from streams.spec import load_spec, parse_spec
@@ -55,7 +55,7 @@ def test_a_feature_checkpoint_of_the_old_spec_is_refused() -> None:
 
 def test_a_model_continues_only_under_its_own_spec(tmp_path) -> None:
     registry = ModelRegistry(tmp_path, SPEC.name, b"k")
-    load = Predictor._load_verified
+    load = load_verified
     loaded, problems = load(registry, SPEC.model.name, 1, SPEC.hash)
     assert loaded is None
     _save(registry, SPEC.hash)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import featurize_events
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.errors import SpecError
@@ -663,16 +664,16 @@ def test_the_features_stage_evicts_dead_letters_and_checkpoints_a_bounded_state(
     stage = Featurization(spec, catalog, features_topic="cards.features", dlq_topic="dlq")
 
     # c1 at 30 is late (c1 saw 40), then c2 at 90 (c2 saw 100); neither is evicted yet.
-    first = stage.process(events[:5])
+    first = featurize_events(catalog, stage, events[:5])
     assert (first.ok, dict(first.dead)) == (4, {"late": 1})
-    assert [m.topic for m in stage.process(events[5:6]).sends] == ["dlq"]
+    assert [m.topic for m in featurize_events(catalog, stage, events[5:6]).sends] == ["dlq"]
     saved = stage.checkpoint(0)
     restored = Featurization(spec, catalog, features_topic="cards.features", dlq_topic="dlq")
     restored.restore(saved)
     assert restored.state_bytes() > 0  # less than stage's: restored with fewer rows
     schema = catalog.record("feature_vector")
     for s in (stage, restored):
-        result = s.process(events[6:])
+        result = featurize_events(catalog, s, events[6:])
         vectors = [decode_single_object(catalog, m.value, schema)[1] for m in result.sends]
         # c3 takes the watermark to 170: c1 (40) comes back at 171 fresh, no gap.
         assert [(v["entity_key"], v["values"]["gap"]) for v in vectors] == [

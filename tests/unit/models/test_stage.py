@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from river import datasets
 
-from streams.messages import InMessage
+from streams.features.stage import Vector
+from streams.messages import InMessage, OutMessage
 from streams.models.stage import Predictor
 from streams.pipeline.lineage import Lineage
 from streams.serialization.catalog import SchemaCatalog
@@ -31,20 +32,20 @@ def _with_shadow() -> PipelineSpec:
     return parse_spec(source)
 
 
-def _vector(i: int, x: dict[str, Any], label: Any) -> InMessage:
+def _vector(i: int, x: dict[str, Any], label: Any) -> Vector:
+    """The feature vector of raw event ``i``, as the features stage hands it over."""
     schema = CATALOG.record("feature_vector")
-    value = encode_single_object(
-        schema,
-        {
-            "event_id": f"e{i:05d}",
-            "event_ts": 1_700_000_000_000 + i * 1000,
-            "entity_key": "",
-            "label": label,
-            "values": dict(x),
-        },
-    )
+    vector = {
+        "event_id": f"e{i:05d}",
+        "event_ts": 1_700_000_000_000 + i * 1000,
+        "entity_key": "",
+        "label": label,
+        "values": dict(x),
+    }
     lineage = Lineage(f"e{i:05d}", "phishing/v1/x", f"raw:0:{i}", "p@h", 0, 0, 0, "f@h")
-    return InMessage("p.features", 0, i, b"", value, 0, tuple(lineage.to_headers()))
+    out = OutMessage("p.features", b"", encode_single_object(schema, vector), lineage.to_headers())
+    raw = InMessage("raw", 0, i, b"", b"{}", 0, ())
+    return Vector(raw, vector, lineage, out)
 
 
 def _label(i: int, y: Any, avro: bool) -> InMessage:
@@ -68,7 +69,9 @@ def _predictor(spec: PipelineSpec = PHISHING) -> Predictor:
     )
 
 
-def _records(predictor: Predictor, batch: list[InMessage], topic: str) -> list[dict[str, Any]]:
+def _records(
+    predictor: Predictor, batch: list[InMessage | Vector], topic: str
+) -> list[dict[str, Any]]:
     result = predictor.process(batch)
     schema = CATALOG.record("prediction")
     return [
@@ -273,19 +276,20 @@ def test_drift_sends_an_alert_and_applies_the_spec_action() -> None:
     assert audits[0]["actor"] == "worker:drift"
 
 
-def test_tracked_partitions_skip_repeats_and_hold_features_gaps_but_not_label_gaps() -> None:
-    """With tracking, a P.features offset must be the next one (a gap means a lost fetch:
-    skipped and reported for a seek back); P.labels may skip offsets (users may write it
-    with transactions, whose markers take offsets)."""
+def test_tracked_labels_skip_what_was_taken_but_not_a_transactions_gap() -> None:
+    """With tracking, a P.labels message below its partition's position was taken already
+    (a repeat after a restore) and is skipped; one above it is taken: users may write
+    P.labels with transactions, whose markers take offsets."""
     predictor = _predictor()
     predictor.tracking = True
-    predictor.positions = {"p.features:0": 1, "p.labels:0": 0}
-    rows = list(datasets.Phishing())[:5]
-    out = _records(predictor, [_vector(i, rows[i][0], None) for i in range(3)], "p.predictions")
-    assert [r["event_id"] for r in out] == ["e00001", "e00002"]  # e00000: already learned
-    assert predictor.positions["p.features:0"] == 3
-    assert _records(predictor, [_vector(4, rows[4][0], None)], "p.predictions") == []
-    assert predictor.gaps == {"p.features:0"}
-    predictor.process([_label(2, True, avro=True)])  # offset 2 after 0: a transaction's gap
+    predictor.positions = {"p.labels:0": 1}
+    rows = list(datasets.Phishing())[:3]
+    predictor.process([_vector(i, rows[i][0], None) for i in range(3)])
+    predictor.process([_label(0, True, avro=True)])  # offset 0: taken before the restore
+    assert predictor.join.joined == 0
+    assert predictor.skipped == 1
+    predictor.process([_label(2, True, avro=True)])  # offset 2 after 1: a marker's gap
     assert predictor.positions["p.labels:0"] == 3
+    assert predictor.join.joined == 1
+    predictor.process([_label(1, True, avro=True)])  # below the position again
     assert predictor.join.joined == 1

@@ -75,47 +75,8 @@ def _comparable(sends: list[OutMessage]) -> list[tuple[Any, ...]]:
     return out
 
 
-def _staged(spec: PipelineSpec, batches: list[list[InMessage]]) -> list[OutMessage]:
-    ingestion, features, predictor = _stages(spec)
-    t = spec.topics("")
-    next_offset = {t.events: 0, t.features: 0}
-    sends: list[OutMessage] = []
-
-    def hop(result_sends: list[OutMessage], topic: str) -> list[InMessage]:
-        msgs = []
-        for o in result_sends:
-            if o.topic == topic:
-                msgs.append(
-                    InMessage(topic, 0, next_offset[topic], o.key, o.value, 0, tuple(o.headers))
-                )
-                next_offset[topic] += 1
-        return msgs
-
-    for batch in batches:
-        r1 = ingestion.process(batch)
-        r2 = features.process(hop(r1.sends, t.events))
-        r3 = predictor.process(hop(r2.sends, t.features))
-        sends += r1.sends + r2.sends + r3.sends
-    return sends
-
-
 def _one_pass(spec: PipelineSpec) -> OnePass:
     return OnePass(*_stages(spec), raw_topic=spec.topics("").raw)
-
-
-@pytest.mark.parametrize("spec", [TRANSACTIONS, PHISHING], ids=lambda s: s.name)
-def test_one_pass_writes_what_the_three_stages_write(spec: PipelineSpec) -> None:
-    raw = _raw(spec, _bench_events(spec, 1_200, "op", 0))
-    batches = [raw[i : i + 250] for i in range(0, len(raw), 250)]
-    staged = _staged(spec, batches)
-    one = _one_pass(spec)
-    sends = [s for b in batches for s in one.process(b).sends]
-    t = spec.topics("")
-    for topic in (t.events, t.features, t.predictions):
-        a = _comparable([s for s in staged if s.topic == topic])
-        b = _comparable([s for s in sends if s.topic == topic])
-        assert len(a) == len(raw)
-        assert a == b, topic
 
 
 def test_dead_letters_keep_every_raw_offset_accounted_for_and_the_state_moving() -> None:

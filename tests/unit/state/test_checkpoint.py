@@ -33,7 +33,6 @@ def _cp(**overrides: object) -> Checkpoint:
         "feature_set": "card_features@abcdef012345",
         "state": bytes(range(256)) * 10,
         "written_ms": 1_790_000_000_000,
-        "sources": {"cards.raw:0": 99, "cards.raw:1": 7},
     }
     values.update(overrides)
     return Checkpoint(**values)  # type: ignore[arg-type]
