@@ -170,10 +170,12 @@ class Learning:
         )
 
     def promote(self, name: str, who: str, why: str) -> AuditEntry:
-        """Promote shadow ``name``; the champion is saved first, so rollback restores it."""
+        """Promote shadow ``name``; the champion gets a version first, so rollback restores
+        it. The versions are written by ``lifecycle.write_pending``, off the batch path."""
         if self.lifecycle.registry is not None and name != self.model.spec.name:
             self.lifecycle.find(name)  # an unknown name fails before anything is saved
-            self.save(self.lifecycle.champion, f"saved before promoting {name} by {who}")
+            note = f"saved before promoting {name} by {who}"
+            self.lifecycle.new_version(self.lifecycle.champion, note)
         return self.lifecycle.promote(name, who, why)
 
     def _registry(self) -> ModelRegistry:

@@ -187,7 +187,7 @@ class ModelLifecycle:
                 return [self.promote(shadow.model.spec.name, "policy", why)]
         return []
 
-    def _bump(self, served: Served, note: str, offsets: dict[str, int] | None = None) -> None:
+    def new_version(self, served: Served, note: str, offsets: dict[str, int] | None = None) -> None:
         """A new version of a served model, prepared now (the model carries it at once)
         and written by :meth:`write_pending`, before any prediction naming it is sent."""
         model = served.model
@@ -214,7 +214,7 @@ class ModelLifecycle:
         written = []
         while self.unwritten:
             pending = self.unwritten[0]
-            assert self.registry is not None  # only _bump queues, with a registry
+            assert self.registry is not None  # only new_version queues, with a registry
             written.append(self.registry.write(pending))
             self.unwritten.pop(0)
         return written
@@ -224,7 +224,7 @@ class ModelLifecycle:
         if self.registry is None:
             raise LifecycleError("snapshots need a registry (RIVERLINE_HOME/registry).")
         for served in self.served:
-            self._bump(served, "snapshot", offsets)
+            self.new_version(served, "snapshot", offsets)
         return self.write_pending()
 
     def promote(self, name: str, who: str, why: str) -> AuditEntry:
@@ -237,7 +237,7 @@ class ModelLifecycle:
         before.stage, shadow.stage = "shadow", "champion"
         self.served.remove(shadow)
         self.served.insert(0, shadow)
-        self._bump(shadow, f"promoted by {who}")
+        self.new_version(shadow, f"promoted by {who}")
         return AuditEntry(self.spec.name, who, "promote", name, before.label, shadow.label, why)
 
     def rollback(self, who: str, why: str) -> AuditEntry:
@@ -261,7 +261,7 @@ class ModelLifecycle:
             current.stage, target.stage = "shadow", "champion"
             self.served.remove(target)
             self.served.insert(0, target)
-        self._bump(target, f"rollback to {name}@{version} by {who}")
+        self.new_version(target, f"rollback to {name}@{version} by {who}")
         return AuditEntry(self.spec.name, who, "rollback", name, current.label, target.label, why)
 
     def reset(self, who: str, why: str) -> AuditEntry:
@@ -270,14 +270,14 @@ class ModelLifecycle:
         before = champion.label
         self.history.append((champion.model.spec.name, champion.model.version))
         if self.registry is not None:
-            self._bump(champion, f"saved before reset by {who}")
+            self.new_version(champion, f"saved before reset by {who}")
             self.history[-1] = (champion.model.spec.name, champion.model.version)
         fresh = OnlineModel(champion.model.spec, version=champion.model.version)
         champion.model.estimator = fresh.estimator
         champion.model.samples_seen = 0
         champion.drift = DriftMonitor(self.spec.drift.detector, **dict(self.spec.drift.params))
         champion.recent.clear()
-        self._bump(champion, f"reset by {who}")
+        self.new_version(champion, f"reset by {who}")
         return AuditEntry(
             self.spec.name, who, "reset", champion.model.spec.name, before, champion.label, why
         )
