@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from faust.web import Request, Response, View
 from agents.internals import send_all
 from streams.errors import RiverlineError
 from streams.models.lifecycle import AuditEntry
+from streams.models.records import LearningRecord
 from streams.models.stage import Predictor
 from streams.trust.access import AccessPolicy
 
@@ -94,6 +96,19 @@ def add_admin_views(worker: Worker) -> None:
         predictor = predictors[name]
         if action == "promote" and not body.get("model"):
             return view.json({"error": "promote needs a model"}, status=400)
+        if predictor.serving:
+            # A decoupled pipeline's learner makes the change, in the learning log's order.
+            control = {
+                "action": action,
+                "model": str(body.get("model") or ""),
+                "why": str(body.get("why") or ""),
+            }
+            entry_id = uuid.uuid4().hex
+            record = LearningRecord("CONTROL", entry_id, 0, who, control=control)
+            await send_all(app, [predictor.records.learning(record, [])], worker.signer)
+            return view.json(
+                {"queued": {"id": entry_id, **control, "actor": who}, **listing(name)}, status=202
+            )
         try:
             async with worker.pipelines[name].coordinator.lock:
                 entry = await asyncio.to_thread(_action, predictor, action, body, who)

@@ -12,6 +12,7 @@ import faust
 from agents.admin import add_admin_views
 from agents.diagnostics import dump_state
 from agents.internals import use_fetch_max_wait, use_handover_consumer
+from agents.learner import LearnerRun, add_learner_agent
 from agents.pipeline import Pipeline, add_pipeline_agent
 from agents.sink import add_sink_agent
 from agents.views import add_views
@@ -40,6 +41,9 @@ class Worker:
     #: Signs every record the worker writes and checks what it reads back.
     signer: RecordSigner
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    #: The learners of decoupled pipelines (a ``learn`` worker's).
+    learners: dict[str, LearnerRun] = field(default_factory=dict)
+    role: str = "serve"
     started: float = field(default_factory=time.time)
     #: For the status page: read back from the dlq and alerts topics (agents.views).
     dead_letter_notices: RecentNotices = field(default_factory=RecentNotices)
@@ -53,10 +57,14 @@ class Worker:
         return None if last is None else (now or time.time()) - last
 
     def down(self) -> dict[str, dict[str, str]]:
-        """Pipelines that are down, and why (empty when every one is up)."""
-        return {
+        """Pipelines (and learners) that are down, and why (empty when every one is up)."""
+        down = {
             n: dict(p.coordinator.down) for n, p in self.pipelines.items() if p.coordinator.down
         }
+        for name, run in self.learners.items():
+            if run.coordinator.down:
+                down[f"{name}.learner"] = dict(run.coordinator.down)
+        return down
 
 
 def _broker_url(bootstrap: str) -> str:
@@ -72,10 +80,18 @@ def _broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
-def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog) -> Worker:
-    """Build the Faust app for these pipelines. Topics must exist already."""
+def create_app(
+    settings: Settings, specs: list[PipelineSpec], catalog: SchemaCatalog, role: str = "serve"
+) -> Worker:
+    """Build the Faust app for these pipelines in this ``role``. Topics must exist already.
+
+    ``serve`` runs each pipeline's agent (a decoupled pipeline's serving agent); ``learn``
+    the learners of decoupled pipelines. Each role is a consumer group of its own: the
+    learners' group holds the one-partition learning logs, so each decoupled pipeline has
+    exactly one active learner.
+    """
     use_fetch_max_wait(settings.fetch_max_wait_ms)
-    app_id = settings.topic("riverline")
+    app_id = settings.topic("riverline" if role == "serve" else "riverline-learn")
     datadir = settings.home / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -104,11 +120,18 @@ def create_app(settings: Settings, specs: list[PipelineSpec], catalog: SchemaCat
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
     use_handover_consumer(app)
-    worker = Worker(app, settings, WorkerMetrics(), RecordSigner(settings.signing_key_bytes()))
+    signer = RecordSigner(settings.signing_key_bytes())
+    worker = Worker(app, settings, WorkerMetrics(), signer, role=role)
     for spec in specs:
+        if role == "learn":
+            if spec.decoupled:
+                worker.learners[spec.name] = add_learner_agent(
+                    app, settings, spec, catalog, worker.metrics, signer
+                )
+            continue
         add_sink_agent(app, settings, spec, catalog)  # offline store (agents.sink)
         worker.pipelines[spec.name] = add_pipeline_agent(
-            app, settings, spec, catalog, worker.metrics, worker.signer
+            app, settings, spec, catalog, worker.metrics, signer
         )
     add_views(worker)
     add_admin_views(worker)

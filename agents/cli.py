@@ -19,16 +19,24 @@ __all__ = ["sink", "worker"]
 
 @click.command()
 @pipelines_option
+@click.option(
+    "--role",
+    type=click.Choice(["all", "serve", "learn"]),
+    default="all",
+    show_default=True,
+    help="serve: run the pipelines; learn: run the learners of decoupled pipelines; all: "
+    "serve here and start a learner process beside it for decoupled pipelines.",
+)
 @click.pass_context
 @friendly
-def worker(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
+def worker(ctx: click.Context, pipelines: tuple[Path, ...], role: str) -> None:
     """Run the Faust worker with every agent of the pipelines."""
     from agents.worker import run_worker
     from streams.spec import load_spec
 
     settings = settings_of(ctx)
     specs = [load_spec(p) for p in (pipelines or default_pipelines(settings))]
-    run_worker(settings, specs)
+    run_worker(settings, specs, role)
 
 
 @click.command()

@@ -41,6 +41,7 @@ from streams.observability.metrics import WorkerMetrics
 from streams.pipeline.stage import StageResult
 from streams.settings import Settings
 from streams.state.checkpoint import CheckpointSchedule
+from streams.state.feed import ServedSet, VersionFeed
 from streams.state.pipeline import Partition, PipelineState, Prepared
 from streams.trust.records import RecordSigner
 
@@ -62,8 +63,13 @@ class Coordinator:
         state: PipelineState,
         signer: RecordSigner,
         metrics: WorkerMetrics,
+        replicas: VersionFeed | None = None,
     ) -> None:
+        """``replicas``: a decoupled pipeline's serving worker serves the versions this
+        feed brings (:meth:`before_batch`)."""
         self.app = app
+        self.replicas = replicas
+        self._serving: ServedSet | None = None
         self.state = state
         self.signer = signer
         self.pipeline = state.stage.predictor.spec.name
@@ -174,6 +180,43 @@ class Coordinator:
         async with self.lock:
             crash = RuntimeError("the agent's loop crashed and was restarted")
             await self.recover(crash, kind="agent")
+
+    async def ready(self) -> None:
+        """A serving worker waits for the learner's first model version; others go on."""
+        if self.replicas is None or self.replicas.served is not None:
+            return
+        self._set_down("models", "waiting for the learner's first model version")
+        log.info("%s waits for the learner's first model version", self.pipeline)
+        await self.replicas.changed.wait()
+        self._set_up("models")
+
+    async def before_batch(self) -> None:
+        """A serving worker serves the newest versions the learner published, from the
+        next batch on (loaded off the event loop)."""
+        feed = self.replicas
+        if feed is None or feed.served is None or feed.served is self._serving:
+            return
+        served = feed.served
+        predictor = self.state.stage.predictor
+        registry = predictor.lifecycle.registry
+        assert registry is not None  # make_stage gives every predictor one
+        loaded = await asyncio.to_thread(
+            lambda: [(m, registry.load(m.name, m.version)) for m in served.models]
+        )
+        lifecycle = predictor.lifecycle
+        order = []
+        for entry, (estimator, manifest) in loaded:
+            target = next((s for s in lifecycle.served if s.model.spec.name == entry.name), None)
+            if target is None:
+                continue  # no longer in this worker's spec
+            target.model.estimator = estimator
+            target.model.version = manifest.version
+            target.model.samples_seen = manifest.samples_seen
+            target.stage = entry.stage
+            order.append(target)
+        lifecycle.served[:] = order + [s for s in lifecycle.served if s not in order]
+        self._serving = served
+        log.info("%s serves %s", self.pipeline, [s.label for s in lifecycle.served])
 
     async def before_send(self, result: StageResult) -> None:
         """Before a batch's outputs go: the model versions it made (a promotion by the

@@ -117,6 +117,12 @@ class Guard(Protocol):
     @property
     def open(self) -> bool: ...
 
+    async def ready(self) -> None:
+        """Wait until a batch may run (e.g. a serving worker's first model version)."""
+
+    async def before_batch(self) -> None:
+        """Under the lock, before a batch is processed (e.g. swap in a newer model)."""
+
     async def before_send(self, result: StageResult) -> None: ...
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None: ...
@@ -189,11 +195,13 @@ async def run_stage(
             await send_all(app, result.sends, signer)
         else:
             await guard.gate.wait()
+            await guard.ready()
             started = time.perf_counter()
             async with guard.lock:
                 if not guard.open:
                     continue
                 try:
+                    await guard.before_batch()
                     result = stage.process(batch)
                     await guard.before_send(result)
                     await send_all(app, result.sends, signer)

@@ -23,7 +23,7 @@ from agents.io import run_stage
 from streams.features.stage import Featurization
 from streams.ingestion.stage import Ingestion
 from streams.kafka.auth import client_kwargs
-from streams.kafka.topics import CHECKPOINTS
+from streams.kafka.topics import ARTIFACTS, CHECKPOINTS, MODELS
 from streams.models.lifecycle import ModelLifecycle
 from streams.models.registry import ModelRegistry
 from streams.models.stage import Predictor
@@ -32,6 +32,7 @@ from streams.pipeline.onepass import OnePass
 from streams.serialization.catalog import SchemaCatalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec
+from streams.state.feed import VersionFeed
 from streams.state.pipeline import PipelineState
 from streams.state.store import CheckpointStore
 from streams.trust.records import RecordSigner
@@ -67,6 +68,8 @@ def make_stage(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog) -
         label_max_pending=settings.label_max_pending,
         label_max_bytes=settings.label_max_bytes,
         max_id_bytes=settings.max_id_bytes,
+        # A decoupled pipeline's serving worker: what its models learn goes to the log.
+        learning_topic=topics.learn if spec.decoupled else None,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
     return OnePass(
@@ -118,7 +121,8 @@ def add_pipeline_agent(
         models_topic=settings.topic("riverline.models"),
         registry_keep=settings.registry_keep,
     )
-    coordinator = Coordinator(app, settings, state, signer, metrics)
+    feed = _replica_feed(app, settings, spec, stage, signer, metrics) if spec.decoupled else None
+    coordinator = Coordinator(app, settings, state, signer, metrics, replicas=feed)
     record = predict_recorder(metrics, spec, stage.predictor)
     metrics.watch_features(spec.name, stage.featurization)
 
@@ -141,6 +145,51 @@ def add_pipeline_agent(
     source = RawTopic(app, topics=[topics.raw, topics.labels], acks=False)
     app.agent(source, name=f"{spec.name}.pipeline", concurrency=1)(pipeline)
     return Pipeline(spec, stage, coordinator)
+
+
+def _replica_feed(
+    app: faust.App,
+    settings: Settings,
+    spec: PipelineSpec,
+    stage: OnePass,
+    signer: RecordSigner,
+    metrics: WorkerMetrics,
+) -> VersionFeed:
+    """A serving worker's feed of the learner's versions, read by a task of the app; the
+    served versions' staleness is set when ``/metrics`` is scraped."""
+    registry = stage.predictor.lifecycle.registry
+    assert registry is not None  # make_stage gives every predictor one
+    feed = VersionFeed(
+        settings.effective_bootstrap,
+        client_kwargs(settings),
+        signer,
+        registry,
+        spec.name,
+        settings.topic(ARTIFACTS),
+        settings.topic(MODELS),
+    )
+
+    @app.task
+    async def follow_the_learner() -> None:
+        await feed.start()
+        try:
+            while True:
+                await feed.poll(500)
+        finally:
+            await feed.stop()
+
+    def staleness() -> None:
+        metrics.model_staleness.clear()
+        metrics.model_age.clear()
+        for served in stage.predictor.lifecycle.served:
+            found = feed.staleness(served.model.spec.name, served.model.samples_seen)
+            if found is not None:
+                ahead, age = found
+                metrics.model_staleness.labels(spec.name, served.model.spec.name).set(ahead)
+                metrics.model_age.labels(spec.name, served.model.spec.name).set(age)
+
+    metrics.before_scrape(staleness)
+    return feed
 
 
 def predict_recorder(

@@ -244,6 +244,32 @@ def _child_setup(nice: int, idle: bool) -> Callable[[], None]:
     return setup
 
 
+def start_learner_process(
+    settings: Settings, pipelines: Sequence[Path]
+) -> subprocess.Popen[bytes] | None:
+    """The learners of a worker's decoupled pipelines, as ``riverline worker --role
+    learn``, a child process of its own (its web port: the worker's plus one). It stops
+    with the worker."""
+    cmd = [sys.executable, "-m", "streams", "worker", "--role", "learn"]
+    for path in pipelines:
+        cmd += ["--pipeline", str(path)]
+    env = settings.child_env()
+    env["RIVERLINE_WEB_PORT"] = str(settings.web_port + 1)
+    proc = subprocess.Popen(cmd, env=env)
+    log.info("learner process started (pid %d)", proc.pid)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    atexit.register(stop)
+    return proc
+
+
 def start_sink_process(
     settings: Settings, pipelines: Sequence[Path]
 ) -> subprocess.Popen[bytes] | None:

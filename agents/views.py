@@ -29,6 +29,7 @@ from streams.serialization.codec import decode_single_object
 
 if TYPE_CHECKING:
     from agents.app import Worker
+    from agents.learner import LearnerRun
     from agents.pipeline import Pipeline
 
 __all__ = ["add_views", "status_document"]
@@ -91,6 +92,19 @@ def _pipeline_status(
     }
 
 
+def _learner_status(run: LearnerRun) -> dict[str, Any]:
+    coordinator, learner = run.coordinator, run.learner
+    return {
+        "active": coordinator.active,
+        "fenced": coordinator.fenced,
+        "position": learner.position,
+        "learned": learner.learned,
+        "repeats": learner.repeats,
+        "published": coordinator.published,
+        "models": [dict(m) for m in learner.lifecycle.describe()],
+    }
+
+
 def status_document(worker: Worker) -> dict[str, Any]:
     """What ``/status.json`` serves and ``/status`` renders."""
     ready, partitions = _ready(worker)
@@ -106,6 +120,7 @@ def status_document(worker: Worker) -> dict[str, Any]:
             "uptime_s": round(time.time() - worker.started, 1),
         },
         "pipelines": pipelines,
+        "learners": {name: _learner_status(run) for name, run in worker.learners.items()},
         "consumer_lag": [
             {"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(worker.lag.items())
         ],

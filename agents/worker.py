@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import faust
 
 from agents.app import create_app
-from agents.sink import start_sink_process
+from agents.sink import start_learner_process, start_sink_process
+from streams.errors import ConfigError
 from streams.features.engine import warm_up
 from streams.kafka.auth import client_kwargs
 from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
@@ -24,8 +25,12 @@ __all__ = ["run_worker"]
 log = logging.getLogger("riverline.worker")
 
 
-def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
+def run_worker(settings: Settings, specs: Sequence[PipelineSpec], role: str = "all") -> None:
     """Check the signing key, prepare topics, compile kernels, then run until SIGTERM.
+
+    ``role``: ``serve`` runs the pipelines (a decoupled one's serving agent), ``learn``
+    the learners of decoupled pipelines, ``all`` serves here and starts a learner process
+    beside it when a pipeline is decoupled (a hot standby when another learner is active).
 
     Raises
     ------
@@ -52,14 +57,25 @@ def run_worker(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
         log.info("created topics: %s", ", ".join(created))
     # Compile every kernel before the first event (cached under RIVERLINE_HOME).
     warm_up()
-    worker = create_app(settings, list(specs), catalog)
+    if role == "learn" and not any(spec.decoupled for spec in specs):
+        raise ConfigError(
+            'a learner runs decoupled pipelines only ([pipeline] mode = "decoupled"); '
+            "none of these is."
+        )
+    worker = create_app(settings, list(specs), catalog, "learn" if role == "learn" else "serve")
     # Everything loaded so far (modules, kernels, the app) lives as long as the worker:
     # out of the collector's sight, a full collection takes ~6 ms instead of ~125 ms
     # (measured on the transactions pipeline; a pause every event waits behind).
     gc.freeze()
-    # The offline sink in a process of its own (agents.sink), unless it runs in the app.
-    start_sink_process(settings, [s.path for s in specs if s.path is not None])
+    paths = [s.path for s in specs if s.path is not None]
+    if role != "learn":
+        # The offline sink in a process of its own (agents.sink), unless it runs in the app.
+        start_sink_process(settings, paths)
+    if role == "all" and any(spec.decoupled for spec in specs):
+        start_learner_process(settings, paths)
     for spec in specs:
+        if spec.name not in worker.pipelines:
+            continue
         log.info(
             "pipeline %s: spec %s, features %s, model %s",
             spec.name,

@@ -64,6 +64,7 @@ class DriftSpec:
 
 
 _DRIFT_ACTIONS = ("none", "reset", "promote_shadow")
+_MODES = ("single", "decoupled")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class PipelineTopics:
     features: str
     predictions: str
     labels: str
+    #: The learning log of a decoupled pipeline (one partition): serving workers append,
+    #: the one learner reads.
+    learn: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,14 @@ class PipelineSpec:
     promotion: PromotionPolicy = PromotionPolicy()
     drift: DriftSpec = DriftSpec()
     path: Path | None = None
+    #: ``single``: one worker (or several, each its partitions' learner) predicts and
+    #: learns in one pass; ``decoupled``: serving workers predict with the versions one
+    #: learner publishes, and append what it learns from to the learning log.
+    mode: str = "single"
+
+    @property
+    def decoupled(self) -> bool:
+        return self.mode == "decoupled"
 
     @functools.cached_property
     def hash(self) -> str:
@@ -119,6 +131,7 @@ class PipelineSpec:
             features=f"{base}.features",
             predictions=f"{base}.predictions",
             labels=f"{base}.labels",
+            learn=f"{base}.learn",
         )
 
     def renamed(self, name: str) -> PipelineSpec:
@@ -173,6 +186,12 @@ def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec
     partitions = pipeline.get("partitions", 1)
     if not isinstance(partitions, int) or partitions < 1:
         raise SpecError(f"{where} [pipeline]: partitions must be a positive integer.")
+    mode = pipeline.get("mode", "single")
+    if mode not in _MODES:
+        raise SpecError(
+            f"{where} [pipeline]: mode {mode!r} is not one of {', '.join(_MODES)} (single: one "
+            "pass predicts and learns; decoupled: serving workers and one learner)."
+        )
     features = source.get("features", {"name": f"{name}_features", "derived": []})
     if not isinstance(features, dict):
         raise SpecError(f"{where}: [features] must be a table.")
@@ -217,6 +236,7 @@ def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec
         drift=drift_spec,
         source=source,
         path=path,
+        mode=mode,
     )
 
 

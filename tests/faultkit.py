@@ -204,12 +204,18 @@ class Rig:
         return len(events) - len({r.headers["rl.event_id"] for r in events})
 
 
-def make_rig(settings_factory: Callable[..., Settings], root: Path, **overrides: Any) -> Rig:
+def make_rig(
+    settings_factory: Callable[..., Settings],
+    root: Path,
+    *,
+    spec_text: str = SPEC,
+    **overrides: Any,
+) -> Rig:
     shutil.copytree(REPO_ROOT / "schemas" / "riverline", root / "schemas" / "riverline")
     (root / "schemas" / NAME).mkdir()
     (root / "schemas" / NAME / "v1.avsc").write_text(json.dumps(SCHEMA))
     spec_path = root / f"{NAME}.toml"
-    spec_path.write_text(SPEC)
+    spec_path.write_text(spec_text)
     values: dict[str, Any] = {
         "web_port": free_port(),
         "schemas_dir": root / "schemas",

@@ -28,8 +28,16 @@ def _tail(path: Path, lines: int = 30) -> str:
 class WorkerProcess:
     """``riverline worker`` in a subprocess with its log in a file."""
 
-    def __init__(self, settings: Settings, pipelines: Sequence[Path], log_path: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipelines: Sequence[Path],
+        log_path: Path,
+        role: str = "all",
+    ) -> None:
+        """``role``: what the worker runs (``riverline worker --role``)."""
         self.settings = settings
+        self.role = role
         self.pipelines = list(pipelines)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -40,7 +48,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "streams", "worker"]
+        cmd = [sys.executable, "-m", "streams", "worker", "--role", self.role]
         for p in self.pipelines:
             cmd += ["--pipeline", str(p)]
         with self.log_path.open("ab") as log:

@@ -16,7 +16,9 @@ from streams.settings import Settings
 from streams.spec import PipelineSpec
 
 __all__ = [
+    "ARTIFACTS",
     "CHECKPOINTS",
+    "MODELS",
     "TopicConfig",
     "delete_topics",
     "ensure_topics",
@@ -27,6 +29,10 @@ __all__ = [
 
 #: The compacted topic of feature-state checkpoints (before the namespace).
 CHECKPOINTS = "riverline.checkpoints"
+#: The compacted topic of published model versions (before the namespace).
+ARTIFACTS = "riverline.artifacts"
+#: Model announcements, what a decoupled pipeline's learner serves, its progress.
+MODELS = "riverline.models"
 #: Retention for Riverline's data topics; long enough for replay in a demo or a test.
 _RETENTION_MS = str(7 * 24 * 3600 * 1000)
 
@@ -64,6 +70,9 @@ def shared_topic_configs(settings: Settings) -> list[TopicConfig]:
         ),
         TopicConfig(settings.topic("riverline.audit"), 1),
         TopicConfig(settings.topic("riverline.alerts"), 1),
+        # Published model versions, in chunks (streams.models.artifacts): the latest
+        # record of each key is kept, pruned versions go with tombstones.
+        TopicConfig(settings.topic(ARTIFACTS), 1, compacted=True),
     ]
 
 
@@ -71,7 +80,7 @@ def pipeline_topic_configs(settings: Settings, spec: PipelineSpec) -> list[Topic
     topics = spec.topics(settings.namespace)
     n = spec.partitions
     out = settings.output_topic_max_bytes
-    return [
+    configs = [
         TopicConfig(topics.raw, n, max_message_bytes=settings.raw_topic_max_bytes),
         TopicConfig(topics.events, n, max_message_bytes=out),
         TopicConfig(topics.features, n, max_message_bytes=out),
@@ -79,6 +88,10 @@ def pipeline_topic_configs(settings: Settings, spec: PipelineSpec) -> list[Topic
         TopicConfig(f"{topics.predictions}.shadow", n, max_message_bytes=out),
         TopicConfig(topics.labels, n, max_message_bytes=settings.raw_topic_max_bytes),
     ]
+    if spec.decoupled:
+        # One partition: one learner, one order (what replay reproduces).
+        configs.append(TopicConfig(topics.learn, 1, max_message_bytes=out))
+    return configs
 
 
 async def _admin(bootstrap: str, security: Mapping[str, Any]) -> AIOKafkaAdminClient:

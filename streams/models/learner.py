@@ -30,6 +30,7 @@ from streams.pipeline.stage import DeadLetter, StageResult
 from streams.serialization.catalog import SchemaCatalog
 from streams.spec import PipelineSpec
 from streams.state.checkpoint import CheckpointError
+from streams.trust.records import RecordSigner
 
 __all__ = ["CONTROL_ACTIONS", "LEARNER_FORMAT", "Learner"]
 
@@ -55,6 +56,7 @@ class Learner:
         alerts_topic: str = "riverline.alerts",
         audit_topic: str = "riverline.audit",
         predictions_topic: str = "",
+        signer: RecordSigner | None = None,
         label_ttl_ms: int = DEFAULT_LABEL_TTL_MS,
         label_max_pending: int = 100_000,
         label_max_bytes: int = 32 * 1024 * 1024,
@@ -63,6 +65,9 @@ class Learner:
         self.catalog = catalog
         self.learning_topic = learning_topic
         self.dlq_topic = dlq_topic
+        #: With a signer, only records whose ``rl.mac`` verifies are learned: nobody but
+        #: the serving workers (and operators through them) may teach the learner.
+        self.signer = signer
         self.learning = Learning(
             spec,
             lifecycle,
@@ -104,6 +109,12 @@ class Learner:
             # Offsets may skip (transaction markers); the log is read in order.
             self.position = msg.offset + 1
             try:
+                if self.signer is not None and not self.signer.verify(
+                    msg.topic, msg.key, msg.value, msg.headers
+                ):
+                    raise DecodeError(
+                        "integrity", "the record has no valid rl.mac: Riverline did not write it"
+                    )
                 self.take(LearningRecord.read(self.catalog, msg))
                 result.ok += 1
             except Exception as exc:  # this record's alone: a dead letter, the log goes on

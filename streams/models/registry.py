@@ -162,6 +162,17 @@ class ModelRegistry:
     def _complete(self, name: str, version: int) -> bool:
         return (self._version_dir(name, version) / "signature").exists()
 
+    def has(self, name: str, version: int) -> bool:
+        """Whether ``name@version`` is here, complete (its signature written last)."""
+        return self._complete(name, version)
+
+    def artifact_size(self, name: str, version: int) -> int:
+        """Bytes of a version's artifact (0 if it is not here)."""
+        try:
+            return (self._version_dir(name, version) / "artifact.pkl").stat().st_size
+        except OSError:
+            return 0
+
     def _scan(self, name: str) -> tuple[list[int], list[Path]]:
         """One listing of the model folder: its complete versions (ascending) and the
         leftovers of removals a crash interrupted."""

@@ -332,9 +332,11 @@ class Predictor:
             if at is not None and offset >= at:
                 self._stale_above[key] = offset
 
-    def reset(self) -> None:
-        """Fresh models and empty state, as at construction (before a restore)."""
-        self.learning.reset()
+    def reset(self, *, models: bool = True) -> None:
+        """Empty positions (and, with ``models``, fresh models and an empty join), as at
+        construction: before a restore."""
+        if models:
+            self.learning.reset()
         self.positions = {}
         self._handed = {}
         self._stale_above = {}

@@ -126,6 +126,20 @@ class WorkerMetrics:
             ["pipeline"],
             registry=r,
         )
+        self.model_staleness = Gauge(
+            "riverline_model_staleness_samples",
+            "Decoupled pipelines: samples the learner has learned since the version this "
+            "serving worker serves.",
+            ["pipeline", "model"],
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "riverline_model_age_seconds",
+            "Decoupled pipelines: seconds since the learner published the version this "
+            "serving worker serves.",
+            ["pipeline", "model"],
+            registry=r,
+        )
         self.pipeline_up = Gauge(
             "riverline_pipeline_up",
             "1 while a pipeline's agent processes events; 0 while it is down (a failed "

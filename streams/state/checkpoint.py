@@ -89,6 +89,7 @@ from streams.messages import InMessage
 
 __all__ = [
     "FORMAT_VERSION",
+    "LEARNER",
     "PREDICT",
     "Checkpoint",
     "CheckpointError",
@@ -117,6 +118,8 @@ class CheckpointIntegrityError(CheckpointError):
 
 #: The ``feature_set`` of a pipeline's predict-state checkpoint (one per pipeline).
 PREDICT = "predict"
+#: The ``feature_set`` of a decoupled pipeline's learner checkpoint (one per pipeline).
+LEARNER = "learner"
 
 
 def checkpoint_key(pipeline: str, partition: int) -> str:
@@ -143,8 +146,8 @@ class Checkpoint:
 
     @property
     def key(self) -> str:
-        if self.feature_set == PREDICT:
-            return predict_key(self.pipeline)
+        if self.feature_set in (PREDICT, LEARNER):
+            return f"{self.pipeline}/{self.feature_set}"
         return checkpoint_key(self.pipeline, self.partition)
 
     def to_bytes(self) -> bytes:

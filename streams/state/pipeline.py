@@ -75,7 +75,8 @@ class Prepared:
     note: str
     #: Each served model, the version it carries now, and its next version to write.
     versions: list[tuple[OnlineModel, int, PendingVersion]]
-    predict: Checkpoint
+    #: The predict state's record (None on a serving worker: its models are replicas).
+    predict: Checkpoint | None
     features: list[Callable[[], Checkpoint]]
     announcements: list[OutMessage]
     #: The offsets of ``P.raw`` and ``P.labels`` both halves reflect: committed after.
@@ -138,11 +139,14 @@ class PipelineState:
             alerts += await self._restore_features(new)
         if not tps:
             return Resume({}, {}, alerts)
-        if not self._models_restored:
-            alerts += await self._restore_models()
-            self._models_restored = True
-        labels_behind = await self._place(tps, group)
-        await self._rebuild_features_behind_models(raw_parts)
+        if self.serving:
+            labels_behind = await self._place_serving(tps, group)
+        else:
+            if not self._models_restored:
+                alerts += await self._restore_models()
+                self._models_restored = True
+            labels_behind = await self._place(tps, group)
+            await self._rebuild_features_behind_models(raw_parts)
         committed = await self.store.committed(group, self.raw, raw_parts)
         offsets: dict[Partition, int] = {
             (self.raw, p): featurization.held[p].offset for p in raw_parts
@@ -282,6 +286,30 @@ class PipelineState:
                     past.append(f"{topic}:{p} ({positions[f'{topic}:{p}']} > {ends.get(p, 0)})")
         return past
 
+    @property
+    def serving(self) -> bool:
+        """A decoupled pipeline's serving worker: its models are replicas (no model state
+        here); only feature state and the input offsets are saved."""
+        return self.stage.predictor.serving
+
+    async def _place_serving(self, tps: list[Partition], group: str) -> dict[Partition, int]:
+        """Positions of a serving worker: each raw partition where its feature state is,
+        each labels partition at the group's committed offset (labels keep no state here)."""
+        positions = self.stage.predictor.positions
+        held = {_key(tp) for tp in tps}
+        for key in set(positions) - held:
+            positions.pop(key)
+        featurization = self.stage.featurization
+        labels = [p for t, p in tps if t == self.labels]
+        starts, _ends = await self.store.offset_range(self.labels, labels) if labels else ({}, {})
+        committed = await self.store.committed(group, self.labels, labels) if labels else {}
+        for topic, p in tps:
+            if topic == self.raw:
+                positions[f"{topic}:{p}"] = featurization.held[p].offset
+            else:
+                positions[f"{topic}:{p}"] = max(committed.get(p, 0), starts[p])
+        return {}
+
     async def _place(self, tps: list[Partition], group: str) -> dict[Partition, int]:
         """Set the models' ``positions`` of the assigned partitions (released ones come
         back where they were); returns those behind the group's committed offset."""
@@ -352,7 +380,8 @@ class PipelineState:
         for p in list(featurization.held):
             self.release_features(p)
         self._rewinding = self.stage.predictor.handed()
-        self.stage.predictor.reset()
+        # A serving worker's models are the learner's replicas: they stay.
+        self.stage.predictor.reset(models=not self.serving)
         self._released.clear()
         self._models_restored = False
 
@@ -379,17 +408,21 @@ class PipelineState:
         """
         predictor = self.stage.predictor
         positions = dict(predictor.positions)
-        pending = [(s, predictor.prepare(s, note, positions)) for s in predictor.lifecycle.served]
-        versions = {p.manifest.name: p.manifest.version for _, p in pending}
-        predict = Checkpoint(
-            predictor.spec.name,
-            0,
-            0,
-            predictor.spec.hash,
-            PREDICT,
-            predictor.state_bytes(versions),
-            written_ms=now_ms(),
-        )
+        pending = []
+        predict = None
+        if not self.serving:  # a serving worker's models are the learner's, not saved here
+            served = predictor.lifecycle.served
+            pending = [(s, predictor.prepare(s, note, positions)) for s in served]
+            versions = {p.manifest.name: p.manifest.version for _, p in pending}
+            predict = Checkpoint(
+                predictor.spec.name,
+                0,
+                0,
+                predictor.spec.hash,
+                PREDICT,
+                predictor.state_bytes(versions),
+                written_ms=now_ms(),
+            )
         featurization = self.stage.featurization
         moved = [p for p, h in featurization.held.items() if self._saved.get(p) != h.offset]
         return Prepared(
@@ -409,20 +442,23 @@ class PipelineState:
         version a crash could lose.
         """
         registry = self.stage.predictor.lifecycle.registry
-        assert registry is not None  # prepare() needed it
         written = [p for _, _, p in prepared.versions]
-        manifests = await asyncio.to_thread(lambda: [registry.write(p) for p in written])
+        manifests: list[Manifest] = []
+        if registry is not None and written:
+            manifests = await asyncio.to_thread(lambda: [registry.write(p) for p in written])
         # The zip and deflate of each feature state, off the event loop (zlib lets go of
         # the GIL), then every record in one go.
         features = await asyncio.to_thread(lambda: [build() for build in prepared.features])
-        await self.store.save([prepared.predict, *features])
+        predict = [prepared.predict] if prepared.predict is not None else []
+        await self.store.save([*predict, *features])
         for cp in features:
             self._saved[cp.partition] = cp.offset
         for model, was, p in prepared.versions:
             if model.version == was:  # not given another version meanwhile (admin API)
                 model.version = p.manifest.version
-        self._checkpointed = {m.name: m.version for m in manifests}
-        await asyncio.to_thread(self._prune)
+        if manifests:
+            self._checkpointed = {m.name: m.version for m in manifests}
+            await asyncio.to_thread(self._prune)
         log.info(
             "checkpoint of %s (%s): models %s, features %s",
             self.stage.predictor.spec.name,

@@ -138,6 +138,9 @@ class CheckpointStore:
                 bootstrap_servers=self.bootstrap,
                 group_id=None,
                 enable_auto_commit=False,
+                # A learner's checkpoint is written in a transaction with its versions:
+                # one that was aborted (a fenced learner's) is never seen.
+                isolation_level="read_committed",
                 max_partition_fetch_bytes=self.max_bytes + (1 << 16),
                 fetch_max_bytes=self.max_bytes + (1 << 16),
                 **self.client_kwargs,

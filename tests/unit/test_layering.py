@@ -41,7 +41,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stages", ("streams.ingestion.*", "streams.features.*", "streams.models.*")),
     (
         "the pass and its state",
-        ("streams.pipeline.onepass", "streams.state.store", "streams.state.pipeline"),
+        (
+            "streams.pipeline.onepass",
+            "streams.state.store",
+            "streams.state.pipeline",
+            "streams.state.feed",
+            "streams.state.learner",
+        ),
     ),
     ("store", ("streams.store.*",)),
     ("surface", ("streams.observability.*", "streams.cli.*", "streams.__main__")),

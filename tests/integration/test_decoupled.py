@@ -1,0 +1,185 @@
+"""Decoupled mode on the real broker: serving workers and one learner, all state in Kafka.
+
+Four processes, each with its own ``RIVERLINE_HOME`` as if on its own machine: two serving
+workers (``--role serve``) share the four raw partitions; two learners (``--role learn``)
+share the one-partition learning log, so one is active and one waits. The active learner
+is SIGKILLed mid-stream and the standby takes over from the last published version and
+its position; then a serving worker is SIGKILLed and the other takes its partitions.
+Predictions never stop, no event is lost, and the final model equals River learning the
+learning log's inputs offline, in the log's order.
+
+A second test pauses the active learner (SIGSTOP) past its session: the standby takes
+over, and when the paused one resumes it publishes nothing: its transaction is fenced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultkit import SPEC, Producer, Rig, make_events, make_rig, read_all, verify
+from river import linear_model, preprocessing
+
+from streams.cli.workerproc import WorkerProcess
+from streams.kafka.broker import free_port
+from streams.models.records import LearningRecord
+from streams.models.registry import ModelRegistry
+from streams.settings import Settings
+from streams.state.feed import ServedSet, served_key
+
+pytestmark = pytest.mark.integration
+
+N_EVENTS = int(os.environ.get("RIVERLINE_DECOUPLED_EVENTS", "3000"))
+DECOUPLED = SPEC.replace("partitions = 2\n", 'partitions = 4\nmode = "decoupled"\n')
+
+
+def _process(rig: Rig, name: str, role: str, *, home_of: dict[str, Settings]) -> WorkerProcess:
+    """A worker process as on another machine: its own home and web port."""
+    settings = rig.settings.model_copy(
+        update={"home": rig.root / f"home-{name}", "web_port": free_port()}
+    )
+    home_of[name] = settings
+    return WorkerProcess(settings, [rig.spec_path], rig.root / f"{name}.log", role=role)
+
+
+def _learner_status(worker: WorkerProcess) -> dict[str, Any]:
+    try:
+        status: Any = worker.get_json("/status.json", timeout=2.0)
+        return dict(status["learners"]["seqs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _active(learners: dict[str, WorkerProcess]) -> str | None:
+    for name, worker in learners.items():
+        if (
+            worker.proc is not None
+            and worker.proc.poll() is None
+            and _learner_status(worker).get("active")
+        ):
+            return name
+    return None
+
+
+def _wait(what: str, done: Any, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def _log_inputs(rig: Rig) -> list[LearningRecord]:
+    """The learning log's records in offset order, each source once (as the learner)."""
+    from streams.messages import InMessage
+
+    seen: set[str] = set()
+    out = []
+    for r in sorted(
+        read_all(rig.settings, rig.spec.topics(rig.settings.namespace).learn),
+        key=lambda r: r.offset,
+    ):
+        assert r.signed
+        msg = InMessage("learn", 0, r.offset, r.key, r.value, 0)
+        record = LearningRecord.read(rig.catalog, msg)
+        if record.source in seen:
+            continue
+        seen.add(record.source)
+        out.append(record)
+    return out
+
+
+def _offline(records: list[LearningRecord]) -> Any:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for r in records:
+        if r.kind == "VECTOR" and r.label is not None:
+            model.learn_one(r.x, r.label)
+    return model
+
+
+def _served(rig: Rig) -> list[ServedSet]:
+    key = served_key("seqs")
+    return [
+        ServedSet.from_bytes(r.value)
+        for r in read_all(rig.settings, rig.settings.topic("riverline.models"))
+        if r.key == key.encode() and r.value
+    ]
+
+
+def _start(workers: dict[str, WorkerProcess]) -> None:
+    for worker in workers.values():
+        worker.start()
+
+
+def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp_path: Path):
+    rig = make_rig(
+        settings_factory,
+        tmp_path,
+        spec_text=DECOUPLED,
+        checkpoint_every=300,
+        checkpoint_interval=1.0,
+    )
+    homes: dict[str, Settings] = {}
+    learners = {n: _process(rig, n, "learn", home_of=homes) for n in ("learner-a", "learner-b")}
+    servers = {n: _process(rig, n, "serve", home_of=homes) for n in ("serve-1", "serve-2")}
+    events = make_events(N_EVENTS, keys=200, seed=21)
+    producer = Producer(rig.settings, rig.raw, events, rate=300.0)
+    everyone = {**learners, **servers}
+    try:
+        _start(everyone)
+        _wait("an active learner", lambda: _active(learners) is not None)
+        for worker in servers.values():
+            worker.wait_ready()
+        producer.start()
+        first = _active(learners)
+        assert first is not None
+        _wait(
+            "a third of the events learned",
+            lambda: _learner_status(learners[first]).get("learned", 0) >= N_EVENTS // 3,
+        )
+        learners[first].kill()
+        second = next(n for n in learners if n != first)
+        _wait("the standby to take over", lambda: _active(learners) == second, timeout=120)
+        rig.worker = servers["serve-2"]
+        _wait(
+            "two thirds predicted",
+            lambda: len(read_all(rig.settings, rig.topic("predictions"))) >= 2 * N_EVENTS // 3,
+        )
+        servers["serve-1"].kill()
+        producer.join(timeout=120)
+        assert producer.error is None, producer.error
+        rig.wait_drained(N_EVENTS)
+        unique = len(_log_inputs(rig))
+        _wait(
+            "the learner to learn the whole log",
+            lambda: _learner_status(learners[second]).get("learned", 0) >= unique,
+        )
+    finally:
+        for worker in everyone.values():
+            worker.stop(timeout=60)
+    verdict = verify(rig, events)
+    print(verdict.summary())
+    assert verdict.lost == []
+    assert verdict.unaccounted_raw == []
+    assert verdict.features_differ == []
+    # The final model: River offline over the log's inputs, in its order.
+    inputs = _log_inputs(rig)
+    offline = _offline(inputs)
+    served = _served(rig)[-1]
+    lr = next(m for m in served.models if m.name == "seqs-lr")
+    registry = ModelRegistry(homes[second].registry_dir, "seqs", homes[second].signing_key_bytes())
+    estimator, manifest = registry.load("seqs-lr", lr.version)
+    assert manifest.samples_seen == sum(
+        1 for r in inputs if r.kind == "VECTOR" and r.label is not None
+    )
+    for e in make_events(200, keys=50, seed=99):
+        x = {"amount": e["amount"], "amount_mean": e["amount"], "amount_ewm": e["amount"]}
+        assert estimator.predict_proba_one(x) == pytest.approx(
+            offline.predict_proba_one(x), abs=1e-12
+        )
+    # Predictions named the versions the learner published, from several of them.
+    models = {r.headers["rl.model"] for r in read_all(rig.settings, rig.topic("predictions"))}
+    assert len(models) > 2
+    assert served.learner.endswith(f":{learners[second].proc.pid}")  # type: ignore[union-attr]
