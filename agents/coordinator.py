@@ -218,12 +218,13 @@ class Coordinator:
         self._serving = served
         log.info("%s serves %s", self.pipeline, [s.label for s in lifecycle.served])
 
-    async def before_send(self, result: StageResult) -> None:
-        """Before a batch's outputs go: the model versions it made (a promotion by the
-        policy, a reset on drift) are written, so no prediction names an unwritten one."""
+    async def send(self, result: StageResult) -> None:
+        """A batch's outputs, after the model versions it made (a promotion by the policy,
+        a reset on drift) are written, so no prediction names an unwritten one."""
         lifecycle = self.state.stage.predictor.lifecycle
         if lifecycle.unwritten:
             await asyncio.to_thread(lifecycle.write_pending)
+        await send_all(self.app, result.sends, self.signer)
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
         """After a batch's outputs were acknowledged: a checkpoint if one is due."""

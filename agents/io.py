@@ -123,7 +123,8 @@ class Guard(Protocol):
     async def before_batch(self) -> None:
         """Under the lock, before a batch is processed (e.g. swap in a newer model)."""
 
-    async def before_send(self, result: StageResult) -> None: ...
+    async def send(self, result: StageResult) -> None:
+        """Under the lock: the batch's outputs go out (acknowledged when this returns)."""
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None: ...
 
@@ -181,10 +182,11 @@ async def run_stage(
     """Process a stream in micro-batches; yields once per batch (for Faust's agent protocol).
 
     With a ``guard``, each batch waits for the guard's assignment gate, then is processed,
-    sent and followed by ``guard.after_batch`` under ``guard.lock`` (so rebalance and
-    shutdown handlers never see a half-done batch), and skipped once the guard is closed
-    (shutdown). A batch that fails as a whole goes to ``guard.recover``, which brings the
-    state back to the last checkpoint: the loop goes on, nothing is skipped.
+    sent by ``guard.send`` and followed by ``guard.after_batch`` under ``guard.lock`` (so
+    rebalance and shutdown handlers never see a half-done batch), and skipped once the
+    guard is closed (shutdown). A batch that fails as a whole goes to ``guard.recover``,
+    which brings the state back to the last checkpoint: the loop goes on, nothing is
+    skipped.
     """
     latency = metrics.stage_latency.labels(pipeline, stage.stage)
     async for events in drained(app, stream, batch_size):
@@ -203,8 +205,7 @@ async def run_stage(
                 try:
                     await guard.before_batch()
                     result = stage.process(batch)
-                    await guard.before_send(result)
-                    await send_all(app, result.sends, signer)
+                    await guard.send(result)
                     await guard.after_batch(batch, result)
                 except Exception as exc:
                     await guard.recover(exc)

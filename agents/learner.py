@@ -25,7 +25,7 @@ import faust
 from aiokafka import TopicPartition
 from faust.types import TP
 
-from agents.internals import RawTopic, seek_back, send_all
+from agents.internals import RawTopic, seek_back
 from agents.io import AssignmentGate, run_stage
 from streams.kafka.auth import client_kwargs
 from streams.kafka.topics import ARTIFACTS, CHECKPOINTS, MODELS
@@ -111,6 +111,7 @@ class LearnerCoordinator:
                 self.gate.open()
 
     async def _take_over(self) -> None:
+        await self._stand_by()  # a fenced publisher of an earlier turn, if any
         settings = self.settings
         publisher = Publisher(
             settings.effective_bootstrap,
@@ -121,6 +122,9 @@ class LearnerCoordinator:
         )
         await publisher.start()  # fences the previous learner before anything is read
         self._publisher = publisher
+        self.fenced = False
+        self.down.pop("fenced", None)
+        self._up.set(1)
         self.learner.reset()
         restored, alerts = await self.state.restore()
         await self._alert(alerts)
@@ -173,10 +177,34 @@ class LearnerCoordinator:
     async def before_batch(self) -> None:
         return None
 
-    async def before_send(self, result: StageResult) -> None:
+    async def send(self, result: StageResult) -> None:
+        """A batch's outputs (dead letters, alerts, audit) in a transaction of the learner's
+        producer: a fenced learner's outputs are never visible."""
         lifecycle = self.learner.lifecycle
         if lifecycle.unwritten:
             await asyncio.to_thread(lifecycle.write_pending)
+        if result.sends:
+            await self._transact(result.sends)
+
+    async def _transact(self, records: list[OutMessage]) -> bool:
+        """Records in one transaction; False (and fenced) if another learner took over."""
+        if self._publisher is None or self.fenced:
+            return False
+        try:
+            await self._publisher.publish(records, {}, self.app.conf.id)
+        except FencedError as exc:
+            self._fence(exc)
+            return False
+        return True
+
+    def _fence(self, exc: FencedError) -> None:
+        """Another learner took over: no more learning or publishing until this one is
+        assigned the log again (and then fences the other in turn)."""
+        self.fenced = True
+        self.active = False
+        self.down["fenced"] = str(exc)
+        self._up.set(0)
+        log.error("%s", exc)
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
         self.schedule.record(len(batch))
@@ -207,10 +235,7 @@ class LearnerCoordinator:
         try:
             await self._publisher.publish(records, offsets, self.app.conf.id, tombstones)
         except FencedError as exc:
-            self.fenced = True
-            self.down["fenced"] = str(exc)
-            self._up.set(0)
-            log.error("%s", exc)
+            self._fence(exc)
             return
         await self.state.written(publication)
         self.published += 1
@@ -228,11 +253,11 @@ class LearnerCoordinator:
         if not self.open:
             return
         samples = {s.model.spec.name: s.model.samples_seen for s in self.learner.lifecycle.served}
-        record = Progress(samples, int(time.time() * 1000))
+        record = Progress(samples, int(time.time() * 1000), self.state.learner_id)
         key = progress_key(self.pipeline).encode()
         topic = self.settings.topic(MODELS)
         try:
-            await send_all(self.app, [OutMessage(topic, key, record.to_bytes(), [])], self.signer)
+            await self._transact([OutMessage(topic, key, record.to_bytes(), [])])
         except Exception:  # progress is advisory; the next one follows in a second
             log.debug("could not publish the learner's progress", exc_info=True)
 
@@ -240,8 +265,7 @@ class LearnerCoordinator:
         if not alerts:
             return
         try:
-            messages = [self.learner.records.alert(a) for a in alerts]
-            await send_all(self.app, messages, self.signer)
+            await self._transact([self.learner.records.alert(a) for a in alerts])
         except Exception:
             log.exception("could not publish %d alert(s) of %s", len(alerts), self.pipeline)
 

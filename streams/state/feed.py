@@ -92,14 +92,18 @@ class Progress:
 
     samples: Mapping[str, int]
     ts_ms: int
+    #: The learner that said so (``host:pid``).
+    learner: str = ""
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"samples": dict(self.samples), "ts": self.ts_ms}).encode()
+        doc = {"samples": dict(self.samples), "ts": self.ts_ms, "learner": self.learner}
+        return json.dumps(doc).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Progress:
         doc = json.loads(data)
-        return cls({str(k): int(v) for k, v in doc["samples"].items()}, int(doc["ts"]))
+        samples = {str(k): int(v) for k, v in doc["samples"].items()}
+        return cls(samples, int(doc["ts"]), str(doc.get("learner", "")))
 
 
 @dataclass

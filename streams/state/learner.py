@@ -319,6 +319,9 @@ class Publisher:
             **client_kwargs,
         )
         self._started = False
+        self._lock = asyncio.Lock()  # one transaction at a time
+        #: Set once a transaction was fenced: the producer is unusable from then on.
+        self.fenced = False
 
     async def start(self) -> None:
         """Start (and so fence any earlier producer with the same transactional id)."""
@@ -345,30 +348,47 @@ class Publisher:
         FencedError
             If another learner started since: nothing of this transaction is visible.
         """
+        async with self._lock:
+            if self.fenced:
+                raise FencedError(f"{self.transactional_id}: this learner was fenced")
+            try:
+                await self._transaction(records, offsets, group, tombstones)
+            except ProducerFenced as exc:
+                self.fenced = True
+                raise FencedError(
+                    f"another learner started with the transactional id "
+                    f"{self.transactional_id}; this one stops publishing."
+                ) from exc
+            except KafkaError as exc:
+                raise RiverlineError(f"publishing failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _transaction(
+        self,
+        records: Sequence[OutMessage],
+        offsets: Mapping[TopicPartition, int],
+        group: str,
+        tombstones: Sequence[tuple[str, bytes]],
+    ) -> None:
         producer = self._producer
-        try:
-            async with producer.transaction():
-                futures = []
-                for out in records:
-                    headers = self.signer.sign(out.topic, out.key, out.value, out.headers)
-                    futures.append(
-                        await producer.send(
-                            out.topic, value=out.value, key=out.key, headers=headers
-                        )
-                    )
-                for topic, key in tombstones:
-                    headers = self.signer.sign(topic, key, None)
-                    futures.append(await producer.send(topic, value=None, key=key, headers=headers))
-                await asyncio.gather(*futures)
-                if offsets:
-                    await producer.send_offsets_to_transaction(dict(offsets), group)
-        except ProducerFenced as exc:
-            raise FencedError(
-                f"another learner started with the transactional id {self.transactional_id}; "
-                "this one stops publishing."
-            ) from exc
-        except KafkaError as exc:
-            raise RiverlineError(f"publishing failed: {type(exc).__name__}: {exc}") from exc
+        async with producer.transaction():
+            futures = []
+            for out in records:
+                headers = self.signer.sign(out.topic, out.key, out.value, out.headers)
+                futures.append(
+                    await producer.send(out.topic, value=out.value, key=out.key, headers=headers)
+                )
+            for topic, key in tombstones:
+                headers = self.signer.sign(topic, key, None)
+                futures.append(await producer.send(topic, value=None, key=key, headers=headers))
+            failed = [
+                r
+                for r in await asyncio.gather(*futures, return_exceptions=True)
+                if isinstance(r, BaseException)
+            ]
+            if failed:
+                raise failed[0]
+            if offsets:
+                await producer.send_offsets_to_transaction(dict(offsets), group)
 
 
 def _versions_named(state: bytes) -> list[tuple[str, int]]:

@@ -15,6 +15,7 @@ over, and when the paused one resumes it publishes nothing: its transaction is f
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,106 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
     models = {r.headers["rl.model"] for r in read_all(rig.settings, rig.topic("predictions"))}
     assert len(models) > 2
     assert served.learner.endswith(f":{learners[second].proc.pid}")  # type: ignore[union-attr]
+
+
+def _publications(rig: Rig) -> list[tuple[str, int]]:
+    """(learner, samples learned) of each committed served set, in the topic's order."""
+    records = sorted(read_all(rig.settings, rig.settings.topic("riverline.models")), key=_offset)
+    key = served_key("seqs").encode()
+    return [
+        (served.learner, _samples(served))
+        for served in (ServedSet.from_bytes(r.value) for r in records if r.key == key and r.value)
+    ]
+
+
+def _offset(record: Any) -> int:
+    return int(record.offset)
+
+
+def _samples(served: ServedSet) -> int:
+    return next(m.samples_seen for m in served.models if m.name == "seqs-lr")
+
+
+def test_a_paused_learner_publishes_nothing_once_another_took_over(
+    settings_factory: Any, tmp_path: Path
+):
+    """A paused learner's unpublished learning never becomes visible.
+
+    While it is paused past its session the standby takes over from its last publication
+    and moves on; when it resumes its transactions are fenced. (A later rebalance may give
+    it the log again: it then takes over anew from the other's last publication.) So what
+    the learners publish, in order, never goes back: each publication starts where the one
+    before it ended.
+    """
+    rig = make_rig(
+        settings_factory,
+        tmp_path,
+        spec_text=DECOUPLED,
+        checkpoint_every=200,
+        checkpoint_interval=1.0,
+        session_timeout=6.0,
+    )
+    homes: dict[str, Settings] = {}
+    learners = {n: _process(rig, n, "learn", home_of=homes) for n in ("learner-a", "learner-b")}
+    server = _process(rig, "serve-1", "serve", home_of=homes)
+    n_events = N_EVENTS // 2
+    events = make_events(n_events, keys=100, seed=22)
+    producer = Producer(rig.settings, rig.raw, events, rate=200.0)
+    everyone = {**learners, "serve-1": server}
+    try:
+        _start(everyone)
+        _wait("an active learner", lambda: _active(learners) is not None)
+        server.wait_ready()
+        producer.start()
+        first = _active(learners)
+        assert first is not None
+        paused, taker = learners[first], next(w for n, w in learners.items() if n != first)
+        _wait("some events learned", lambda: _learner_status(paused).get("learned", 0) >= 100)
+        assert paused.proc is not None
+        os.kill(paused.proc.pid, signal.SIGSTOP)
+        _wait(
+            "the standby to take over and publish",
+            lambda: (
+                _learner_status(taker).get("active")
+                and _learner_status(taker).get("published", 0) >= 2
+            ),
+            timeout=120,
+        )
+        os.kill(paused.proc.pid, signal.SIGCONT)
+        _wait(
+            "the resumed learner to find itself fenced",
+            lambda: "this one stops publishing" in paused.log_path.read_text(),
+            timeout=60,
+        )
+        producer.join(timeout=120)
+        assert producer.error is None, producer.error
+        rig.worker = server
+        rig.wait_drained(n_events)
+        unique = len(_log_inputs(rig))
+
+        def learned_all() -> bool:
+            active = _active(learners)
+            return (
+                active is not None and _learner_status(learners[active]).get("learned", 0) >= unique
+            )
+
+        _wait("a learner to learn the whole log", learned_all)
+        alive = paused.proc.poll() is None
+    finally:
+        for worker in everyone.values():
+            worker.stop(timeout=60)
+    assert alive, "the fenced learner stays up, as a standby"
+    published = _publications(rig)
+    old, new = f":{paused.proc.pid}", f":{taker.proc.pid}"  # type: ignore[union-attr]
+    assert any(who.endswith(old) for who, _ in published)
+    assert any(who.endswith(new) for who, _ in published)
+    samples = [n for _, n in published]
+    assert samples == sorted(samples), "a publication went back: a stale learner published"
+    # The last publication: River offline over the log's inputs.
+    inputs = _log_inputs(rig)
+    assert _samples(_served(rig)[-1]) == sum(
+        1 for r in inputs if r.kind == "VECTOR" and r.label is not None
+    )
+    verdict = verify(rig, events)
+    assert verdict.lost == []
+    assert verdict.unaccounted_raw == []
