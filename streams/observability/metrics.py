@@ -43,7 +43,12 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._refreshers: list[Callable[[], None]] = []
-        r = self.registry
+        self._add_flow(self.registry)
+        self._add_models(self.registry)
+        self._add_health(self.registry)
+
+    def _add_flow(self, r: CollectorRegistry) -> None:
+        """Events through the stages: outcomes, dead letters, latencies, lag."""
         self.events = Counter(
             "riverline_events",
             "Events handled, by pipeline, stage and outcome (ok, dead_letter).",
@@ -76,6 +81,9 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+
+    def _add_models(self, r: CollectorRegistry) -> None:
+        """The models served: their metrics, stages, samples, drift, registry actions."""
         self.model_metric = Gauge(
             "riverline_model_metric",
             "Prequential metric of a model version.",
@@ -107,6 +115,8 @@ class WorkerMetrics:
             registry=r,
         )
 
+    def _add_health(self, r: CollectorRegistry) -> None:
+        """Checkpoints, the label join, whether pipelines run, feature state."""
         self.checkpoint_age = Gauge(
             "riverline_checkpoint_age_seconds",
             "Seconds since a stage's last checkpoint of state and offsets.",
