@@ -49,21 +49,32 @@ def _action(predictor: Predictor, action: str, body: dict[str, Any], who: str) -
     return entry
 
 
-def add_admin_views(worker: Worker) -> None:
-    """Mount ``/models`` and its actions on the worker's web server."""
-    app, metrics = worker.app, worker.metrics
-    policy = AccessPolicy.parse(worker.settings.admin_tokens)
-    predictors = {name: p.stage.predictor for name, p in worker.pipelines.items()}
+class _Refused(Exception):
+    """A request the admin API refuses; ``response`` says why."""
 
-    def denied(view: View, request: Request, role: str) -> tuple[str, Response | None]:
-        decision = policy.check(request.headers.get("Authorization"), role)
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+class _Admin:
+    """What the admin views do: check tokens, list the models, run the actions."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.policy = AccessPolicy.parse(worker.settings.admin_tokens)
+        self.predictors = {name: p.stage.predictor for name, p in worker.pipelines.items()}
+
+    def principal(self, view: View, request: Request, role: str) -> str:
+        """The name of the token the request carries, if it has ``role``; else _Refused."""
+        decision = self.policy.check(request.headers.get("Authorization"), role)
         if decision.allowed:
-            return decision.principal, None
+            return decision.principal
         body = {"error": decision.reason, "status": decision.status}
         headers = {"WWW-Authenticate": "Bearer"} if decision.status == 401 else None
-        return "", view.json(body, status=decision.status, headers=headers)
+        raise _Refused(view.json(body, status=decision.status, headers=headers))
 
-    def listing(only: str | None = None) -> dict[str, Any]:
+    def listing(self, only: str | None = None) -> dict[str, Any]:
         return {
             "pipelines": {
                 name: {
@@ -72,72 +83,105 @@ def add_admin_views(worker: Worker) -> None:
                     "history": [f"{n}@{v}" for n, v in p.lifecycle.history],
                     "labels": {"joined": p.join.joined, "expired": p.join.expired},
                 }
-                for name, p in predictors.items()
+                for name, p in self.predictors.items()
                 if only in (None, name)
             }
         }
 
-    async def act(view: View, request: Request, action: str) -> Response:
-        who, refusal = denied(view, request, "operator")
-        if refusal is not None:
-            return refusal
+    async def act(self, view: View, request: Request, action: str) -> Response:
+        """Run an action under the pipeline's coordinator lock, then audit and count it."""
         try:
-            body = await request.json()
-        except (ValueError, json.JSONDecodeError):
-            return view.json({"error": "the body must be a JSON object"}, status=400)
-        if not isinstance(body, dict):
-            return view.json({"error": "the body must be a JSON object"}, status=400)
-        name = str(body.get("pipeline") or (next(iter(predictors)) if len(predictors) == 1 else ""))
-        if name not in predictors:
-            known = ", ".join(predictors)
-            return view.json(
-                {"error": f"unknown pipeline {name!r}; the worker runs: {known}"}, status=404
-            )
-        predictor = predictors[name]
-        if action == "promote" and not body.get("model"):
-            return view.json({"error": "promote needs a model"}, status=400)
+            who = self.principal(view, request, "operator")
+            body, name = await self._parse(view, request, action)
+        except _Refused as refused:
+            return refused.response
+        predictor = self.predictors[name]
         if predictor.serving:
-            # A decoupled pipeline's learner makes the change, in the learning log's order.
-            control = {
-                "action": action,
-                "model": str(body.get("model") or ""),
-                "why": str(body.get("why") or ""),
-            }
-            entry_id = uuid.uuid4().hex
-            record = LearningRecord("CONTROL", entry_id, 0, who, control=control)
-            await send_all(app, [predictor.records.learning(record, [])], worker.signer)
-            return view.json(
-                {"queued": {"id": entry_id, **control, "actor": who}, **listing(name)}, status=202
-            )
+            return await self._queue(view, predictor, action, body, who, name)
         try:
-            async with worker.pipelines[name].coordinator.lock:
+            async with self.worker.pipelines[name].coordinator.lock:
                 entry = await asyncio.to_thread(_action, predictor, action, body, who)
         except RiverlineError as exc:
             return view.json({"error": str(exc)}, status=409)
-        await send_all(app, [predictor.audit_message(entry, actor=who)], worker.signer)
-        metrics.registry_actions.labels(name, entry.model, action).inc()
-        return view.json({"audit": entry.as_dict(), **listing(name)})
+        await send_all(
+            self.worker.app, [predictor.audit_message(entry, actor=who)], self.worker.signer
+        )
+        self.worker.metrics.registry_actions.labels(name, entry.model, action).inc()
+        return view.json({"audit": entry.as_dict(), **self.listing(name)})
+
+    async def _queue(
+        self,
+        view: View,
+        predictor: Predictor,
+        action: str,
+        body: dict[str, Any],
+        who: str,
+        name: str,
+    ) -> Response:
+        """A decoupled pipeline's learner makes the change, in the learning log's order:
+        the action goes there as a CONTROL record (202: accepted, not yet applied)."""
+        control = {
+            "action": action,
+            "model": str(body.get("model") or ""),
+            "why": str(body.get("why") or ""),
+        }
+        entry_id = uuid.uuid4().hex
+        record = LearningRecord("CONTROL", entry_id, 0, who, control=control)
+        await send_all(
+            self.worker.app, [predictor.records.learning(record, [])], self.worker.signer
+        )
+        body = {"queued": {"id": entry_id, **control, "actor": who}, **self.listing(name)}
+        return view.json(body, status=202)
+
+    async def _parse(self, view: View, request: Request, action: str) -> tuple[dict[str, Any], str]:
+        """The body of an action request and the pipeline it names; else _Refused."""
+        try:
+            body = await request.json()
+        except (ValueError, json.JSONDecodeError):
+            raise _Refused(
+                view.json({"error": "the body must be a JSON object"}, status=400)
+            ) from None
+        if not isinstance(body, dict):
+            raise _Refused(view.json({"error": "the body must be a JSON object"}, status=400))
+        predictors = self.predictors
+        name = str(body.get("pipeline") or (next(iter(predictors)) if len(predictors) == 1 else ""))
+        if name not in predictors:
+            known = ", ".join(predictors)
+            raise _Refused(
+                view.json(
+                    {"error": f"unknown pipeline {name!r}; the worker runs: {known}"}, status=404
+                )
+            )
+        if action == "promote" and not body.get("model"):
+            raise _Refused(view.json({"error": "promote needs a model"}, status=400))
+        return body, name
+
+
+def add_admin_views(worker: Worker) -> None:
+    """Mount ``/models`` and its actions on the worker's web server."""
+    admin = _Admin(worker)
+    app = worker.app
 
     @app.page("/models")
     class Models(View):
         async def get(self, request: Request) -> Response:
-            _, refusal = denied(self, request, "viewer")
-            if refusal is not None:
-                return refusal
-            only = request.query.get("pipeline")
-            return self.json(listing(only))
+            try:
+                admin.principal(self, request, "viewer")
+            except _Refused as refused:
+                return refused.response
+            return self.json(admin.listing(request.query.get("pipeline")))
 
     @app.page("/models/promote")
     class Promote(View):
         async def post(self, request: Request) -> Response:
-            return await act(self, request, "promote")
+            return await admin.act(self, request, "promote")
 
     @app.page("/models/rollback")
     class Rollback(View):
         async def post(self, request: Request) -> Response:
-            return await act(self, request, "rollback")
+            return await admin.act(self, request, "rollback")
 
     @app.page("/models/reset")
     class Reset(View):
         async def post(self, request: Request) -> Response:
-            return await act(self, request, "reset")
+            return await admin.act(self, request, "reset")

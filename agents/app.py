@@ -90,34 +90,8 @@ def create_app(
     learners' group holds the one-partition learning logs, so each decoupled pipeline has
     exactly one active learner.
     """
-    use_fetch_max_wait(settings.fetch_max_wait_ms)
-    app_id = settings.topic("riverline" if role == "serve" else "riverline-learn")
-    datadir = settings.home / "faust" / app_id
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        app_id,
-        broker=_broker_url(settings.effective_bootstrap),
-        broker_credentials=_broker_credentials(settings),
-        value_serializer="raw",
-        key_serializer="raw",
-        # Riverline creates its topics explicitly; the broker refuses auto-creation.
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        store="memory://",
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        datadir=str(datadir),
-        web_enabled=True,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        autodiscover=False,
-        # A record batch holds at least one whole output or dead letter.
-        producer_max_request_size=max(settings.output_max_bytes * 2, 1 << 20),
-        producer_max_batch_size=PRODUCER_BATCH_BYTES,
-        broker_commit_interval=_FAUST_COMMIT_INTERVAL,
-        broker_session_timeout=settings.session_timeout,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+    app = _faust_app(
+        settings, settings.topic("riverline" if role == "serve" else "riverline-learn")
     )
     use_handover_consumer(app)
     signer = RecordSigner(settings.signing_key_bytes())
@@ -142,3 +116,35 @@ def create_app(
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_state, app)
 
     return worker
+
+
+def _faust_app(settings: Settings, app_id: str) -> faust.App:
+    """The Faust app (a consumer group ``app_id``) as Riverline configures it."""
+    use_fetch_max_wait(settings.fetch_max_wait_ms)
+    datadir = settings.home / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id,
+        broker=_broker_url(settings.effective_bootstrap),
+        broker_credentials=_broker_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        # Riverline creates its topics explicitly; the broker refuses auto-creation.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        store="memory://",
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        datadir=str(datadir),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        autodiscover=False,
+        # A record batch holds at least one whole output or dead letter.
+        producer_max_request_size=max(settings.output_max_bytes * 2, 1 << 20),
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        broker_commit_interval=_FAUST_COMMIT_INTERVAL,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+    )

@@ -276,8 +276,7 @@ def start_sink_process(
     """The worker's offline sink as ``riverline sink``, a child process of its own.
 
     In its own process the sink's decoding and Parquet writes do not hold the worker's
-    GIL (in the worker they cost a third of its events/s; README, Benchmark), and at
-    ``sink_nice`` it takes the CPU the worker leaves: after a burst the offline store
+    GIL, and at ``sink_nice`` it takes the CPU the worker leaves: after a burst the offline store
     catches up behind the predictions, not in their way. It stops with the worker:
     SIGTERM at the worker's exit, and from the kernel if the worker dies.
     """

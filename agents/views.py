@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.types import TP
 from faust.web import Request, Response, View
 
@@ -193,11 +193,7 @@ async def tail_notices(worker: Worker) -> None:
     """Read the dlq and the alerts topic from a little before their end, for the status page."""
     settings = worker.settings
     dlq, alerts = settings.topic("riverline.dlq"), settings.topic("riverline.alerts")
-    catalog = SchemaCatalog.load(settings.schemas_dir)
-    by_topic: dict[str, str] = {}
-    for name, pipeline in worker.pipelines.items():
-        t = pipeline.spec.topics(settings.namespace)
-        by_topic.update({t.raw: name, t.events: name, t.features: name, t.labels: name})
+    notices = _Notices(worker, dlq)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap,
         enable_auto_commit=False,
@@ -205,43 +201,78 @@ async def tail_notices(worker: Worker) -> None:
     )
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (dlq, alerts)
-            for p in await topic_partitions(
-                settings.effective_bootstrap, topic, client_kwargs(settings)
-            )
-        ]
-        if not tps:
+        if not await _seek_backlog(consumer, worker, (dlq, alerts)):
             log.warning("no %s or %s topic: the status page shows no dead letters", dlq, alerts)
             return
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, max(starts[tp], ends[tp] - NOTICE_BACKLOG))
         while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             for tp, messages in sorted(batches.items(), key=lambda kv: kv[0].partition):
                 for m in messages:
-                    if not worker.signer.verify(tp.topic, m.key, m.value, m.headers or ()):
-                        continue  # not written by this deployment: not shown
-                    ts = m.timestamp / 1000
-                    if tp.topic == dlq:
-                        notice = dead_letter_notice(lineage_headers(m.headers), ts, by_topic)
-                        if notice is not None:
-                            worker.dead_letter_notices.add(notice)
-                    elif m.value is not None:
-                        record = _alert(catalog, m.value)
-                        notice = alert_notice(record, ts, worker.pipelines) if record else None
-                        if notice is not None:
-                            worker.alert_notices.add(notice)
+                    notices.take(tp.topic, m)
     finally:
         await consumer.stop()
 
 
+async def _seek_backlog(
+    consumer: AIOKafkaConsumer, worker: Worker, topics: tuple[str, ...]
+) -> list[TopicPartition]:
+    """Assign the topics' partitions, each at :data:`NOTICE_BACKLOG` before its end."""
+    settings = worker.settings
+    tps = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in await topic_partitions(
+            settings.effective_bootstrap, topic, client_kwargs(settings)
+        )
+    ]
+    if not tps:
+        return tps
+    consumer.assign(tps)
+    starts = await consumer.beginning_offsets(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, max(starts[tp], ends[tp] - NOTICE_BACKLOG))
+    return tps
+
+
+class _Notices:
+    """Turns dead letters and alerts read back into the status page's notices."""
+
+    def __init__(self, worker: Worker, dlq: str) -> None:
+        settings = worker.settings
+        self.worker = worker
+        self.dlq = dlq
+        self.catalog = SchemaCatalog.load(settings.schemas_dir)
+        #: Input topic -> the pipeline reading it, to name a dead letter's pipeline.
+        self.by_topic: dict[str, str] = {}
+        for name, pipeline in worker.pipelines.items():
+            t = pipeline.spec.topics(settings.namespace)
+            self.by_topic.update({t.raw: name, t.events: name, t.features: name, t.labels: name})
+
+    def take(self, topic: str, m: ConsumerRecord[bytes, bytes]) -> None:
+        worker = self.worker
+        if not worker.signer.verify(topic, m.key, m.value, m.headers or ()):
+            return  # not written by this deployment: not shown
+        ts = m.timestamp / 1000
+        if topic == self.dlq:
+            notice = dead_letter_notice(lineage_headers(m.headers), ts, self.by_topic)
+            if notice is not None:
+                worker.dead_letter_notices.add(notice)
+        elif m.value is not None:
+            record = _alert(self.catalog, m.value)
+            notice = alert_notice(record, ts, worker.pipelines) if record else None
+            if notice is not None:
+                worker.alert_notices.add(notice)
+
+
 def add_views(worker: Worker) -> None:
     """Add the web views, the gauge timer, the notice reader and the assignment log line."""
+    _add_pages(worker)
+    _add_background(worker)
+
+
+def _add_pages(worker: Worker) -> None:
+    """``/metrics``, ``/ready``, ``/status.json`` and the status page (``/status``, ``/``)."""
     app = worker.app
 
     @app.page("/metrics")
@@ -270,6 +301,11 @@ def add_views(worker: Worker) -> None:
 
     app.page("/status")(StatusPage)
     app.page("/")(StatusPage)
+
+
+def _add_background(worker: Worker) -> None:
+    """The gauge timer, the notice reader and the log line of each partition assignment."""
+    app = worker.app
 
     @app.timer(GAUGE_INTERVAL)
     async def gauges() -> None:

@@ -1,4 +1,4 @@
-"""Benchmark section ``features``: the online feature engine (issue 4's numbers).
+"""Benchmark section ``features``: the online feature engine.
 
 * kernel speed-up: ``FeatureSet.compute`` (Numba) beside ``compute_reference`` (the
   plain-Python twins) on the same batches of 10,000 events, in the same run;
@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from streams.features.engine import FeatureSet, warm_up
+from benchmarks.options import BenchOptions
+from streams.features.engine import FeatureSet, FeatureState, warm_up
 from streams.features.stage import Featurization
 from streams.ingestion.producer import dataset_events
 from streams.messages import InMessage
 from streams.pipeline.lineage import Lineage
-from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.catalog import SchemaCatalog, SchemaVersion
 from streams.serialization.codec import decode_single_object, encode_single_object
 from streams.spec import PipelineSpec, load_spec
 
@@ -86,7 +87,7 @@ def state_rss(spec_path: str, keys: int) -> dict[str, float]:
     }
 
 
-def features_section(options: Any) -> dict[str, Any]:
+def features_section(options: BenchOptions) -> dict[str, Any]:
     """Kernel speed-up, feature-stage events/s, state per key, RSS at many keys."""
     settings = options.settings
     spec = load_spec(settings.pipelines_dir / "transactions.toml")
@@ -94,97 +95,13 @@ def features_section(options: Any) -> dict[str, Any]:
     fs = FeatureSet.from_spec(spec.features)
     warm_up()
     n = 20_000 if not options.quick else 4_000
-    repeats = options.repeats
     events = [
         e for _, e in zip(range(n), dataset_events(spec, spec.dataset, "bench", 0), strict=False)
     ]
-    batches = [_columns(fs, spec, events[i : i + _BATCH]) for i in range(0, len(events), _BATCH)]
-
-    def run(method: str) -> None:
-        state = fs.new_state()
-        for keys, times, columns in batches:
-            getattr(fs, method)(state, keys, times, columns)
-
-    fast = _best(repeats, lambda: run("compute"))
-    slow = _best(1, lambda: run("compute_reference"))
-    state = fs.new_state()
-    for keys, times, columns in batches:
-        fs.compute(state, keys, times, columns)
-
-    # The whole stage on canonical events (what the features agent runs per batch).
-    reader = catalog.latest(spec.subject)
-    topics = spec.topics(settings.namespace)
-    messages = []
-    for i, e in enumerate(events):
-        lineage = Lineage(
-            str(e[spec.id_field]),
-            reader.label,
-            f"{topics.raw}:0:{i}",
-            spec.label,
-            int(e[spec.time_field]),
-            0,
-            0,
-        )
-        messages.append(
-            InMessage(
-                topics.events,
-                0,
-                i,
-                str(e[spec.key_field]).encode(),
-                encode_single_object(reader, e),
-                0,
-                tuple(lineage.to_headers()),
-            )
-        )
-    size = settings.batch_size
-
-    def stage_run() -> None:
-        stage = Featurization(
-            spec, catalog, features_topic=topics.features, dlq_topic=settings.topic("riverline.dlq")
-        )
-        stage.start(0)
-        for i in range(0, len(messages), size):
-            batch = messages[i : i + size]
-            good = []
-            for m in stage.select(batch).events:
-                _, record = decode_single_object(catalog, m.value or b"", reader)
-                good.append((m, record, Lineage.from_headers(m.headers)))
-            stage.featurize(0, good)
-
-    vector = catalog.record("feature_vector")
-
-    def bare_run() -> None:
-        for m in messages:
-            _, record = decode_single_object(catalog, m.value or b"", reader)
-            encode_single_object(
-                vector,
-                {
-                    "event_id": record[spec.id_field],
-                    "event_ts": 0,
-                    "entity_key": "",
-                    "label": None,
-                    "values": {},
-                },
-            )
-
-    stage_s = _best(repeats, stage_run)
-    bare_s = _best(repeats, bare_run)
-
+    fast, slow, state = _kernel_seconds(fs, spec, events, options.repeats)
+    stage_s, bare_s = _stage_seconds(options, spec, catalog, events)
     n_keys = 100_000 if options.quick else 1_000_000
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json,sys;from benchmarks.bench_features import state_rss;"
-            f"print(json.dumps(state_rss(sys.argv[1], {n_keys})))",
-            str(settings.pipelines_dir / "transactions.toml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=settings.child_env(),
-    )
-    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    rss = _state_rss_in_child(options, n_keys)
     return {
         "title": f"features: {fs.label} ({len(fs.outputs)} features, per card)",
         "baseline": "the plain-Python twins (kernels); a bare decode + encode (stage)",
@@ -213,3 +130,121 @@ def features_section(options: Any) -> dict[str, Any]:
         ],
         "rss": rss,
     }
+
+
+def _kernel_seconds(
+    fs: FeatureSet, spec: PipelineSpec, events: list[dict[str, Any]], repeats: int
+) -> tuple[float, float, FeatureState]:
+    """Seconds of the kernels and of their Python twins over the events, and the state
+    the kernels leave."""
+    batches = [_columns(fs, spec, events[i : i + _BATCH]) for i in range(0, len(events), _BATCH)]
+
+    def run(method: str) -> None:
+        state = fs.new_state()
+        for keys, times, columns in batches:
+            getattr(fs, method)(state, keys, times, columns)
+
+    fast = _best(repeats, lambda: run("compute"))
+    slow = _best(1, lambda: run("compute_reference"))
+    state = fs.new_state()
+    for keys, times, columns in batches:
+        fs.compute(state, keys, times, columns)
+    return fast, slow, state
+
+
+def _stage_seconds(
+    options: BenchOptions,
+    spec: PipelineSpec,
+    catalog: SchemaCatalog,
+    events: list[dict[str, Any]],
+) -> tuple[float, float]:
+    """Seconds of the whole features stage on canonical events (what it runs per batch),
+    and of a bare decode + encode of the same messages."""
+    settings = options.settings
+    reader = catalog.latest(spec.subject)
+    topics = spec.topics(settings.namespace)
+    messages = _canonical_messages(spec, reader, topics.raw, topics.events, events)
+    size = settings.batch_size
+
+    def stage_run() -> None:
+        stage = Featurization(
+            spec, catalog, features_topic=topics.features, dlq_topic=settings.topic("riverline.dlq")
+        )
+        stage.start(0)
+        for i in range(0, len(messages), size):
+            good = []
+            for m in stage.select(messages[i : i + size]).events:
+                _, record = decode_single_object(catalog, m.value or b"", reader)
+                good.append((m, record, Lineage.from_headers(m.headers)))
+            stage.featurize(0, good)
+
+    vector = catalog.record("feature_vector")
+
+    def bare_run() -> None:
+        for m in messages:
+            _, record = decode_single_object(catalog, m.value or b"", reader)
+            encode_single_object(
+                vector,
+                {
+                    "event_id": record[spec.id_field],
+                    "event_ts": 0,
+                    "entity_key": "",
+                    "label": None,
+                    "values": {},
+                },
+            )
+
+    return _best(options.repeats, stage_run), _best(options.repeats, bare_run)
+
+
+def _canonical_messages(
+    spec: PipelineSpec,
+    reader: SchemaVersion,
+    raw_topic: str,
+    events_topic: str,
+    events: list[dict[str, Any]],
+) -> list[InMessage]:
+    """The events as the ingest stage writes them: canonical Avro with lineage headers."""
+    messages = []
+    for i, e in enumerate(events):
+        lineage = Lineage(
+            str(e[spec.id_field]),
+            reader.label,
+            f"{raw_topic}:0:{i}",
+            spec.label,
+            int(e[spec.time_field]),
+            0,
+            0,
+        )
+        messages.append(
+            InMessage(
+                events_topic,
+                0,
+                i,
+                str(e[spec.key_field]).encode(),
+                encode_single_object(reader, e),
+                0,
+                tuple(lineage.to_headers()),
+            )
+        )
+    return messages
+
+
+def _state_rss_in_child(options: BenchOptions, n_keys: int) -> dict[str, float]:
+    """:func:`state_rss` in a fresh process, so the number is that process's alone."""
+    settings = options.settings
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json,sys;from benchmarks.bench_features import state_rss;"
+            f"print(json.dumps(state_rss(sys.argv[1], {n_keys})))",
+            str(settings.pipelines_dir / "transactions.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=settings.child_env(),
+    )
+    rss: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
+    return rss

@@ -8,13 +8,58 @@ report.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+from rich.table import Table
 
 from streams.cli.commands import console, friendly, settings_of
 
 __all__ = ["bench"]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The options of the pipeline section: its size, its contenders, its latency runs.
+_PIPELINE_OPTIONS = (
+    click.option(
+        "--events",
+        type=int,
+        default=None,
+        help="Events of the pipeline section (200,000; --quick 5,000).",
+    ),
+    click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section."),
+    click.option(
+        "--contender",
+        "contenders",
+        multiple=True,
+        help="Run only these contenders of the pipeline section (raw, empty, floor, naive, "
+        "riverline); default: all. The latency runs need riverline.",
+    ),
+    click.option(
+        "--latency-load",
+        type=float,
+        default=0.25,
+        show_default=True,
+        help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
+    ),
+    click.option(
+        "--scaling/--no-scaling",
+        default=None,
+        help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with "
+        "--quick).",
+    ),
+)
+
+
+def _pipeline_options(fn: F) -> F:
+    """Add :data:`_PIPELINE_OPTIONS` to a command, in their order."""
+    for option in reversed(_PIPELINE_OPTIONS):
+        fn = option(fn)
+    return fn
 
 
 @click.command()
@@ -32,32 +77,7 @@ __all__ = ["bench"]
     multiple=True,
     help="Run only these sections (ingest, features, pipeline); default: all.",
 )
-@click.option(
-    "--events",
-    type=int,
-    default=None,
-    help="Events of the pipeline section (200,000; --quick 5,000).",
-)
-@click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section.")
-@click.option(
-    "--contender",
-    "contenders",
-    multiple=True,
-    help="Run only these contenders of the pipeline section (raw, empty, floor, naive, "
-    "riverline); default: all. The latency runs need riverline.",
-)
-@click.option(
-    "--latency-load",
-    type=float,
-    default=0.25,
-    show_default=True,
-    help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
-)
-@click.option(
-    "--scaling/--no-scaling",
-    default=None,
-    help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with --quick).",
-)
+@_pipeline_options
 @click.pass_context
 @friendly
 def bench(
@@ -75,10 +95,6 @@ def bench(
 
     Starts a broker on free ports for the run unless RIVERLINE_BOOTSTRAP is set.
     """
-    import json
-
-    from rich.table import Table
-
     from benchmarks.bench import CONTENDERS, BenchOptions, run_bench
 
     options = BenchOptions(
@@ -92,35 +108,34 @@ def bench(
         progress=lambda line: console.print(line, highlight=False),
     )
     report = run_bench(options, list(sections) or None)
+    _print_report(report, quick)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {json_path}")
+
+
+#: Section entries printed below its table, when present.
+_SUMMARIES = (
+    "ratios",
+    "latency",
+    "latency_cpu",
+    "latency_over_raw",
+    "latency_over_empty",
+    "machine_stalls",
+    "goals",
+)
+
+
+def _print_report(report: dict[str, Any], quick: bool) -> None:
     console.print(
         f"Python {report['python']} on {report['platform']}, {report['cpus']} CPUs"
         + (" (--quick: small runs, rough numbers)" if quick else "")
     )
     for section in report["sections"].values():
-        rows = section.get("rows", [])
-        table = Table(title=section.get("title"))
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        for column in columns:
-            table.add_column(column, justify="left" if column == "format" else "right")
-        for row in rows:
-            table.add_row(
-                *(
-                    f"{v:,}" if isinstance(v, int) else str(v)
-                    for v in (row.get(c, "") for c in columns)
-                )
-            )
-        console.print(table)
+        console.print(_table(section))
         if section.get("baseline"):
             console.print(f"baseline: {section['baseline']}")
-        for key in (
-            "ratios",
-            "latency",
-            "latency_cpu",
-            "latency_over_raw",
-            "latency_over_empty",
-            "machine_stalls",
-            "goals",
-        ):
+        for key in _SUMMARIES:
             if section.get(key):
                 console.print(f"{key}: {section[key]}", highlight=False)
         for row in section.get("scaling", {}).get("rows", []):
@@ -129,6 +144,17 @@ def bench(
                 f"{row['events_per_s']:,} events/s, peak RSS {row['peak_rss_mib']} MiB",
                 highlight=False,
             )
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"report written to {json_path}")
+
+
+def _table(section: dict[str, Any]) -> Table:
+    """A section's rows as a table, one column per key any row has."""
+    rows = section.get("rows", [])
+    table = Table(title=section.get("title"))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        table.add_column(column, justify="left" if column == "format" else "right")
+    for row in rows:
+        table.add_row(
+            *(f"{v:,}" if isinstance(v, int) else str(v) for v in (row.get(c, "") for c in columns))
+        )
+    return table

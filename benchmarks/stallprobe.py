@@ -9,7 +9,7 @@ machine, a busy hyperthread sibling. No process in the machine can avoid such a 
 every process on that CPU pays it.
 
 ``riverline bench`` runs a :class:`StallProbe` beside its latency run, and once with the
-machine quiet, and reports both (README, Benchmark, "Where the p99 goes"). The probe is a
+machine quiet, and reports both (``machine_stalls``). The probe is a
 child process at the lowest priority (niceness 19) doing a unit of ~0.5 ms every 10 ms,
 about 5% of one core at most; the guest's own scheduler may hold it back, which its CPU
 clock does not count.

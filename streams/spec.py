@@ -205,21 +205,7 @@ def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec
     names = [model.name, *(m.name for m in shadow_specs)]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: model names must be unique, got {names}.")
-    promotion = source.get("promotion", {})
-    drift = source.get("drift", {})
-    try:
-        policy = (
-            PromotionPolicy(**{"enabled": True, **promotion}) if promotion else PromotionPolicy()
-        )
-        drift_spec = DriftSpec(**drift)
-    except TypeError as exc:
-        raise SpecError(
-            f"{where}: [promotion] takes metric, margin, window, enabled; [drift] takes "
-            f"detector, action, params ({exc})."
-        ) from exc
-    if drift_spec.action not in _DRIFT_ACTIONS:
-        valid = ", ".join(_DRIFT_ACTIONS)
-        raise SpecError(f"{where} [drift]: action {drift_spec.action!r} is not one of {valid}.")
+    policy, drift_spec = _policies(source, where)
     return PipelineSpec(
         name=name,
         description=str(pipeline.get("description", "")),
@@ -238,6 +224,26 @@ def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec
         path=path,
         mode=mode,
     )
+
+
+def _policies(source: dict[str, Any], where: str) -> tuple[PromotionPolicy, DriftSpec]:
+    """The spec's [promotion] and [drift] tables."""
+    promotion = source.get("promotion", {})
+    drift = source.get("drift", {})
+    try:
+        policy = (
+            PromotionPolicy(**{"enabled": True, **promotion}) if promotion else PromotionPolicy()
+        )
+        drift_spec = DriftSpec(**drift)
+    except TypeError as exc:
+        raise SpecError(
+            f"{where}: [promotion] takes metric, margin, window, enabled; [drift] takes "
+            f"detector, action, params ({exc})."
+        ) from exc
+    if drift_spec.action not in _DRIFT_ACTIONS:
+        valid = ", ".join(_DRIFT_ACTIONS)
+        raise SpecError(f"{where} [drift]: action {drift_spec.action!r} is not one of {valid}.")
+    return policy, drift_spec
 
 
 def load_spec(path: Path | str) -> PipelineSpec:

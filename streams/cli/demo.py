@@ -20,13 +20,20 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from streams.cli.workerproc import WorkerProcess
 from streams.errors import RiverlineError
 from streams.features.engine import FeatureSet
-from streams.ingestion.producer import dataset_events, produce_dataset
+from streams.ingestion.producer import ProduceReport, dataset_events, produce_dataset
 from streams.kafka.broker import LocalBroker
 from streams.kafka.topics import (
     CHECKPOINTS,
@@ -157,64 +164,89 @@ async def run_pipeline(
     )
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            produced = progress.add_task(f"{spec.name}: produced", total=None)
-            predicted = progress.add_task(f"{spec.name}: predicted", total=None)
+            bars = (
+                progress.add_task(f"{spec.name}: produced", total=None),
+                progress.add_task(f"{spec.name}: predicted", total=None),
+            )
             producing = asyncio.ensure_future(
                 produce_dataset(settings, spec, catalog, rate=rate, limit=limit, on_sent=on_sent)
             )
-            deadline = time.monotonic() + wait_s
-            report_sent: int | None = None
-            run_id = ""
-            while True:
-                await collector.poll(200)
-                progress.update(produced, completed=len(sent_at))
-                progress.update(
-                    predicted,
-                    completed=len(collector.predictions),
-                    total=report_sent,
-                )
-                if producing.done() and report_sent is None:
-                    report_sent = producing.result().sent
-                    run_id = producing.result().run_id
-                    progress.update(produced, total=report_sent, completed=report_sent)
-                accounted = len(collector.predictions) + len(collector.dead_letters)
-                if report_sent is not None and accounted >= report_sent:
-                    break
-                if time.monotonic() > deadline:
-                    raise RiverlineError(
-                        f"{spec.name}: only {accounted} of {report_sent or len(sent_at)} events "
-                        f"were accounted for after {wait_s:.0f} s. Check the worker log."
-                    )
-            progress.update(predicted, total=report_sent, completed=len(collector.predictions))
-        seconds = time.monotonic() - started
-        preds = list(collector.predictions.values())
-        latencies = [
-            float(p.received_ms - sent_at[p.record["event_id"]])
-            for p in preds
-            if p.record["event_id"] in sent_at
-        ]
-        reasons: dict[str, int] = {}
-        for d in collector.dead_letters:
-            reason = d.get("rl.error.class", "?")
-            reasons[reason] = reasons.get(reason, 0) + 1
-        # With one partition this is the order the live model predicted and learned in.
-        preds.sort(key=lambda p: (p.partition, p.offset))
-        return DemoReport(
-            pipeline=spec.name,
-            events_in=report_sent or 0,
-            predictions_out=len(preds),
-            dead_letters=len(collector.dead_letters),
-            duplicates=collector.duplicates,
-            seconds=seconds,
-            latencies_ms=latencies,
-            scores=score_predictions(spec.model.task, [p.record for p in preds]),
-            sample=preds[-1] if preds else None,
-            dead_reasons=reasons,
-            predictions=preds,
-            raw_scores=_raw_scores(spec, run_id, preds),
-        )
+            sent = await _follow(spec, collector, producing, sent_at, progress, bars, wait_s)
+        return _report(spec, collector, sent_at, time.monotonic() - started, sent)
     finally:
         await collector.stop()
+
+
+async def _follow(
+    spec: PipelineSpec,
+    collector: OutputCollector,
+    producing: asyncio.Future[ProduceReport],
+    sent_at: dict[str, int],
+    progress: Progress,
+    bars: tuple[TaskID, TaskID],
+    wait_s: float,
+) -> ProduceReport:
+    """Collect outputs, showing progress, until every event sent is predicted or dead."""
+    produced, predicted = bars
+    deadline = time.monotonic() + wait_s
+    sent: ProduceReport | None = None
+    while True:
+        await collector.poll(200)
+        progress.update(produced, completed=len(sent_at))
+        progress.update(
+            predicted,
+            completed=len(collector.predictions),
+            total=None if sent is None else sent.sent,
+        )
+        if producing.done() and sent is None:
+            sent = producing.result()
+            progress.update(produced, total=sent.sent, completed=sent.sent)
+        accounted = len(collector.predictions) + len(collector.dead_letters)
+        if sent is not None and accounted >= sent.sent:
+            break
+        if time.monotonic() > deadline:
+            raise RiverlineError(
+                f"{spec.name}: only {accounted} of {sent.sent if sent else len(sent_at)} "
+                f"events were accounted for after {wait_s:.0f} s. Check the worker log."
+            )
+    progress.update(predicted, total=sent.sent, completed=len(collector.predictions))
+    return sent
+
+
+def _report(
+    spec: PipelineSpec,
+    collector: OutputCollector,
+    sent_at: dict[str, int],
+    seconds: float,
+    sent: ProduceReport,
+) -> DemoReport:
+    """What the run produced: counts, latencies, scores, dead-letter reasons."""
+    preds = list(collector.predictions.values())
+    latencies = [
+        float(p.received_ms - sent_at[p.record["event_id"]])
+        for p in preds
+        if p.record["event_id"] in sent_at
+    ]
+    reasons: dict[str, int] = {}
+    for d in collector.dead_letters:
+        reason = d.get("rl.error.class", "?")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    # With one partition this is the order the live model predicted and learned in.
+    preds.sort(key=lambda p: (p.partition, p.offset))
+    return DemoReport(
+        pipeline=spec.name,
+        events_in=sent.sent or 0,
+        predictions_out=len(preds),
+        dead_letters=len(collector.dead_letters),
+        duplicates=collector.duplicates,
+        seconds=seconds,
+        latencies_ms=latencies,
+        scores=score_predictions(spec.model.task, [p.record for p in preds]),
+        sample=preds[-1] if preds else None,
+        dead_reasons=reasons,
+        predictions=preds,
+        raw_scores=_raw_scores(spec, sent.run_id, preds),
+    )
 
 
 async def _forget_previous_runs(settings: Settings, specs: Sequence[PipelineSpec]) -> None:

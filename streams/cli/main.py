@@ -1,8 +1,10 @@
 """The ``riverline`` command line.
 
-The built-in commands are here; :func:`main` adds the plugin commands that other packages
-register (:mod:`streams.cli.plugins`): ``worker`` and ``sink`` from :mod:`agents`, which
-run Faust, and ``bench`` from :mod:`benchmarks`.
+The built-in commands are here, with the ``kafka`` group of
+:mod:`~streams.cli.kafka_commands` and the ``models`` group of
+:mod:`~streams.cli.model_commands`; :func:`main` adds the plugin commands that other
+packages register (:mod:`streams.cli.plugins`): ``worker`` and ``sink`` from
+:mod:`agents`, which run Faust, and ``bench`` from :mod:`benchmarks`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -22,6 +23,8 @@ from streams.cli.commands import (
     friendly,
     settings_of,
 )
+from streams.cli.kafka_commands import kafka
+from streams.cli.model_commands import models
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins, registered_plugins
 from streams.errors import RiverlineError
 from streams.settings import Settings
@@ -38,126 +41,6 @@ def cli(ctx: click.Context) -> None:
     # Numba reads its cache location when it is first imported; point it under RIVERLINE_HOME.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.numba_cache_dir))
     ctx.obj = settings
-
-
-@cli.group()
-def kafka() -> None:
-    """The local single-node Kafka broker (not used when RIVERLINE_BOOTSTRAP is set)."""
-
-
-@kafka.command("fetch")
-@click.pass_context
-@friendly
-def kafka_fetch(ctx: click.Context) -> None:
-    """Download the broker jars from Maven Central into the cache."""
-    from streams.kafka.broker import LocalBroker
-
-    path = LocalBroker(settings_of(ctx)).fetch(log=console.print)
-    console.print(f"Kafka jars in {path}")
-
-
-@kafka.command("up")
-@click.option(
-    "--secure",
-    is_flag=True,
-    help="SASL/SCRAM-SHA-256 with ACLs for the principals admin, producer, consumer and "
-    "riverline (see README, 'Securing a deployment').",
-)
-@click.option(
-    "--pipeline",
-    "pipelines",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="With --secure: grant the ACLs of this pipeline spec; repeat for several. "
-    "Default: every spec in the pipelines dir.",
-)
-@click.pass_context
-@friendly
-def kafka_up(ctx: click.Context, secure: bool, pipelines: tuple[Path, ...]) -> None:
-    """Start the local broker (download, format, start, wait until it answers)."""
-    from streams.kafka.broker import LocalBroker
-    from streams.spec import load_spec
-
-    settings = settings_of(ctx)
-    # Without --secure a data dir formatted secure stays secure (LocalBroker decides).
-    broker = LocalBroker(settings, secure=True if secure else None)
-    status = broker.up(log=console.print)
-    console.print(f"Kafka is up: {status.detail}")
-    if broker.secure and not settings.bootstrap:
-        paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
-        names = [load_spec(path).name for path in paths]
-        broker.grant_pipelines(names)
-        console.print(
-            f"ACLs granted for pipeline(s) {', '.join(names) or '(none)'}: producer writes "
-            f"P.raw and P.labels, consumer reads P.predictions (groups consumer-*), "
-            f"riverline runs the service. Passwords: RIVERLINE_KAFKA_<PRINCIPAL>_PASSWORD "
-            f"where set, else {broker.credentials_path} (mode 0600). For the worker: "
-            f"RIVERLINE_KAFKA_SECURITY=sasl_scram RIVERLINE_KAFKA_USERNAME=riverline "
-            f"RIVERLINE_KAFKA_PASSWORD=<riverline's password>."
-        )
-    elif secure:
-        console.print(
-            "RIVERLINE_BOOTSTRAP is set: Riverline manages no broker, so --secure changed "
-            "nothing; that cluster's own security applies."
-        )
-
-
-@kafka.command("down")
-@click.pass_context
-@friendly
-def kafka_down(ctx: click.Context) -> None:
-    """Stop the broker this machine's Riverline started (by pid)."""
-    from streams.kafka.broker import LocalBroker
-
-    stopped = LocalBroker(settings_of(ctx)).down(log=console.print)
-    console.print("Kafka stopped." if stopped else "No Riverline-started broker was running.")
-
-
-@kafka.command("status")
-@click.pass_context
-@friendly
-def kafka_status(ctx: click.Context) -> None:
-    """Where the broker is and whether it answers (exit 1 if it does not)."""
-    from streams.kafka.broker import LocalBroker
-
-    status = LocalBroker(settings_of(ctx)).status()
-    state = "[green]reachable[/]" if status.reachable else "[red]not reachable[/]"
-    console.print(f"{status.bootstrap}: {state} — {status.detail}")
-    if not status.reachable:
-        sys.exit(1)
-
-
-@kafka.command("acls")
-@click.option(
-    "--pipeline",
-    "pipelines",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Grant the ACLs of this pipeline spec; repeat for several. "
-    "Default: every spec in the pipelines dir.",
-)
-@click.pass_context
-@friendly
-def kafka_acls(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
-    """Grant the service's and the pipelines' ACLs on the cluster Riverline talks to.
-
-    Logs in as RIVERLINE_KAFKA_USERNAME, which must be a super user (admin). For a
-    secured cluster of your own, or the secure docker-compose broker.
-    """
-    from streams.kafka.auth import client_kwargs, grant_pipeline_acls
-    from streams.spec import load_spec
-
-    settings = settings_of(ctx)
-    paths = list(pipelines) or sorted(settings.pipelines_dir.glob("*.toml"))
-    names = [load_spec(path).name for path in paths]
-    bootstrap = settings.effective_bootstrap
-    rules = grant_pipeline_acls(
-        bootstrap, client_kwargs(settings), names, namespace=settings.namespace
-    )
-    console.print(
-        f"{len(rules)} ACLs granted at {bootstrap} for pipeline(s) "
-        f"{', '.join(names) or '(none)'} and the riverline service."
-    )
 
 
 @cli.command()
@@ -412,112 +295,8 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     click.echo(json.dumps(manifest.extra["data_range"], sort_keys=True))
 
 
-@cli.group()
-def models() -> None:
-    """Models of the running worker: list, show, promote, roll back (audited).
-
-    Calls the worker's admin API at RIVERLINE_WEB_HOST:RIVERLINE_WEB_PORT with the bearer
-    token RIVERLINE_ADMIN_TOKEN (viewer to read, operator to change).
-    """
-
-
-def _admin(ctx: click.Context) -> Any:
-    from streams.cli.admin_client import AdminClient
-
-    return AdminClient.from_settings(settings_of(ctx))
-
-
-def _print_models(body: dict[str, Any], model: str | None = None) -> None:
-    from rich.table import Table
-
-    for name, pipeline in body.get("pipelines", {}).items():
-        table = Table(title=f"{name}: champion {pipeline['champion']}")
-        for column in ("model", "stage", "samples", "metrics", "recent"):
-            table.add_column(column)
-        for m in pipeline["models"]:
-            if model is not None and m["name"] != model:
-                continue
-            metrics = ", ".join(f"{k}={v:.4f}" for k, v in m["metrics"].items())
-            recent = "" if m["recent"] is None else f"{m['recent']:.4f}"
-            label = f"{m['name']}@{m['version']}"
-            table.add_row(label, m["stage"], f"{m['samples_seen']:,}", metrics, recent)
-        console.print(table)
-
-
-@models.command("list")
-@click.option("--pipeline", default=None, help="Only this pipeline.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-@friendly
-def models_list(ctx: click.Context, pipeline: str | None, as_json: bool) -> None:
-    """Every served model: champion and shadows, versions, samples, metrics."""
-    import json
-
-    body = _admin(ctx).models(pipeline)
-    if as_json:
-        click.echo(json.dumps(body, indent=2, sort_keys=True))
-    else:
-        _print_models(body)
-
-
-@models.command("show")
-@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
-@click.option("--model", default=None, help="Model name (default: every model).")
-@click.pass_context
-@friendly
-def models_show(ctx: click.Context, pipeline: str | None, model: str | None) -> None:
-    """One model (or one pipeline's models) in detail, as JSON."""
-    import json
-
-    body = _admin(ctx).models(pipeline)
-    found = []
-    for name, p in body.get("pipelines", {}).items():
-        for m in p["models"]:
-            if model in (None, m["name"]):
-                found.append({"pipeline": name, "history": p["history"], **m})
-    if not found:
-        raise RiverlineError(f"no model {model!r} on the worker; see `riverline models list`.")
-    click.echo(json.dumps(found, indent=2, sort_keys=True))
-
-
-def _report_action(body: dict[str, Any]) -> None:
-    audit = body["audit"]
-    console.print(
-        f"{audit['action']}: {audit['before']} -> {audit['after']} by {audit['who']}"
-        f" ({audit['why'] or 'no reason given'})",
-        highlight=False,
-    )
-
-
-@models.command("promote")
-@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
-@click.option("--model", required=True, help="The shadow to make champion.")
-@click.option("--why", default="", help="Reason, written to riverline.audit.")
-@click.pass_context
-@friendly
-def models_promote(ctx: click.Context, pipeline: str | None, model: str, why: str) -> None:
-    """Make a shadow the champion (the champion becomes a shadow)."""
-    _report_action(_admin(ctx).promote(pipeline, model, why))
-
-
-@models.command("rollback")
-@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
-@click.option("--why", default="", help="Reason, written to riverline.audit.")
-@click.pass_context
-@friendly
-def models_rollback(ctx: click.Context, pipeline: str | None, why: str) -> None:
-    """Bring back the previous champion version from the registry."""
-    _report_action(_admin(ctx).rollback(pipeline, why))
-
-
-@models.command("reset")
-@click.option("--pipeline", default=None, help="Pipeline (needed when the worker runs several).")
-@click.option("--why", default="", help="Reason, written to riverline.audit.")
-@click.pass_context
-@friendly
-def models_reset(ctx: click.Context, pipeline: str | None, why: str) -> None:
-    """Replace the champion with a fresh, untrained model (the old one stays in the registry)."""
-    _report_action(_admin(ctx).reset(pipeline, why))
+cli.add_command(kafka)
+cli.add_command(models)
 
 
 def main() -> None:

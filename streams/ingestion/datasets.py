@@ -24,7 +24,7 @@ def _transactions(size: int | None) -> Iterable[tuple[dict[str, Any], Any]]:
 
 
 def _agrawal_drift(size: int | None) -> Iterable[tuple[dict[str, Any], Any]]:
-    """Agrawal function 0 drifting to function 4 at 10,000 (issue #5's drift test)."""
+    """Agrawal function 0 drifting to function 4 at 10,000 (the drift tests' stream)."""
     stream = river_datasets.synth.ConceptDriftStream(
         stream=river_datasets.synth.Agrawal(classification_function=0, seed=42),
         drift_stream=river_datasets.synth.Agrawal(classification_function=4, seed=42),

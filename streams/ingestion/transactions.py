@@ -79,39 +79,7 @@ class Transactions:
 
 def _generate(p: Transactions) -> Iterator[tuple[dict[str, Any], bool]]:
     rng = np.random.default_rng(p.seed)
-    n_cards = p.cards
-    # Per-card habits. Log-amount baselines spread widely, so that amount alone is a
-    # poor fraud signal: only the card's own history says what is unusual.
-    mu = rng.normal(np.log(40.0), 0.9, n_cards)
-    sigma = rng.uniform(0.25, 0.5, n_cards)
-    activity = rng.gamma(2.0, 1.0, n_cards)
-    activity /= activity.sum()
-    limits = np.maximum(500.0, np.round(np.exp(mu + rng.normal(3.0, 0.6, n_cards)), -2))
-    channel_p = rng.dirichlet([8.0, 3.0, 1.0], n_cards)
-    favourites: list[np.ndarray] = []
-    favourite_p: list[np.ndarray] = []
-    for _ in range(n_cards):
-        k = int(rng.integers(2, 7))
-        favourites.append(rng.choice(p.merchants, size=k, replace=False))
-        favourite_p.append(rng.dirichlet(np.ones(k)))
-    card_ids = [f"c{c:05d}" for c in range(n_cards)]
-
-    def other_merchant(card: int) -> int:
-        while True:
-            m = int(rng.integers(p.merchants))
-            if m not in favourites[card]:
-                return m
-
-    def row(card: int, t: float, amount: float, merchant: int, channel: int) -> dict[str, Any]:
-        return {
-            "card_id": card_ids[card],
-            "amount": round(max(amount, 0.5), 2),
-            "merchant": f"m{merchant:05d}",
-            "channel": CHANNELS[channel],
-            "card_limit": float(limits[card]),
-            "event_time": START_MS + round(t * 1000.0),
-        }
-
+    cards = _Cards(p, rng)
     # Fraud waiting to happen: (time, sequence, card, log-amount shift).
     pending: list[tuple[float, int, int, float]] = []
     scheduled = 0
@@ -120,30 +88,98 @@ def _generate(p: Transactions) -> Iterator[tuple[dict[str, Any], bool]]:
     while emitted < p.rows:
         if pending and pending[0][0] < next_normal:
             t, _, card, shift = heapq.heappop(pending)
-            amount = float(np.exp(mu[card] + shift + sigma[card] * rng.normal()))
-            channel = int(rng.choice(3, p=_FRAUD_CHANNEL_P))
-            yield row(card, t, amount, other_merchant(card), channel), True
+            yield cards.fraud(card, t, shift), True
             emitted += 1
             continue
         t = next_normal
         next_normal += float(rng.exponential(p.mean_gap))
-        card = int(rng.choice(n_cards, p=activity))
+        yield cards.legitimate(t), False
+        emitted += 1
+        if rng.random() < p.fraud_start:
+            for burst_t, victim, shift in cards.burst(t):
+                heapq.heappush(pending, (burst_t, scheduled, victim, shift))
+                scheduled += 1
+
+
+class _Cards:
+    """The cards' habits, and their transactions, drawn from one random generator.
+
+    Every draw happens in a fixed order, so a seed gives the same stream everywhere.
+    """
+
+    def __init__(self, p: Transactions, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.merchants = p.merchants
+        n_cards = p.cards
+        self.n_cards = n_cards
+        # Per-card habits. Log-amount baselines spread widely, so that amount alone is a
+        # poor fraud signal: only the card's own history says what is unusual.
+        self.mu = rng.normal(np.log(40.0), 0.9, n_cards)
+        self.sigma = rng.uniform(0.25, 0.5, n_cards)
+        activity = rng.gamma(2.0, 1.0, n_cards)
+        self.activity = activity / activity.sum()
+        self.limits = np.maximum(
+            500.0, np.round(np.exp(self.mu + rng.normal(3.0, 0.6, n_cards)), -2)
+        )
+        self.channel_p = rng.dirichlet([8.0, 3.0, 1.0], n_cards)
+        self.favourites: list[np.ndarray] = []
+        self.favourite_p: list[np.ndarray] = []
+        for _ in range(n_cards):
+            k = int(rng.integers(2, 7))
+            self.favourites.append(rng.choice(p.merchants, size=k, replace=False))
+            self.favourite_p.append(rng.dirichlet(np.ones(k)))
+        self.ids = [f"c{c:05d}" for c in range(n_cards)]
+
+    def legitimate(self, t: float) -> dict[str, Any]:
+        """A transaction of a card, by its habits, at ``t`` seconds."""
+        rng = self.rng
+        card = int(rng.choice(self.n_cards, p=self.activity))
         # Some legitimate spending is unusual too: a big purchase, a new shop.
         shift = float(rng.normal(1.5, 0.3)) if rng.random() < 0.02 else 0.0
         if rng.random() < 0.9:
-            merchant = int(rng.choice(favourites[card], p=favourite_p[card]))
+            merchant = int(rng.choice(self.favourites[card], p=self.favourite_p[card]))
         else:
-            merchant = other_merchant(card)
-        amount = float(np.exp(mu[card] + shift + sigma[card] * rng.normal()))
-        channel = int(rng.choice(3, p=channel_p[card]))
-        yield row(card, t, amount, merchant, channel), False
-        emitted += 1
-        if rng.random() < p.fraud_start:
-            victim = int(rng.choice(n_cards, p=activity))
-            testing = rng.random() < 0.3
-            shift = float(rng.normal(-2.0, 0.4) if testing else rng.normal(1.8, 0.5))
-            at = t + float(rng.uniform(5.0, 120.0))
-            for _ in range(int(rng.integers(3, 7))):
-                heapq.heappush(pending, (at, scheduled, victim, shift))
-                scheduled += 1
-                at += float(rng.uniform(5.0, 45.0))
+            merchant = self._other_merchant(card)
+        amount = self._amount(card, shift)
+        channel = int(rng.choice(3, p=self.channel_p[card]))
+        return self._row(card, t, amount, merchant, channel)
+
+    def fraud(self, card: int, t: float, shift: float) -> dict[str, Any]:
+        """A fraudulent transaction on ``card``: an unusual amount at an unusual merchant."""
+        amount = self._amount(card, shift)
+        channel = int(self.rng.choice(3, p=_FRAUD_CHANNEL_P))
+        return self._row(card, t, amount, self._other_merchant(card), channel)
+
+    def burst(self, t: float) -> list[tuple[float, int, float]]:
+        """(time, card, log-amount shift) of a fraud burst starting soon after ``t``."""
+        rng = self.rng
+        victim = int(rng.choice(self.n_cards, p=self.activity))
+        testing = rng.random() < 0.3
+        shift = float(rng.normal(-2.0, 0.4) if testing else rng.normal(1.8, 0.5))
+        at = t + float(rng.uniform(5.0, 120.0))
+        burst = []
+        for _ in range(int(rng.integers(3, 7))):
+            burst.append((at, victim, shift))
+            at += float(rng.uniform(5.0, 45.0))
+        return burst
+
+    def _amount(self, card: int, shift: float) -> float:
+        return float(np.exp(self.mu[card] + shift + self.sigma[card] * self.rng.normal()))
+
+    def _other_merchant(self, card: int) -> int:
+        while True:
+            m = int(self.rng.integers(self.merchants))
+            if m not in self.favourites[card]:
+                return m
+
+    def _row(
+        self, card: int, t: float, amount: float, merchant: int, channel: int
+    ) -> dict[str, Any]:
+        return {
+            "card_id": self.ids[card],
+            "amount": round(max(amount, 0.5), 2),
+            "merchant": f"m{merchant:05d}",
+            "channel": CHANNELS[channel],
+            "card_limit": float(self.limits[card]),
+            "event_time": START_MS + round(t * 1000.0),
+        }

@@ -7,39 +7,33 @@ process that started it, so it outlives ``riverline kafka up`` and ignores Ctrl-
 
 When ``Settings.bootstrap`` is set, Riverline starts nothing and only reports on that
 cluster.
+
+Its parts: the ``server.properties`` it runs with (:mod:`~streams.kafka.server_properties`),
+the passwords of a secure broker (:mod:`~streams.kafka.credentials`), its processes and
+files (:mod:`~streams.kafka.process`) and the reachability probe
+(:mod:`~streams.kafka.probe`). This module re-exports what callers of a local broker need:
+:func:`render_server_properties`, :data:`BROKER_PRINCIPAL`, :func:`broker_reachable`
+and :func:`free_port`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
-import fcntl
-import hashlib
-import json
-import logging
 import os
-import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from streams.errors import KafkaSetupError
 from streams.kafka.auth import (
-    MECHANISM,
     PRINCIPALS,
     AclBinding,
     apply_acls,
@@ -48,6 +42,23 @@ from streams.kafka.auth import (
     scram_client_kwargs,
     service_acls,
 )
+from streams.kafka.credentials import BrokerCredentials, java_argfile, redact_scram, write_private
+from streams.kafka.probe import broker_reachable, probe
+from streams.kafka.process import (
+    alive,
+    cmdline,
+    file_lock,
+    free_port,
+    last_lines,
+    live_process,
+    new_cluster_id,
+    port_free,
+    read_pid,
+    require_java,
+    terminate,
+    wait_gone,
+)
+from streams.kafka.server_properties import BROKER_PRINCIPAL, render_server_properties
 from streams.settings import REPO_ROOT, Settings
 
 __all__ = [
@@ -62,19 +73,11 @@ __all__ = [
 #: The POM and Log4j2 configuration the broker is fetched and run with.
 KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
 
-_JAVA_HINT = "Install Java 17 or newer: apt-get install openjdk-17-jre-headless"
 _MAVEN_HINT = "Install Maven: apt-get install maven"
 _COMPLETE_MARKER = ".complete"
-_PROBE_THREAD = "riverline-kafka-probe"
 _LOG_TAIL_LINES = 20
-_CREDENTIALS_FILE = "credentials.json"
-#: The broker's own principal on its SASL listener (inter-broker traffic); a super user.
-BROKER_PRINCIPAL = "broker"
-_SCRAM_ITERATIONS = 8192
 #: The StorageTool arguments while formatting (mode 0600, removed once the JVM exits).
 _FORMAT_ARGFILE = "format.args"
-#: The secure broker's client (and inter-broker) listener name and protocol.
-_SECURE_LISTENER = "SASL_PLAINTEXT"
 
 
 @dataclass(frozen=True)
@@ -89,95 +92,6 @@ class BrokerStatus:
     """The cluster answered a metadata request and has at least one broker."""
     detail: str
     """One human line: where, version, data dir, or why it is not reachable."""
-
-
-def render_server_properties(
-    *, port: int, controller_port: int, log_dir: Path, broker_password: str | None = None
-) -> str:
-    """The ``server.properties`` of a single combined broker and controller on 127.0.0.1.
-
-    The controller quorum is dynamic (KIP-853, the Kafka 4 default):
-    ``controller.quorum.bootstrap.servers`` here and ``format --standalone`` at format
-    time, so a data dir keeps working when its ports change.
-
-    With ``broker_password`` the client listener is ``SASL_PLAINTEXT`` with SCRAM-SHA-256
-    only, the ``StandardAuthorizer`` denies whatever no ACL allows, and ``admin`` and the
-    broker's own principal ``broker`` (which logs in with ``broker_password``) are the
-    super users. The controller listener (127.0.0.1 only) cannot use SCRAM: SCRAM users
-    live in the metadata log that the controller itself serves. Left ``PLAINTEXT``, its
-    principal would be ``User:ANONYMOUS``, which the controller must allow to register
-    brokers, i.e. a super user any local process could use; so it is ``SASL_PLAINTEXT``
-    with ``PLAIN``, whose only user, ``broker``, is defined in this file (mode 0600).
-
-    Examples
-    --------
-    >>> text = render_server_properties(port=9092, controller_port=9093, log_dir=Path("/d"))
-    >>> "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
-    True
-    >>> "auto.create.topics.enable=false" in text
-    True
-    """
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "log.dirs": str(log_dir),
-        "num.partitions": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        # Riverline creates every topic it uses; a typo must fail, not make a new topic.
-        "auto.create.topics.enable": "false",
-        # A restarted combined node cannot re-register until its previous broker session
-        # expires (9 s by default); a short session makes restarts (and chaos tests) quick.
-        "broker.session.timeout.ms": "3000",
-        "broker.heartbeat.interval.ms": "1000",
-    }
-    if broker_password is not None:
-        settings.update(_secure_properties(port, controller_port, broker_password))
-    lines = ["# Written by Riverline (streams/kafka/broker.py) at every start; edits are lost."]
-    lines += [f"{key}={value}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _secure_properties(port: int, controller_port: int, broker_password: str) -> dict[str, str]:
-    if not re.fullmatch(r"[A-Za-z0-9_\-]+", broker_password):
-        # It sits inside quoted JAAS options; generated passwords are URL-safe base64.
-        raise KafkaSetupError("the broker's own password must be URL-safe base64 characters")
-    login = f'username="{BROKER_PRINCIPAL}" password="{broker_password}"'
-    scram_jaas = f"org.apache.kafka.common.security.scram.ScramLoginModule required {login};"
-    plain_jaas = (
-        "org.apache.kafka.common.security.plain.PlainLoginModule required "
-        f'{login} user_{BROKER_PRINCIPAL}="{broker_password}";'
-    )
-    client = _SECURE_LISTENER.lower()
-    return {
-        "listeners": (
-            f"{_SECURE_LISTENER}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
-        ),
-        "advertised.listeners": f"{_SECURE_LISTENER}://127.0.0.1:{port}",
-        "listener.security.protocol.map": (
-            f"{_SECURE_LISTENER}:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
-        ),
-        "inter.broker.listener.name": _SECURE_LISTENER,
-        "sasl.mechanism.inter.broker.protocol": MECHANISM,
-        f"listener.name.{client}.sasl.enabled.mechanisms": MECHANISM,
-        f"listener.name.{client}.{MECHANISM.lower()}.sasl.jaas.config": scram_jaas,
-        "sasl.mechanism.controller.protocol": "PLAIN",
-        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.controller.plain.sasl.jaas.config": plain_jaas,
-        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "allow.everyone.if.no.acl.found": "false",
-        "super.users": f"User:admin;User:{BROKER_PRINCIPAL}",
-    }
 
 
 class LocalBroker:
@@ -210,6 +124,7 @@ class LocalBroker:
     ) -> None:
         self._settings = settings
         self._data_dir = (data_dir or settings.kafka_dir / "data").resolve()
+        self._credentials = BrokerCredentials(settings, self._data_dir)
         self._requested_secure = secure
         if secure is None:
             secure = self.credentials_path.exists() or settings.kafka_security == "sasl_scram"
@@ -237,7 +152,7 @@ class LocalBroker:
     @property
     def credentials_path(self) -> Path:
         """The generated passwords of a secure data dir (JSON, mode 0600)."""
-        return self._data_dir / _CREDENTIALS_FILE
+        return self._credentials.path
 
     @property
     def libs_dir(self) -> Path:
@@ -280,22 +195,7 @@ class LocalBroker:
         ``settings.kafka_<principal>_password`` where set, else the one generated at
         format time into :attr:`credentials_path`.
         """
-        stored = self._stored_passwords()
-        passwords: dict[str, SecretStr] = {}
-        for principal in (*PRINCIPALS, BROKER_PRINCIPAL):
-            configured = getattr(self._settings, f"kafka_{principal}_password", None)
-            if isinstance(configured, SecretStr):
-                passwords[principal] = configured
-            elif principal in stored:
-                passwords[principal] = SecretStr(stored[principal])
-            else:
-                raise KafkaSetupError(
-                    f"no password for the Kafka principal '{principal}' of the secure broker "
-                    f"in {self._data_dir}: {self.credentials_path} does not name it, so it "
-                    f"was set with RIVERLINE_KAFKA_{principal.upper()}_PASSWORD when the "
-                    f"broker was formatted. Set that variable again."
-                )
-        return passwords
+        return self._credentials.passwords()
 
     def client_kwargs(self, principal: str = "admin") -> dict[str, Any]:
         """aiokafka client arguments that log in to this broker as ``principal``."""
@@ -310,58 +210,6 @@ class LocalBroker:
         rules = [rule for name in pipelines for rule in pipeline_acls(name, namespace)]
         apply_acls(self.bootstrap, self.client_kwargs("admin"), rules)
         return rules
-
-    def _stored_passwords(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.credentials_path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise KafkaSetupError(
-                f"cannot read {self.credentials_path}: {type(exc).__name__}. Restore it, or "
-                f"remove {self._data_dir} to start over with a new secure broker."
-            ) from exc
-        generated = data.get("generated", {})
-        return {str(k): str(v) for k, v in generated.items()}
-
-    def _ensure_credentials(self, log: Callable[[str], None]) -> None:
-        """Before a first format: generate the passwords settings do not give (0600 file)."""
-        stored = self._stored_passwords()
-        generated = dict(stored)
-        for principal in (*PRINCIPALS, BROKER_PRINCIPAL):
-            configured = getattr(self._settings, f"kafka_{principal}_password", None)
-            if configured is None and principal not in generated:
-                generated[principal] = secrets.token_urlsafe(24)
-        if generated != stored or not self.credentials_path.exists():
-            document = {"mechanism": MECHANISM, "generated": generated}
-            _write_private(self.credentials_path, json.dumps(document, indent=2) + "\n")
-        named = sorted(set(generated) - {BROKER_PRINCIPAL})
-        if named:
-            log(
-                f"generated Kafka passwords for {', '.join(named)} in "
-                f"{self.credentials_path} (mode 0600)"
-            )
-
-    def _scram_arguments(self) -> list[str]:
-        """``--add-scram`` options with salted credentials (RFC 5802).
-
-        A salted password logs in as well as the password itself, so these go to
-        ``StorageTool`` through an argument file (:func:`_java_argfile`), never on a
-        command line.
-        """
-        arguments: list[str] = []
-        for principal, password in self.credentials().items():
-            salt = os.urandom(16)
-            salted = hashlib.pbkdf2_hmac(
-                "sha256", password.get_secret_value().encode(), salt, _SCRAM_ITERATIONS
-            )
-            arguments += [
-                "--add-scram",
-                f"{MECHANISM}=[name={principal},iterations={_SCRAM_ITERATIONS},"
-                f'salt="{base64.b64encode(salt).decode()}",'
-                f'saltedpassword="{base64.b64encode(salted).decode()}"]',
-            ]
-        return arguments
 
     # ------------------------------------------------------------------ fetch
 
@@ -382,7 +230,7 @@ class LocalBroker:
             raise KafkaSetupError(f"{pom} is missing; Riverline needs its source checkout.")
         libs.parent.mkdir(parents=True, exist_ok=True)
         # Two processes may fetch at once (make -j, parallel test sessions); one downloads.
-        with _file_lock(libs.parent / ".fetch.lock"):
+        with file_lock(libs.parent / ".fetch.lock"):
             if (libs / _COMPLETE_MARKER).exists():
                 return libs
             version = self._settings.kafka_version
@@ -409,7 +257,7 @@ class LocalBroker:
             broker_jar = staging / f"kafka_2.13-{version}.jar"
             if done.returncode != 0 or not broker_jar.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-                output = _last_lines(done.stdout + done.stderr, _LOG_TAIL_LINES)
+                output = last_lines(done.stdout + done.stderr, _LOG_TAIL_LINES)
                 raise KafkaSetupError(
                     f"Maven could not fetch the Kafka {version} jars "
                     f"(exit code {done.returncode}; ran: {' '.join(cmd)}). Check the network "
@@ -443,21 +291,21 @@ class LocalBroker:
             return status
 
         self._data_dir.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self._data_dir / "broker.lock"):
+        with file_lock(self._data_dir / "broker.lock"):
             self._check_security_mode()
             proc = self._process(log)
             if proc is not None:
                 status = self._join_running(proc, log)
             else:
-                java = _require_java()
+                java = require_java()
                 self._check_ports_free()
                 libs = self.fetch(log)
                 log4j = KAFKA_DEPLOY_DIR / "log4j2.yaml"
                 formatted = (self._storage_dir / "meta.properties").exists()
                 if self._secure and not formatted:
                     self._data_dir.chmod(0o700)
-                    self._ensure_credentials(log)
-                _write_private(self._properties_path, self.server_properties())
+                    self._credentials.ensure(log)
+                write_private(self._properties_path, self.server_properties())
                 if not formatted:
                     self._format(java, libs, log4j, log)
                 status = self._start(java, libs, log4j, log)
@@ -499,13 +347,13 @@ class LocalBroker:
         if not self._data_dir.exists():
             log(f"no local broker: {self._data_dir} does not exist")
             return False
-        with _file_lock(self._data_dir / "broker.lock"):
+        with file_lock(self._data_dir / "broker.lock"):
             proc = self._process(log)
             if proc is None:
                 log(f"no local broker running from {self._data_dir}")
                 return False
             log(f"stopping Kafka (pid {proc.pid}) at 127.0.0.1:{self._port}")
-            _terminate(proc, self._settings.kafka_stop_timeout)
+            terminate(proc, self._settings.kafka_stop_timeout)
             self.pid_path.unlink(missing_ok=True)
             log(f"stopped Kafka (pid {proc.pid}); data kept in {self._data_dir}")
             return True
@@ -517,13 +365,13 @@ class LocalBroker:
             raise KafkaSetupError(f"no local broker is running from {self._data_dir} to kill")
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGKILL)
-        _wait_gone(proc, 10.0)
+        wait_gone(proc, 10.0)
 
     def status(self) -> BrokerStatus:
         """Whether the broker runs (if Riverline manages it) and whether it answers."""
         bootstrap = self.bootstrap
         if self._settings.bootstrap:
-            ok, info = _probe(bootstrap, 5.0, client_kwargs(self._settings))
+            ok, info = probe(bootstrap, 5.0, client_kwargs(self._settings))
             where = f"external cluster {bootstrap}"
             detail = f"{where}: {info}" if ok else f"{where} does not answer: {info}"
             return BrokerStatus(bootstrap, managed=False, pid=None, reachable=ok, detail=detail)
@@ -532,14 +380,14 @@ class LocalBroker:
         version = self._settings.kafka_version
         security = self._probe_security()
         if proc is None:
-            ok, info = _probe(bootstrap, 2.0, security)
+            ok, info = probe(bootstrap, 2.0, security)
             stale = self._stale_pid()
             why = f" (stale pid file: pid {stale} is not a running broker)" if stale else ""
             detail = f"no Riverline broker running from {self._data_dir}{why}"
             if ok:
                 detail += f"; another broker answers at {bootstrap}: {info}"
             return BrokerStatus(bootstrap, managed=False, pid=None, reachable=ok, detail=detail)
-        ok, info = _probe(bootstrap, 5.0, security)
+        ok, info = probe(bootstrap, 5.0, security)
         mode = ", SASL/SCRAM" if self._secure else ""
         where = f"Kafka {version} at {bootstrap} (pid {proc.pid}{mode}, data {self._data_dir})"
         if not ok:
@@ -566,12 +414,12 @@ class LocalBroker:
 
     def _process(self, log: Callable[[str], None] | None = None) -> psutil.Process | None:
         """The live broker process named by the pid file, or None (stale file removed)."""
-        pid = _read_pid(self.pid_path)
+        pid = read_pid(self.pid_path)
         if pid is None:
             return None
-        proc = _live_process(pid)
+        proc = live_process(pid)
         # A pid is reused after its process exits: it is ours only if it runs our config.
-        if proc is not None and str(self._properties_path) in _cmdline(proc):
+        if proc is not None and str(self._properties_path) in cmdline(proc):
             return proc
         if log is not None:
             log(f"removing stale pid file {self.pid_path} (pid {pid} is not our broker)")
@@ -579,7 +427,7 @@ class LocalBroker:
         return None
 
     def _stale_pid(self) -> int | None:
-        return _read_pid(self.pid_path)
+        return read_pid(self.pid_path)
 
     def _join_running(self, proc: psutil.Process, log: Callable[[str], None]) -> BrokerStatus:
         running = self._properties_path.read_text() if self._properties_path.exists() else ""
@@ -597,7 +445,7 @@ class LocalBroker:
             (self._port, "RIVERLINE_KAFKA_PORT"),
             (self._controller_port, "RIVERLINE_KAFKA_CONTROLLER_PORT"),
         ):
-            if not _port_free(port):
+            if not port_free(port):
                 raise KafkaSetupError(
                     f"port {port} on 127.0.0.1 is already in use by another process, so the "
                     f"local broker cannot listen there. Choose another port with {setting}, "
@@ -616,14 +464,14 @@ class LocalBroker:
     def _format(self, java: str, libs: Path, log4j: Path, log: Callable[[str], None]) -> None:
         log(f"formatting new KRaft storage in {self._storage_dir}")
         arguments = [
-            "kafka.tools.StorageTool", "format", "--cluster-id", _new_cluster_id(),
+            "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(),
             "--config", str(self._properties_path), "--standalone",
-            *(self._scram_arguments() if self._secure else []),
+            *(self._credentials.scram_arguments() if self._secure else []),
         ]  # fmt: skip
         # The main class and its arguments come from a file the launcher reads, so
         # /proc/<pid>/cmdline shows only its path; -XX:-UsePerfData keeps the JVM from
         # publishing the expanded command in /tmp/hsperfdata_<user>/<pid>.
-        with _java_argfile(self._data_dir / _FORMAT_ARGFILE, arguments) as argfile:
+        with java_argfile(self._data_dir / _FORMAT_ARGFILE, arguments) as argfile:
             cmd = [*self._java_cmd(java, libs, log4j), "-XX:-UsePerfData", argfile]
             done = subprocess.run(
                 cmd,
@@ -635,10 +483,10 @@ class LocalBroker:
                 cwd=self._data_dir,
             )
         if done.returncode != 0:
-            output = _redact_scram(done.stdout + done.stderr)
+            output = redact_scram(done.stdout + done.stderr)
             raise KafkaSetupError(
                 f"formatting Kafka storage in {self._storage_dir} failed "
-                f"(exit code {done.returncode}):\n{_last_lines(output, _LOG_TAIL_LINES)}"
+                f"(exit code {done.returncode}):\n{last_lines(output, _LOG_TAIL_LINES)}"
             )
 
     def _start(
@@ -668,7 +516,7 @@ class LocalBroker:
         except (OSError, ValueError, subprocess.CalledProcessError) as exc:
             raise KafkaSetupError(f"could not launch the broker ({java}): {exc}") from exc
         self.pid_path.write_text(f"{pid}\n")
-        proc = _live_process(pid)
+        proc = live_process(pid)
         if proc is None:
             self.pid_path.unlink(missing_ok=True)
             raise KafkaSetupError(self._died_message())
@@ -680,14 +528,14 @@ class LocalBroker:
         timeout = self._settings.kafka_start_timeout
         deadline = time.monotonic() + timeout
         while True:
-            if not _alive(proc):
+            if not alive(proc):
                 self.pid_path.unlink(missing_ok=True)
                 raise KafkaSetupError(self._died_message())
             status = self.status()
             if status.reachable:
                 return status
             if time.monotonic() >= deadline:
-                _terminate(proc, self._settings.kafka_stop_timeout)
+                terminate(proc, self._settings.kafka_stop_timeout)
                 self.pid_path.unlink(missing_ok=True)
                 raise KafkaSetupError(
                     f"the broker at {self.bootstrap} did not answer within {timeout:g} s "
@@ -711,277 +559,4 @@ class LocalBroker:
                 text = fh.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
-        return _last_lines(text, lines) or "(the log is empty)"
-
-
-# ---------------------------------------------------------------------- probing
-
-
-def broker_reachable(
-    bootstrap: str, timeout: float = 5.0, security: Mapping[str, Any] | None = None
-) -> bool:
-    """True if the cluster at ``bootstrap`` answers a metadata request within ``timeout``.
-
-    ``security``: aiokafka client arguments (:func:`streams.kafka.auth.client_kwargs`).
-    """
-    ok, _ = _probe(bootstrap, timeout, security or {})
-    return ok
-
-
-class _DropProbeNoise(logging.Filter):
-    """Hide aiokafka's connection errors while probing: not answering is an answer."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.threadName or not record.threadName.startswith(_PROBE_THREAD)
-
-
-_PROBE_FILTER = _DropProbeNoise()
-
-
-async def _describe_cluster(
-    bootstrap: str, seconds: float, security: Mapping[str, Any]
-) -> dict[str, Any]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="riverline-probe",
-        request_timeout_ms=max(1, int(seconds * 1000)),
-        **security,
-    )
-    try:
-        async with asyncio.timeout(seconds):
-            await admin.start()
-            return await admin.describe_cluster()
-    finally:
-        await admin.close()
-
-
-def _probe(bootstrap: str, timeout: float, security: Mapping[str, Any]) -> tuple[bool, str]:
-    """(answered, one line about the cluster or why it did not answer)."""
-    for name in ("aiokafka", "aiokafka.conn", "aiokafka.admin.client"):
-        logging.getLogger(name).addFilter(_PROBE_FILTER)  # no-op when already added
-    outcome: list[tuple[bool, str]] = []
-
-    def run() -> None:
-        # A thread of its own, so probing works with or without a running event loop.
-        try:
-            info = asyncio.run(_describe_cluster(bootstrap, timeout, security))
-        except TimeoutError:
-            outcome.append((False, f"no answer within {timeout:g} s"))
-        except Exception as exc:  # any failure to talk to Kafka means "not reachable"
-            outcome.append((False, f"{type(exc).__name__}: {exc}"))
-        else:
-            brokers = info.get("brokers") or []
-            if not brokers:
-                outcome.append((False, "the cluster has no registered broker yet"))
-            else:
-                outcome.append(
-                    (
-                        True,
-                        f"cluster {info.get('cluster_id')}, {len(brokers)} broker(s), "
-                        f"controller {info.get('controller_id')}",
-                    )
-                )
-
-    thread = threading.Thread(target=run, name=f"{_PROBE_THREAD}-{bootstrap}", daemon=True)
-    thread.start()
-    thread.join(timeout + 5.0)
-    return outcome[0] if outcome else (False, f"no answer within {timeout:g} s")
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the JVM does: a port in TIME_WAIT after our last broker counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise KafkaSetupError(
-            f"Java is needed to run the local Kafka broker and `java` is not on PATH. "
-            f"{_JAVA_HINT} (or set RIVERLINE_BOOTSTRAP to use an existing cluster)."
-        )
-    try:
-        done = subprocess.run(
-            [java, "-version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KafkaSetupError(f"could not run {java} -version: {exc}. {_JAVA_HINT}") from exc
-    output = done.stderr + done.stdout
-    major = _java_major(output)
-    if major is None or major < 17:
-        found = output.strip().splitlines()[0] if output.strip() else "no version output"
-        raise KafkaSetupError(
-            f"Kafka 4 needs Java 17 or newer; {java} reports: {found}. {_JAVA_HINT}"
-        )
-    return java
-
-
-def _java_major(version_output: str) -> int | None:
-    """The Java major version in ``java -version`` output.
-
-    Examples
-    --------
-    >>> _java_major('openjdk version "17.0.15" 2025-04-15')
-    17
-    >>> _java_major('java version "1.8.0_392"')
-    8
-    >>> _java_major("command not found") is None
-    True
-    """
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
-    if match is None:
-        return None
-    first = int(match.group(1))
-    return int(match.group(2) or 0) if first == 1 else first
-
-
-def _new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's
-    ``Uuid.randomUuid``, which never starts with '-')."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _live_process(pid: int) -> psutil.Process | None:
-    try:
-        proc = psutil.Process(pid)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return proc if _alive(proc) else None
-
-
-def _alive(proc: psutil.Process) -> bool:
-    # A killed broker nobody reaps stays a zombie: gone for our purposes.
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _cmdline(proc: psutil.Process) -> list[str]:
-    try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(proc):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _terminate(proc: psutil.Process, timeout: float) -> None:
-    with contextlib.suppress(psutil.NoSuchProcess):
-        proc.send_signal(signal.SIGTERM)
-    if _wait_gone(proc, timeout):
-        return
-    with contextlib.suppress(psutil.NoSuchProcess):
-        proc.send_signal(signal.SIGKILL)
-    if not _wait_gone(proc, 10.0):
-        raise KafkaSetupError(f"the broker (pid {proc.pid}) survived SIGKILL; stop it by hand")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file only its owner can read (it may hold passwords)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        os.fchmod(fh.fileno(), 0o600)  # an older file keeps its mode through O_CREAT
-        fh.write(text)
-
-
-@contextlib.contextmanager
-def _java_argfile(path: Path, arguments: list[str]) -> Iterator[str]:
-    """Write ``arguments`` (a main class and its arguments) to a private ``@argfile``.
-
-    Yields the ``@path`` argument for the ``java`` launcher, which reads the file in its
-    own process. It expands an ``@argfile`` only before the main class, so the main class
-    goes in the file too. The file is removed when the block ends.
-    """
-    _write_private(path, _argfile_text(arguments))
-    try:
-        yield f"@{path}"
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _argfile_text(arguments: list[str]) -> str:
-    r"""One argument per line, double-quoted, as the ``java`` launcher reads an argfile.
-
-    Inside double quotes it takes ``\\`` and ``\"`` as escapes; a line break cannot be
-    written, so an argument with one is refused.
-
-    Examples
-    --------
-    >>> print(_argfile_text(["Main", 'a "b" c', "C:\\x"]), end="")
-    "Main"
-    "a \"b\" c"
-    "C:\\x"
-    """
-    lines = []
-    for argument in arguments:
-        if "\n" in argument or "\r" in argument:
-            raise KafkaSetupError("an argument with a line break cannot go in a java argfile")
-        escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'"{escaped}"\n')
-    return "".join(lines)
-
-
-def _redact_scram(text: str) -> str:
-    """``text`` with the (salted) passwords and salts of SCRAM options hidden.
-
-    Examples
-    --------
-    >>> _redact_scram('bad value [name=a,salt="c2FsdA==",saltedpassword="cHc="]')
-    'bad value [name=a,salt="<hidden>",saltedpassword="<hidden>"]'
-    """
-    return re.sub(r'(salt|saltedpassword|password)=("[^"]*"|[^,\]\s]*)', r'\1="<hidden>"', text)
-
-
-def _last_lines(text: str, count: int) -> str:
-    return "\n".join(text.rstrip().splitlines()[-count:])
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, held across processes for the ``with`` block."""
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        return last_lines(text, lines) or "(the log is empty)"

@@ -333,19 +333,26 @@ def read_label(
     """
     if task not in _EXPECTED:
         raise ConfigError(f"task {task!r} is not one of {', '.join(_EXPECTED)}")
-    if not value:
-        raise DecodeError("bad_label", "the label message has no value (empty or null)")
-    if value[:2] == SINGLE_OBJECT_MAGIC:
-        try:
-            _, record = decode_single_object(catalog, bytes(value), label_schema)
-        except DecodeError as exc:
-            raise DecodeError(
-                "bad_label", f"not a readable {label_schema.label} message ({exc.reason}: {exc})"
-            ) from exc
-    else:
-        record = _json_label(value)
+    record = _label_record(value, catalog, label_schema)
     event_id = _label_event_id(record.get("event_id"), key, max_id_bytes)
     return event_id, _checked_label(record["label"], task, max_id_bytes)
+
+
+def _label_record(
+    value: bytes | None, catalog: SchemaCatalog, label_schema: SchemaVersion
+) -> dict[str, Any]:
+    """The label message as a record: Avro single-object or JSON."""
+    if not value:
+        raise DecodeError("bad_label", "the label message has no value (empty or null)")
+    if value[:2] != SINGLE_OBJECT_MAGIC:
+        return _json_label(value)
+    try:
+        _, record = decode_single_object(catalog, bytes(value), label_schema)
+    except DecodeError as exc:
+        raise DecodeError(
+            "bad_label", f"not a readable {label_schema.label} message ({exc.reason}: {exc})"
+        ) from exc
+    return dict(record)
 
 
 def _json_label(value: bytes) -> dict[str, Any]:
@@ -411,37 +418,58 @@ def _checked_label(label: Any, task: str, max_id_bytes: int) -> Any:
         raise DecodeError(
             "non_finite", f"field 'label': {label} is not allowed (must be a finite number)"
         )
-    if task == "binary":
-        if kind is bool:
-            return label
-        if kind is int and label in (0, 1):
-            return label == 1
-    elif task == "multiclass":
-        if kind is bool:
-            return label
-        if kind is int and _LONG_RANGE[0] <= label <= _LONG_RANGE[1]:
-            return label
-        if kind is str:
-            _check_text(label, "field 'label'")
-            size = len(label) if label.isascii() else len(label.encode("utf-8"))
-            if size <= max_id_bytes:
-                return label
-            raise DecodeError(
-                "label_type",
-                f"field 'label': a class name of {size} bytes of UTF-8 is over the limit of "
-                f"{max_id_bytes} (RIVERLINE_MAX_ID_BYTES)",
-            )
-    elif task == "regression":
-        if kind is float:
-            return label
-        if kind is int:
-            try:
-                return float(label)
-            except OverflowError as exc:
-                raise DecodeError(
-                    "non_finite", "field 'label': the integer is beyond a double's range"
-                ) from exc
-    raise DecodeError("label_type", f"field 'label': {_EXPECTED[task]}; got {_kind(label)}")
+    checked = _TASK_LABELS.get(task, _refused)(label, kind, max_id_bytes)
+    if checked is _REFUSED:
+        raise DecodeError("label_type", f"field 'label': {_EXPECTED[task]}; got {_kind(label)}")
+    return checked
+
+
+#: What a task's label check returns for a label of a type the task does not take.
+_REFUSED = object()
+
+
+def _refused(label: Any, kind: type, max_id_bytes: int) -> Any:
+    return _REFUSED
+
+
+def _binary(label: Any, kind: type, max_id_bytes: int) -> Any:
+    if kind is bool:
+        return label
+    if kind is int and label in (0, 1):
+        return label == 1
+    return _REFUSED
+
+
+def _multiclass(label: Any, kind: type, max_id_bytes: int) -> Any:
+    if kind is bool or (kind is int and _LONG_RANGE[0] <= label <= _LONG_RANGE[1]):
+        return label
+    if kind is not str:
+        return _REFUSED
+    _check_text(label, "field 'label'")
+    size = len(label) if label.isascii() else len(label.encode("utf-8"))
+    if size > max_id_bytes:
+        raise DecodeError(
+            "label_type",
+            f"field 'label': a class name of {size} bytes of UTF-8 is over the limit of "
+            f"{max_id_bytes} (RIVERLINE_MAX_ID_BYTES)",
+        )
+    return label
+
+
+def _regression(label: Any, kind: type, max_id_bytes: int) -> Any:
+    if kind is float:
+        return label
+    if kind is not int:
+        return _REFUSED
+    try:
+        return float(label)
+    except OverflowError as exc:
+        raise DecodeError(
+            "non_finite", "field 'label': the integer is beyond a double's range"
+        ) from exc
+
+
+_TASK_LABELS = {"binary": _binary, "multiclass": _multiclass, "regression": _regression}
 
 
 def _check_text(text: str, where: str) -> None:

@@ -103,6 +103,10 @@ class Predictor:
         self.worker_id = worker_id
         #: Longest event id a delayed label may name (``RIVERLINE_MAX_ID_BYTES``).
         self.max_id_bytes = max_id_bytes
+        self._init_positions()
+
+    def _init_positions(self) -> None:
+        """Where this stage is in its inputs: nowhere yet."""
         #: End-to-end latencies (seconds) of the last batch, for the worker's histogram.
         self.latencies: list[float] = []
         #: ``topic:partition`` -> next input offset, when the worker owns the commits;

@@ -43,7 +43,13 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._refreshers: list[Callable[[], None]] = []
-        r = self.registry
+        self._add_flow(self.registry)
+        self._add_models(self.registry)
+        self._add_health(self.registry)
+        self._add_serving(self.registry)
+
+    def _add_flow(self, r: CollectorRegistry) -> None:
+        """Events through the stages: outcomes, dead letters, latencies, lag."""
         self.events = Counter(
             "riverline_events",
             "Events handled, by pipeline, stage and outcome (ok, dead_letter).",
@@ -76,6 +82,9 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+
+    def _add_models(self, r: CollectorRegistry) -> None:
+        """The models served: their metrics, stages, samples, drift, registry actions."""
         self.model_metric = Gauge(
             "riverline_model_metric",
             "Prequential metric of a model version.",
@@ -107,6 +116,8 @@ class WorkerMetrics:
             registry=r,
         )
 
+    def _add_health(self, r: CollectorRegistry) -> None:
+        """Checkpoints, the label join, whether pipelines run, feature state."""
         self.checkpoint_age = Gauge(
             "riverline_checkpoint_age_seconds",
             "Seconds since a stage's last checkpoint of state and offsets.",
@@ -124,20 +135,6 @@ class WorkerMetrics:
             "riverline_labels_joined",
             "Delayed labels joined with the prediction they belong to.",
             ["pipeline"],
-            registry=r,
-        )
-        self.model_staleness = Gauge(
-            "riverline_model_staleness_samples",
-            "Decoupled pipelines: samples the learner has learned since the version this "
-            "serving worker serves.",
-            ["pipeline", "model"],
-            registry=r,
-        )
-        self.model_age = Gauge(
-            "riverline_model_age_seconds",
-            "Decoupled pipelines: seconds since the learner published the version this "
-            "serving worker serves.",
-            ["pipeline", "model"],
             registry=r,
         )
         self.pipeline_up = Gauge(
@@ -166,6 +163,23 @@ class WorkerMetrics:
             "riverline_feature_state_bytes",
             "Bytes of feature state this worker holds (arrays and keys), per pipeline.",
             ["pipeline"],
+            registry=r,
+        )
+
+    def _add_serving(self, r: CollectorRegistry) -> None:
+        """Decoupled pipelines: how far behind the learner a serving worker's models are."""
+        self.model_staleness = Gauge(
+            "riverline_model_staleness_samples",
+            "Decoupled pipelines: samples the learner has learned since the version this "
+            "serving worker serves.",
+            ["pipeline", "model"],
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "riverline_model_age_seconds",
+            "Decoupled pipelines: seconds since the learner published the version this "
+            "serving worker serves.",
+            ["pipeline", "model"],
             registry=r,
         )
 

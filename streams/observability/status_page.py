@@ -130,58 +130,55 @@ def render_status_html(status: Mapping[str, Any]) -> str:
         f" · <a href='/status.json'>JSON</a> · <a href='/metrics'>metrics</a></div>",
     ]
     for name, p in status.get("pipelines", {}).items():
-        parts.append(f"<div class='card'><h2>Pipeline {_e(name)}</h2>")
-        parts.append(
-            _table(
-                [
-                    "spec",
-                    "feature set",
-                    "events ok",
-                    "dead letters",
-                    "consumer lag",
-                    "checkpoint age",
-                    "topics",
-                ],
-                [
-                    [
-                        p.get("spec", ""),
-                        p.get("features", ""),
-                        p.get("events_ok", 0),
-                        p.get("dead_letters", 0),
-                        p.get("consumer_lag", "?"),
-                        _age(p.get("checkpoint_age_s")),
-                        ", ".join(p.get("topics", [])),
-                    ]
-                ],
-            )
-        )
-        rows = []
-        for m in p.get("models", []):
-            metrics = ", ".join(f"{k} {v:.4f}" for k, v in m.get("metrics", {}).items())
-            rows.append(
-                [
-                    f"{m['name']}@{m['version']}",
-                    m.get("stage", ""),
-                    m.get("samples_seen", 0),
-                    metrics,
-                ]
-            )
-        parts.append(_table(["model", "stage", "samples seen", "prequential metrics"], rows))
-        parts.append("</div>")
+        parts.append(_pipeline_card(name, p))
     for title, key in (("Recent dead letters", "dead_letters"), ("Recent alerts", "alerts")):
-        items = status.get(key, [])
-        parts.append(f"<h2>{title}</h2>")
-        if not items:
-            parts.append("<p>none</p>")
-            continue
-        parts.append(
-            _table(
-                ["time", "pipeline", "reason", "where", "message"],
-                [
-                    [_when(n["ts"]), n["pipeline"], n["reason"], n.get("where", ""), n["message"]]
-                    for n in items
-                ],
-            )
-        )
+        parts.append(_notices(title, status.get(key, [])))
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _pipeline_card(name: str, p: Mapping[str, Any]) -> str:
+    """One pipeline: its spec, counts, lag and checkpoint age; its models."""
+    columns = [
+        "spec",
+        "feature set",
+        "events ok",
+        "dead letters",
+        "consumer lag",
+        "checkpoint age",
+        "topics",
+    ]
+    row = [
+        p.get("spec", ""),
+        p.get("features", ""),
+        p.get("events_ok", 0),
+        p.get("dead_letters", 0),
+        p.get("consumer_lag", "?"),
+        _age(p.get("checkpoint_age_s")),
+        ", ".join(p.get("topics", [])),
+    ]
+    models = []
+    for m in p.get("models", []):
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in m.get("metrics", {}).items())
+        models.append(
+            [f"{m['name']}@{m['version']}", m.get("stage", ""), m.get("samples_seen", 0), metrics]
+        )
+    return (
+        f"<div class='card'><h2>Pipeline {_e(name)}</h2>"
+        + _table(columns, [row])
+        + _table(["model", "stage", "samples seen", "prequential metrics"], models)
+        + "</div>"
+    )
+
+
+def _notices(title: str, items: list[Mapping[str, Any]]) -> str:
+    """A heading and a table of recent notices (dead letters or alerts), or "none"."""
+    if not items:
+        return f"<h2>{title}</h2><p>none</p>"
+    return f"<h2>{title}</h2>" + _table(
+        ["time", "pipeline", "reason", "where", "message"],
+        [
+            [_when(n["ts"]), n["pipeline"], n["reason"], n.get("where", ""), n["message"]]
+            for n in items
+        ],
+    )

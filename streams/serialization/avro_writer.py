@@ -1,11 +1,9 @@
 """Avro bodies written by closures compiled once per schema, byte for byte as fastavro.
 
 fastavro's ``schemaless_writer`` walks the schema for every record and resolves each
-union branch by trying validators in turn: 9-29 us per record for Riverline's own
-records, three per event (``P.events``, ``P.features``, ``P.predictions``; 12% of a
-worker's samples at full load, see ``riverline bench``). A compiled
-writer knows each field's type in advance and picks a union branch by the value's exact
-Python type.
+union branch by trying validators in turn, and a worker writes three records per event
+(``P.events``, ``P.features``, ``P.predictions``). A compiled writer knows each field's
+type in advance and picks a union branch by the value's exact Python type.
 
 It handles the values Riverline's records hold: ``None``, ``bool``, ``int``, ``float``,
 ``str``, ``bytes``, ``dict`` and ``list`` of those, enum symbols, and logical types whose
@@ -161,6 +159,30 @@ class _NotCompiled(Exception):
     """The schema has a construct the compiler does not cover."""
 
 
+#: Branches fastavro's validators accept a value of each exact type in (ints: :func:`_fits`).
+_ACCEPTS: Final[dict[type, tuple[str, ...]]] = {
+    type(None): ("null",),
+    bool: ("boolean",),
+    float: ("float", "double"),
+    str: ("string",),
+    bytes: ("bytes",),
+}
+
+
+def _fits(branch: str, t: type, value: Any) -> bool:
+    """Whether a union branch accepts ``value`` (of exact type ``t``), as fastavro decides."""
+    if t is int:
+        return (
+            (branch == "int" and _INT_MIN <= value <= _INT_MAX)
+            or (branch == "long" and _LONG_MIN <= value <= _LONG_MAX)
+            or branch in ("float", "double")
+        )
+    accepts = _ACCEPTS.get(t)
+    if accepts is None:
+        raise Unsupported
+    return branch in accepts
+
+
 def _union_branch(branches: list[str], value: Any) -> int | None:
     """The branch fastavro picks for ``value`` (its first valid one, double over float)."""
     t = type(value)
@@ -170,29 +192,10 @@ def _union_branch(branches: list[str], value: Any) -> int | None:
             if b == "double":
                 return i
             continue
-        if t is type(None):
-            ok = b == "null"
-        elif t is bool:
-            ok = b == "boolean"
-        elif t is int:
-            ok = (
-                (b == "int" and _INT_MIN <= value <= _INT_MAX)
-                or (b == "long" and _LONG_MIN <= value <= _LONG_MAX)
-                or b in ("float", "double")
-            )
-        elif t is float:
-            ok = b in ("float", "double")
-        elif t is str:
-            ok = b == "string"
-        elif t is bytes:
-            ok = b == "bytes"
-        else:
-            raise Unsupported
-        if ok:
-            if b == "float":
-                chosen = i
-                continue
-            return i
+        if _fits(b, t, value):
+            if b != "float":
+                return i
+            chosen = i
     return chosen
 
 
@@ -203,11 +206,7 @@ class _Compiler:
 
     def compile(self, schema: Any) -> _Write:
         if isinstance(schema, str):
-            if schema in _WRITE_PRIMITIVE:
-                return _WRITE_PRIMITIVE[schema]
-            if schema in self.named:
-                return self.compile(self.named[schema])
-            raise _NotCompiled(f"unknown type {schema}")
+            return self._named_type(schema)
         if isinstance(schema, list):
             return self._union(schema)
         kind = schema["type"]
@@ -226,11 +225,21 @@ class _Compiler:
         if kind == "fixed":
             self._name(schema)
             return self._fixed(schema["size"])
+        if kind in ("array", "map"):
+            return self._container(schema, kind)
+        raise _NotCompiled(f"type {kind}")
+
+    def _container(self, schema: dict[str, Any], kind: str) -> _Write:
         if kind == "array":
             return self._array(self.compile(schema["items"]))
-        if kind == "map":
-            return self._map(self.compile(schema["values"]))
-        raise _NotCompiled(f"type {kind}")
+        return self._map(self.compile(schema["values"]))
+
+    def _named_type(self, name: str) -> _Write:
+        if name in _WRITE_PRIMITIVE:
+            return _WRITE_PRIMITIVE[name]
+        if name in self.named:
+            return self.compile(self.named[name])
+        raise _NotCompiled(f"unknown type {name}")
 
     def _name(self, schema: dict[str, Any]) -> str:
         name = str(schema["name"])

@@ -282,20 +282,7 @@ class _Checker:
         reader = self._deref(reader, self.reader_named)
         writer = self._deref(writer, self.writer_named)
         if isinstance(writer, list):
-            for branch in writer:
-                if isinstance(reader, list):
-                    self._union_branch(reader, branch, path)
-                else:
-                    before = len(self.problems)
-                    self.check(reader, branch, path)
-                    if len(self.problems) > before and len(writer) > 1:
-                        path_, message, fix = self.problems[-1]
-                        self.problems[-1] = (
-                            path_,
-                            f"{message} (for the writer's union branch "
-                            f"{self._describe(self._deref(branch, self.writer_named))})",
-                            fix,
-                        )
+            self._writer_union(reader, writer, path)
             return
         if isinstance(reader, list):
             self._union_branch(reader, writer, path)
@@ -312,15 +299,36 @@ class _Checker:
                 "string<->bytes), or add a new field with a new name and a default",
             )
             return
-        if rk == "record":
+        self._same_kind(rk, reader, writer, path)
+
+    def _writer_union(self, reader: Any, writer: list[Any], path: str) -> None:
+        """Every branch of a writer's union must be readable."""
+        for branch in writer:
+            if isinstance(reader, list):
+                self._union_branch(reader, branch, path)
+                continue
+            before = len(self.problems)
+            self.check(reader, branch, path)
+            if len(self.problems) > before and len(writer) > 1:
+                path_, message, fix = self.problems[-1]
+                self.problems[-1] = (
+                    path_,
+                    f"{message} (for the writer's union branch "
+                    f"{self._describe(self._deref(branch, self.writer_named))})",
+                    fix,
+                )
+
+    def _same_kind(self, kind: str, reader: Any, writer: Any, path: str) -> None:
+        """Check a reader type against a writer type of the same kind."""
+        if kind == "record":
             self._record(reader, writer, path)
-        elif rk == "enum":
+        elif kind == "enum":
             self._enum(reader, writer, path)
-        elif rk == "fixed":
+        elif kind == "fixed":
             self._fixed(reader, writer, path)
-        elif rk == "array":
+        elif kind == "array":
             self.check(reader["items"], writer["items"], f"{path}[]")
-        elif rk == "map":
+        elif kind == "map":
             self.check(reader["values"], writer["values"], f"{path}{{}}")
 
     def _union_branch(self, reader: list[Any], writer: Any, path: str) -> None:

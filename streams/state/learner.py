@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from streams.errors import RiverlineError
+from streams.kafka.reading import records_to_end
 from streams.messages import OutMessage
 from streams.models.artifacts import (
     CHUNK_BYTES,
@@ -153,6 +153,7 @@ class LearnerState:
         missing = {w for w in wanted if not registry.has(*w)}
         if not missing:
             return
+        assembler = VersionAssembler()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.store.bootstrap,
             group_id=None,
@@ -162,39 +163,33 @@ class LearnerState:
             **self.store.client_kwargs,
         )
         await consumer.start()
-        assembler = VersionAssembler()
-        signer = self.store.signer
+        tp = TopicPartition(self.artifacts_topic, 0)
         try:
-            tp = TopicPartition(self.artifacts_topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            deadline = time.monotonic() + within
-            while await consumer.position(tp) < end and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=500, max_records=500)
-                for m in batches.get(tp, ()):
-                    key = (m.key or b"").decode("utf-8", "replace")
-                    if not key.startswith(f"{self.pipeline}/"):
-                        continue
-                    if not signer.verify(tp.topic, m.key, m.value, m.headers or ()):
-                        continue
-                    try:
-                        version = assembler.add(key, m.value)
-                    except ArtifactError as exc:
-                        log.error("%s", exc)
-                        continue
-                    if version is not None:
-                        try:
-                            await asyncio.to_thread(
-                                registry.import_version, version.pending, version.signature
-                            )
-                        except RegistryError as exc:
-                            log.error("%s", exc)
+            async for m in records_to_end(consumer, [tp], within=within, max_records=500):
+                await self._import(assembler, m)
+        except TimeoutError as exc:
+            log.error("%s", exc)
         finally:
             await consumer.stop()
         still = sorted(f"{n}@{v}" for n, v in missing if not registry.has(n, v))
         if still:
             log.error("versions %s are not on %s; their models start fresh", still, tp.topic)
+
+    async def _import(self, assembler: VersionAssembler, m: Any) -> None:
+        """One artifacts record: a version into the registry once all its chunks came."""
+        key = (m.key or b"").decode("utf-8", "replace")
+        if not key.startswith(f"{self.pipeline}/"):
+            return
+        if not self.store.signer.verify(self.artifacts_topic, m.key, m.value, m.headers or ()):
+            return
+        try:
+            version = assembler.add(key, m.value)
+            if version is not None:
+                await asyncio.to_thread(
+                    self.registry.import_version, version.pending, version.signature
+                )
+        except (ArtifactError, RegistryError) as exc:
+            log.error("%s", exc)
 
     # -- publish -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import KafkaSetupError
+from streams.kafka.reading import records_to_end
 from streams.kafka.topics import topic_partitions
 from streams.state.checkpoint import Checkpoint, CheckpointError, CheckpointIntegrityError
 from streams.trust.records import RecordSigner
@@ -147,55 +148,52 @@ class CheckpointStore:
             ),
             "read checkpoints",
         )
-        wanted = set(keys)
-        latest: dict[str, tuple[bytes | None, bool]] = {}  # value, MAC verified
         try:
-            try:
-                numbers = await topic_partitions(self.bootstrap, self.topic, self.client_kwargs)
-            except KafkaSetupError as exc:
-                raise CheckpointError(f"cannot read the partitions of {self.topic}: {exc}") from exc
-            parts = [TopicPartition(self.topic, p) for p in numbers]
-            if not parts:
-                raise CheckpointError(
-                    f"checkpoint topic {self.topic} does not exist; the worker creates it "
-                    "at start (streams.kafka.topics.shared_topic_configs)."
-                )
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            ends = await consumer.end_offsets(parts)
-            deadline = time.monotonic() + within
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                if time.monotonic() > deadline:
-                    raise CheckpointError(
-                        f"reading {self.topic} took more than {within:.0f} s; is the broker up?"
-                    )
-                batches = await consumer.getmany(timeout_ms=500)
-                for msgs in batches.values():
-                    for m in msgs:
-                        key = (m.key or b"").decode("utf-8", "replace")
-                        if key in wanted:
-                            verified = self.signer.verify(
-                                self.topic, m.key, m.value, m.headers or ()
-                            )
-                            latest[key] = (m.value, verified)
+            latest = await self._latest(consumer, set(keys), within)
         finally:
             await consumer.stop()
-        found: dict[str, Checkpoint | CheckpointError] = {}
-        for key, (value, verified) in latest.items():
-            if verified and value is None:  # a tombstone: removed on purpose
-                continue
-            if not verified or value is None:
-                found[key] = CheckpointIntegrityError(
-                    f"the latest record of {key} on {self.topic} has no valid MAC: it was "
-                    "forged, damaged, or signed with another RIVERLINE_SIGNING_KEY. It is "
-                    "not used."
-                )
-                continue
-            try:
-                found[key] = Checkpoint.from_bytes(value)
-            except CheckpointError as exc:
-                found[key] = exc
-        return found
+        # A verified tombstone: removed on purpose.
+        kept = {k: found for k, found in latest.items() if found[0] is not None or not found[1]}
+        return {key: self._checked(key, value, ok) for key, (value, ok) in kept.items()}
+
+    async def _latest(
+        self, consumer: AIOKafkaConsumer, wanted: set[str], within: float
+    ) -> dict[str, tuple[bytes | None, bool]]:
+        """The latest value of each wanted key and whether its MAC verified."""
+        try:
+            numbers = await topic_partitions(self.bootstrap, self.topic, self.client_kwargs)
+        except KafkaSetupError as exc:
+            raise CheckpointError(f"cannot read the partitions of {self.topic}: {exc}") from exc
+        if not numbers:
+            raise CheckpointError(
+                f"checkpoint topic {self.topic} does not exist; the worker creates it "
+                "at start (streams.kafka.topics.shared_topic_configs)."
+            )
+        parts = [TopicPartition(self.topic, p) for p in numbers]
+        latest: dict[str, tuple[bytes | None, bool]] = {}
+        try:
+            async for m in records_to_end(consumer, parts, within=within):
+                key = (m.key or b"").decode("utf-8", "replace")
+                if key in wanted:
+                    verified = self.signer.verify(self.topic, m.key, m.value, m.headers or ())
+                    latest[key] = (m.value, verified)
+        except TimeoutError as exc:
+            raise CheckpointError(str(exc)) from exc
+        return latest
+
+    def _checked(
+        self, key: str, value: bytes | None, verified: bool
+    ) -> Checkpoint | CheckpointError:
+        """A verified checkpoint record parsed, or why it cannot be used."""
+        if not verified or value is None:
+            return CheckpointIntegrityError(
+                f"the latest record of {key} on {self.topic} has no valid MAC: it was "
+                "forged, damaged, or signed with another RIVERLINE_SIGNING_KEY. It is not used."
+            )
+        try:
+            return Checkpoint.from_bytes(value)
+        except CheckpointError as exc:
+            return exc
 
     async def offset_range(
         self, topic: str, partitions: Collection[int]

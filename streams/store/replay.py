@@ -236,6 +236,26 @@ def live_model_hash(
     return manifest.sha256, f"model hash identical to {name}@{latest} in the registry"
 
 
+def _one_pass(settings: Settings, spec: PipelineSpec, catalog: SchemaCatalog, dlq: str) -> OnePass:
+    """The worker's own one-pass stage, holding each partition from its first event."""
+    topics = spec.topics(settings.namespace)
+    return OnePass(
+        Ingestion(
+            spec,
+            catalog,
+            events_topic=topics.events,
+            dlq_topic=dlq,
+            max_bytes=settings.max_message_bytes,
+            max_id_bytes=settings.max_id_bytes,
+            max_event_time_ahead=settings.max_event_time_ahead,
+        ),
+        Featurization(spec, catalog, features_topic=topics.features, dlq_topic=dlq),
+        Predictor(spec, catalog, predictions_topic=topics.predictions, dlq_topic=dlq),
+        raw_topic=topics.raw,
+        max_output_bytes=settings.output_max_bytes,
+    )
+
+
 async def replay(
     settings: Settings,
     spec: PipelineSpec,
@@ -256,22 +276,7 @@ async def replay(
     raw.sort(key=lambda m: (m.partition, m.offset))
     report.raw_read = len(raw)
     dlq = "replay.dlq"
-    # The worker's own one-pass stage, holding each partition from its first event.
-    stage = OnePass(
-        Ingestion(
-            spec,
-            catalog,
-            events_topic=topics.events,
-            dlq_topic=dlq,
-            max_bytes=settings.max_message_bytes,
-            max_id_bytes=settings.max_id_bytes,
-            max_event_time_ahead=settings.max_event_time_ahead,
-        ),
-        Featurization(spec, catalog, features_topic=topics.features, dlq_topic=dlq),
-        Predictor(spec, catalog, predictions_topic=topics.predictions, dlq_topic=dlq),
-        raw_topic=topics.raw,
-        max_output_bytes=settings.output_max_bytes,
-    )
+    stage = _one_pass(settings, spec, catalog, dlq)
     predictor = stage.predictor
     replayed: list[dict[str, Any]] = []
     schema = catalog.record("prediction")

@@ -11,14 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.baselines import CardHistory, naive_features
-from benchmarks.bench import (
-    INGEST_FORMATS,
-    SECTIONS,
-    BenchOptions,
-    _spec_with_partitions,
-    run_bench,
-    synthetic_events,
-)
+from benchmarks.bench import SECTIONS, BenchOptions, run_bench
+from benchmarks.bench_ingest import INGEST_FORMATS
+from benchmarks.bench_pipeline import spec_with_partitions
+from benchmarks.events import synthetic_events
 from streams.cli.main import cli
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins
 from streams.errors import RiverlineError
@@ -96,7 +92,7 @@ def test_quick_and_full_runs_differ_in_size_and_runs_get_their_own_namespace() -
 
 def test_the_pipeline_spec_is_copied_with_the_partitions_asked_for(tmp_path: Path) -> None:
     source = REPO_ROOT / "pipelines" / "transactions.toml"
-    copy = _spec_with_partitions(source, 4, tmp_path)
+    copy = spec_with_partitions(source, 4, tmp_path)
     assert load_spec(copy).partitions == 4
     assert load_spec(copy).name == load_spec(source).name
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench import _bench_events, _keys
+from benchmarks.events import bench_events, event_keys
 from streams.features.stage import Featurization
 from streams.ingestion.stage import Ingestion
 from streams.messages import InMessage
@@ -48,9 +48,9 @@ def _outputs(name: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         ),
         raw_topic=t.raw,
     )
-    values = _bench_events(spec, 1_200, "golden", 0)
+    values = bench_events(spec, 1_200, "golden", 0)
     values[10], values[500], values[900] = b"{not json", b"[]", b'{"event_id": 1}'
-    keys = _keys(spec, [v for i, v in enumerate(values) if i not in (10, 500, 900)])
+    keys = event_keys(spec, [v for i, v in enumerate(values) if i not in (10, 500, 900)])
     keyed = iter(keys)
     raw = [
         InMessage(t.raw, 0, i, b"bad" if i in (10, 500, 900) else next(keyed), v, NOW_MS - 5)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench import _bench_events, _keys
+from benchmarks.events import bench_events, event_keys
 from streams.errors import FeatureError
 from streams.features.stage import Featurization
 from streams.ingestion.stage import Ingestion
@@ -53,7 +53,7 @@ def _stages(
 
 def _key(spec: PipelineSpec, value: bytes) -> bytes:
     try:
-        return _keys(spec, [value])[0]
+        return event_keys(spec, [value])[0]
     except (ValueError, KeyError):  # the malformed events of a test
         return b"k"
 
@@ -81,7 +81,7 @@ def _one_pass(spec: PipelineSpec) -> OnePass:
 
 def test_dead_letters_keep_every_raw_offset_accounted_for_and_the_state_moving() -> None:
     spec = TRANSACTIONS
-    good = _bench_events(spec, 6, "dl", 0)
+    good = bench_events(spec, 6, "dl", 0)
     values = [good[0], b"{not json", good[1], json.dumps({"event_id": "x"}).encode(), *good[2:]]
     one = _one_pass(spec)
     result = one.process(_raw(spec, values))
@@ -106,7 +106,7 @@ def test_dead_letters_keep_every_raw_offset_accounted_for_and_the_state_moving()
 def test_events_the_models_learned_are_featurized_again_but_not_predicted_again() -> None:
     """After a crash between the models' snapshot and the features' checkpoint."""
     spec = TRANSACTIONS
-    raw = _raw(spec, _bench_events(spec, 10, "re", 0))
+    raw = _raw(spec, bench_events(spec, 10, "re", 0))
     one = _one_pass(spec)
     one.featurization.start(0, 0)
     one.predictor.positions[f"{spec.topics('').raw}:0"] = 4  # the models learned 0..3
@@ -130,7 +130,7 @@ def test_a_late_event_is_a_features_dead_letter_of_its_raw_message_with_its_line
     source = dict(spec.source)
     source["features"] = {**spec.features, "allowed_lateness": 60.0, "late_policy": "dead_letter"}
     late_spec = parse_spec(source)
-    values = _bench_events(late_spec, 3, "late", 0)
+    values = bench_events(late_spec, 3, "late", 0)
     first, second = json.loads(values[0]), json.loads(values[1])
     second["card_id"] = first["card_id"]
     second["event_time"] = first["event_time"] - 3_600_000  # an hour before the card's last
@@ -217,7 +217,7 @@ def test_a_failure_in_any_stage_makes_one_dead_letter_and_costs_no_other(
     stage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = TRANSACTIONS
-    values = [json.loads(v) for v in _bench_events(spec, 9, "iso", 0)]
+    values = [json.loads(v) for v in bench_events(spec, 9, "iso", 0)]
     values[4]["amount"] = -1.0
     bad_id = values[4]["event_id"]
     raw = _raw(spec, [json.dumps(v).encode() for v in values])
@@ -251,7 +251,7 @@ def test_a_late_event_has_no_outputs_only_its_dead_letter() -> None:
     source = dict(spec.source)
     source["features"] = {**spec.features, "allowed_lateness": 60.0, "late_policy": "dead_letter"}
     late_spec = parse_spec(source)
-    values = [json.loads(v) for v in _bench_events(late_spec, 3, "late", 0)]
+    values = [json.loads(v) for v in bench_events(late_spec, 3, "late", 0)]
     values[1]["card_id"] = values[0]["card_id"]
     values[1]["event_time"] = values[0]["event_time"] - 3_600_000
     one = _one_pass(late_spec)
@@ -266,7 +266,7 @@ def test_a_late_event_has_no_outputs_only_its_dead_letter() -> None:
 def test_an_output_too_large_for_its_topic_is_a_dead_letter_not_a_failed_send() -> None:
     """An event id repeated in key, value and headers makes outputs larger than the raw."""
     spec = PHISHING
-    values = [json.loads(v) for v in _bench_events(spec, 3, "big", 0)]
+    values = [json.loads(v) for v in bench_events(spec, 3, "big", 0)]
     values[1]["event_id"] = "e" * 1_500
     raw = _raw(spec, [json.dumps(v).encode() for v in values])
     stages = _stages(spec, max_id_bytes=10_000)  # past the id limit: the size net's turn
@@ -282,7 +282,7 @@ def test_an_output_too_large_for_its_topic_is_a_dead_letter_not_a_failed_send() 
 
 def test_a_dead_letter_too_large_for_its_topic_says_what_it_left_out() -> None:
     spec = PHISHING
-    values = [json.loads(v) for v in _bench_events(spec, 2, "huge", 0)]
+    values = [json.loads(v) for v in bench_events(spec, 2, "huge", 0)]
     values[1]["event_id"] = "e" * 3_000
     raw = _raw(spec, [json.dumps(v).encode() for v in values])
     stages = _stages(spec, max_id_bytes=10_000)

@@ -39,42 +39,46 @@ def compiled_body(parsed: Any, record: Any) -> bytes:
     return bytes(out)
 
 
+#: Strategies of the primitive types, edges included.
+PRIMITIVE_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "null": st.none(),
+    "boolean": st.booleans(),
+    # beyond int32 too: fastavro writes any 64-bit value into an int field
+    "int": st.integers(-(2**31), 2**31 - 1) | st.integers(-(2**63), 2**63 - 1),
+    "long": st.integers(-(2**31), 2**31 - 1) | st.integers(-(2**63), 2**63 - 1),
+    # ints too (fastavro converts them), and NaN and infinities
+    "float": st.floats() | st.integers(-(2**60), 2**60),
+    "double": st.floats() | st.integers(-(2**60), 2**60),
+    "string": st.text(max_size=12),
+    "bytes": st.binary(max_size=12),
+}
+
+
 def values(schema: Any, named: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values of ``schema`` as Riverline's records hold them, edges included."""
     if isinstance(schema, list):
         return st.one_of([values(branch, named) for branch in schema])
-    if isinstance(schema, str):
-        if schema in named:
-            return values(named[schema], named)
-        kind, schema = schema, {"type": schema}
-    else:
-        kind = schema["type"]
-    if kind == "null":
-        return st.none()
-    if kind == "boolean":
-        return st.booleans()
-    if kind in ("int", "long"):
-        # beyond int32 too: fastavro writes any 64-bit value into an int field
-        return st.integers(-(2**31), 2**31 - 1) | st.integers(-(2**63), 2**63 - 1)
-    if kind in ("float", "double"):
-        # ints too (fastavro converts them), and NaN and infinities
-        return st.floats() | st.integers(-(2**60), 2**60)
-    if kind == "string":
-        return st.text(max_size=12)
-    if kind == "bytes":
-        return st.binary(max_size=12)
-    if kind == "enum":
+    if isinstance(schema, str) and schema in named:
+        return values(named[schema], named)
+    kind = schema if isinstance(schema, str) else schema["type"]
+    if kind in PRIMITIVE_VALUES:
+        return PRIMITIVE_VALUES[kind]
+    return complex_values(kind, schema, named)
+
+
+def complex_values(kind: str, schema: Any, named: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values of a named or container type (named types are recorded in ``named``)."""
+    if kind in ("enum", "fixed", "record"):
         named[schema["name"]] = schema
+    if kind == "enum":
         return st.sampled_from(schema["symbols"])
     if kind == "fixed":
-        named[schema["name"]] = schema
         return st.binary(min_size=schema["size"], max_size=schema["size"])
     if kind == "array":
         return st.lists(values(schema["items"], named), max_size=4)
     if kind == "map":
         return st.dictionaries(st.text(max_size=6), values(schema["values"], named), max_size=70)
     if kind == "record":
-        named[schema["name"]] = schema
         fields = {f["name"]: values(f["type"], named) for f in schema["fields"]}
         return st.fixed_dictionaries(fields)
     raise AssertionError(f"no strategy for {kind}")
