@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,6 +30,10 @@ from streams.cli.model_commands import models
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins, registered_plugins
 from streams.errors import RiverlineError
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.spec import PipelineSpec
 
 __all__ = ["main"]
 
@@ -247,6 +253,9 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     def progress(stage: str, n: int) -> None:
         click.echo(f"{stage}: {n:,}", err=True)
 
+    if spec.decoupled:
+        _replay_learning(settings, spec, catalog, verify, progress)
+        return
     report = asyncio.run(run_replay(settings, spec, catalog, progress=progress))
     click.echo(
         f"replayed {report.raw_read:,} raw events of {spec.label}: {report.predictions:,} "
@@ -266,6 +275,42 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
         )
         sys.exit(1)
     click.echo(report.hash_note)
+    click.echo("identical")
+
+
+def _replay_learning(
+    settings: Settings,
+    spec: PipelineSpec,
+    catalog: SchemaCatalog,
+    verify: bool,
+    progress: Callable[[str, int], None],
+) -> None:
+    """``replay`` of a decoupled pipeline: the learning log, against the learner."""
+    from streams.store.relearn import replay_learning
+
+    report = asyncio.run(replay_learning(settings, spec, catalog, progress=progress))
+    click.echo(
+        f"relearned {report.records:,} records of {spec.topics(settings.namespace).learn} "
+        f"(offsets 0 to {report.position:,}): {report.learned:,} learned, "
+        f"{report.dead_letters:,} dead letters"
+    )
+    for m in report.models:
+        verdict = "identical" if m.identical else "DIFFERENT"
+        click.echo(
+            f"{m.published}: sha256 {m.sha256_replayed[:16]} ({verdict}; published "
+            f"{m.sha256_published[:16]}), samples {m.samples_replayed:,}, "
+            f"metrics {m.metrics_replayed}"
+        )
+    click.echo(
+        f"predictions: {report.reproduced:,} of {report.predictions:,} reproduced from the "
+        f"version each names ({report.pruned:,} name versions pruned since)"
+    )
+    if not verify:
+        return
+    if report.difference is not None:
+        click.echo(f"first difference: {report.difference}")
+    if not report.identical:
+        sys.exit(1)
     click.echo("identical")
 
 

@@ -116,6 +116,9 @@ class Learner:
                         "integrity", "the record has no valid rl.mac: Riverline did not write it"
                     )
                 self.take(LearningRecord.read(self.catalog, msg))
+                # Per record, not per batch: what expires never depends on batch bounds,
+                # so a replay in other batches learns the same.
+                self.learning.expire()
                 result.ok += 1
             except Exception as exc:  # this record's alone: a dead letter, the log goes on
                 reason = exc.reason if isinstance(exc, DecodeError) else "stage_error"
@@ -126,7 +129,6 @@ class Learner:
                 )
                 result.sends.append(dead.to_message(msg, self.dlq_topic))
                 result.dead[reason] += 1
-        self.learning.expire()
         result.sends += [self.records.alert(a) for a in self.learning.alerts]
         result.sends += [self.records.audit(e, f"learner:{e.who}") for e in self.learning.audits]
         return result

@@ -53,6 +53,7 @@ __all__ = [
     "ModelRegistry",
     "PendingVersion",
     "RegistryError",
+    "canonical_pickle",
     "sign",
 ]
 
@@ -90,6 +91,16 @@ class Manifest:
 
     def canonical(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_pickle(estimator: Any) -> bytes:
+    """The estimator's pickle as it reads back: the same bytes for the same model whether
+    or not it went through a pickle on the way (a model restored from a checkpoint shares
+    its objects differently from one that learned without a break, and its first pickle
+    shows it; a pickle of the unpickled copy no longer does). So a model's sha256 names
+    what it learned, not how often its learner restarted, and a replay can reproduce it."""
+    first = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(pickle.loads(first), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def sign(key: bytes, artifact_sha256: str, manifest: Manifest) -> str:
@@ -316,7 +327,7 @@ class ModelRegistry:
         file is touched here; a number another process took meanwhile makes :meth:`write`
         fail, and the next reservation goes past it.
         """
-        artifact = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+        artifact = canonical_pickle(estimator)
         with self._lock:
             known = self._latest.get(name)
             if known is None:

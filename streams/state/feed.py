@@ -6,8 +6,9 @@ The learner publishes, in one Kafka transaction per checkpoint (``agents.learner
 * the record ``<pipeline>/served`` on ``riverline.models``: which version of each model to
   serve, champion first, and how many records it had learned (:class:`ServedSet`),
 
-and, outside transactions, ``<pipeline>/progress`` on ``riverline.models`` once a second
-(:class:`Progress`): how far it has learned since, for the serving workers' staleness.
+and, in a small transaction of its own once a second, ``<pipeline>/progress`` on
+``riverline.models`` (:class:`Progress`): how far it has learned since, for the serving
+workers' staleness.
 
 :class:`VersionFeed` reads both topics with ``read_committed`` (a fenced learner's aborted
 transaction is never seen), checks every record's MAC, assembles versions and imports them
@@ -27,11 +28,23 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.errors import RiverlineError
+from streams.kafka.auth import client_kwargs
+from streams.kafka.topics import ARTIFACTS, MODELS
 from streams.models.artifacts import ArtifactError, VersionAssembler
 from streams.models.registry import ModelRegistry, RegistryError
+from streams.settings import Settings
 from streams.trust.records import RecordSigner
 
-__all__ = ["Progress", "ServedModel", "ServedSet", "VersionFeed", "progress_key", "served_key"]
+__all__ = [
+    "Progress",
+    "ServedModel",
+    "ServedSet",
+    "VersionFeed",
+    "progress_key",
+    "served_key",
+    "sync_versions",
+]
 
 log = logging.getLogger("riverline.feed")
 
@@ -225,3 +238,37 @@ class VersionFeed:
         learned = self.progress.samples.get(name) if self.progress is not None else None
         ahead = max(0, (learned if learned is not None else samples_seen) - samples_seen)
         return ahead, max(0.0, time.time() - served.ts_ms / 1000.0)
+
+
+async def sync_versions(settings: Settings, pipeline: str, *, within: float = 120.0) -> VersionFeed:
+    """Every version ``pipeline``'s learner published, verified into the local registry (a
+    cache), and what it serves now: what a CLI on any machine reads before it looks at
+    models.
+
+    Raises
+    ------
+    RiverlineError
+        If the topics were not read to their ends within ``within`` seconds.
+    """
+    feed = VersionFeed(
+        settings.effective_bootstrap,
+        client_kwargs(settings),
+        RecordSigner(settings.signing_key_bytes()),
+        ModelRegistry(settings.registry_dir, pipeline, settings.signing_key_bytes()),
+        pipeline,
+        settings.topic(ARTIFACTS),
+        settings.topic(MODELS),
+    )
+    await feed.start()
+    try:
+        deadline = time.monotonic() + within
+        while not await feed.caught_up():
+            if time.monotonic() > deadline:
+                raise RiverlineError(
+                    f"reading {feed.models_topic} and {feed.artifacts_topic} took more than "
+                    f"{within:.0f} s; is the broker at {settings.effective_bootstrap} up?"
+                )
+            await feed.poll()
+    finally:
+        await feed.stop()
+    return feed

@@ -15,7 +15,6 @@ is not reproducible; the bundled pipelines use one partition.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from streams.features.stage import Featurization
 from streams.ingestion.stage import Ingestion
 from streams.kafka.auth import client_kwargs
 from streams.messages import InMessage, OutMessage
-from streams.models.registry import ModelRegistry, RegistryError
+from streams.models.registry import ModelRegistry, RegistryError, canonical_pickle
 from streams.models.stage import Predictor
 from streams.pipeline.onepass import OnePass
 from streams.serialization.catalog import SchemaCatalog
@@ -88,8 +87,9 @@ class ReplayReport:
 
 
 def estimator_sha256(estimator: Any) -> str:
-    """sha256 of the pickled estimator, as the registry computes it for a manifest."""
-    return hashlib.sha256(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    """sha256 of the estimator's canonical pickle, as the registry computes it for a
+    manifest (:func:`streams.models.registry.canonical_pickle`)."""
+    return hashlib.sha256(canonical_pickle(estimator)).hexdigest()
 
 
 def _in(out: OutMessage, partition: int, offset: int) -> InMessage:

@@ -15,7 +15,10 @@ over, and when the paused one resumes it publishes nothing: its transaction is f
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,12 @@ def _active(learners: dict[str, WorkerProcess]) -> str | None:
         ):
             return name
     return None
+
+
+def _learned(learners: dict[str, WorkerProcess]) -> int:
+    """How many records the active learner has learned (0 while none is active)."""
+    active = _active(learners)
+    return 0 if active is None else int(_learner_status(learners[active]).get("learned", 0))
 
 
 def _wait(what: str, done: Any, timeout: float = 240.0) -> None:
@@ -134,12 +143,9 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
         for worker in servers.values():
             worker.wait_ready()
         producer.start()
+        _wait("a third of the events learned", lambda: _learned(learners) >= N_EVENTS // 3)
         first = _active(learners)
         assert first is not None
-        _wait(
-            "a third of the events learned",
-            lambda: _learner_status(learners[first]).get("learned", 0) >= N_EVENTS // 3,
-        )
         learners[first].kill()
         second = next(n for n in learners if n != first)
         _wait("the standby to take over", lambda: _active(learners) == second, timeout=120)
@@ -153,10 +159,7 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
         assert producer.error is None, producer.error
         rig.wait_drained(N_EVENTS)
         unique = len(_log_inputs(rig))
-        _wait(
-            "the learner to learn the whole log",
-            lambda: _learner_status(learners[second]).get("learned", 0) >= unique,
-        )
+        _wait("the learner to learn the whole log", lambda: _learned(learners) >= unique)
     finally:
         for worker in everyone.values():
             worker.stop(timeout=60)
@@ -184,6 +187,22 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
     models = {r.headers["rl.model"] for r in read_all(rig.settings, rig.topic("predictions"))}
     assert len(models) > 2
     assert served.learner.endswith(f":{learners[second].proc.pid}")  # type: ignore[union-attr]
+    # Replay from an empty home (a CLI on another machine): the learning log, relearned,
+    # gives the learner's last versions byte for byte, and every prediction is made again.
+    elsewhere = rig.settings.model_copy(update={"home": rig.root / "home-cli"})
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "replay", "--pipeline", str(rig.spec_path), "--verify"],
+        env=elsewhere.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(done.stdout, done.stderr[-2000:])
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.count("identical") == 3  # two models and the verdict
+    reproduced = re.search(r"predictions: ([\d,]+) of ([\d,]+) reproduced", done.stdout)
+    assert reproduced is not None
+    assert int(reproduced[1].replace(",", "")) > N_EVENTS // 2
 
 
 def _publications(rig: Rig) -> list[tuple[str, int]]:
@@ -235,10 +254,10 @@ def test_a_paused_learner_publishes_nothing_once_another_took_over(
         _wait("an active learner", lambda: _active(learners) is not None)
         server.wait_ready()
         producer.start()
+        _wait("some events learned", lambda: _learned(learners) >= 100)
         first = _active(learners)
         assert first is not None
         paused, taker = learners[first], next(w for n, w in learners.items() if n != first)
-        _wait("some events learned", lambda: _learner_status(paused).get("learned", 0) >= 100)
         assert paused.proc is not None
         os.kill(paused.proc.pid, signal.SIGSTOP)
         _wait(
@@ -261,13 +280,7 @@ def test_a_paused_learner_publishes_nothing_once_another_took_over(
         rig.wait_drained(n_events)
         unique = len(_log_inputs(rig))
 
-        def learned_all() -> bool:
-            active = _active(learners)
-            return (
-                active is not None and _learner_status(learners[active]).get("learned", 0) >= unique
-            )
-
-        _wait("a learner to learn the whole log", learned_all)
+        _wait("a learner to learn the whole log", lambda: _learned(learners) >= unique)
         alive = paused.proc.poll() is None
     finally:
         for worker in everyone.values():
