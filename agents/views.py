@@ -85,11 +85,33 @@ def _pipeline_status(
         "checkpoints_written": pipeline.coordinator.checkpoints_written,
         "events_replayed": stage.featurization.replayed,
         "models": [dict(m) for m in predictor.lifecycle.describe()],
+        "mode": spec.mode,
+        "serving": _serving(pipeline),
         # The champion's, as before the lifecycle existed (scripts read these).
         "model": predictor.model.label,
         "samples_seen": predictor.model.samples_seen,
         "metrics": predictor.model.metric_values(),
     }
+
+
+def _serving(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """A decoupled pipeline's served versions and how far behind the learner each is."""
+    feed = pipeline.coordinator.replicas
+    if feed is None:
+        return []
+    out = []
+    for served in pipeline.stage.predictor.lifecycle.served:
+        model = served.model
+        found = feed.staleness(model.spec.name, model.samples_seen)
+        out.append(
+            {
+                "model": model.label,
+                "stage": served.stage,
+                "staleness_samples": None if found is None else found[0],
+                "age_s": None if found is None else round(found[1], 1),
+            }
+        )
+    return out
 
 
 def _learner_status(run: LearnerRun) -> dict[str, Any]:

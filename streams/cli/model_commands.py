@@ -81,6 +81,15 @@ def models_show(ctx: click.Context, pipeline: str | None, model: str | None) -> 
 
 
 def _report_action(body: dict[str, Any]) -> None:
+    if "queued" in body:  # a decoupled pipeline: its learner applies it in the log's order
+        queued = body["queued"]
+        console.print(
+            f"{queued['action']} {queued['model']} queued for the learner by {queued['actor']} "
+            f"({queued['why'] or 'no reason given'}); it applies it in the learning log's "
+            "order and writes it to riverline.audit. See `riverline models list`.",
+            highlight=False,
+        )
+        return
     audit = body["audit"]
     console.print(
         f"{audit['action']}: {audit['before']} -> {audit['after']} by {audit['who']}"

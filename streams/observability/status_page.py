@@ -167,8 +167,26 @@ def _pipeline_card(name: str, p: Mapping[str, Any]) -> str:
         f"<div class='card'><h2>Pipeline {_e(name)}</h2>"
         + _table(columns, [row])
         + _table(["model", "stage", "samples seen", "prequential metrics"], models)
+        + _serving_table(p.get("serving", []))
         + "</div>"
     )
+
+
+def _serving_table(serving: list[Mapping[str, Any]]) -> str:
+    """A decoupled pipeline's served versions: how far behind the learner they are."""
+    if not serving:
+        return ""
+    rows = [
+        [
+            s["model"],
+            s.get("stage", ""),
+            "?" if s.get("staleness_samples") is None else s["staleness_samples"],
+            _age(s.get("age_s")),
+        ]
+        for s in serving
+    ]
+    columns = ["served version", "stage", "samples learned since", "version age"]
+    return "<h3>Served from the learner</h3>" + _table(columns, rows)
 
 
 def _notices(title: str, items: list[Mapping[str, Any]]) -> str:

@@ -160,9 +160,14 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
         rig.wait_drained(N_EVENTS)
         unique = len(_log_inputs(rig))
         _wait("the learner to learn the whole log", lambda: _learned(learners) >= unique)
+        serving = servers["serve-2"].get_json("/status.json")["pipelines"]["seqs"]["serving"]
     finally:
         for worker in everyone.values():
             worker.stop(timeout=60)
+    # The serving worker's status page: the versions it serves and how far behind they are.
+    assert [v["model"].split("@")[0] for v in serving] == ["seqs-lr", "seqs-nb"]
+    assert all(isinstance(v["staleness_samples"], int) for v in serving)
+    assert all(v["age_s"] >= 0 for v in serving)
     verdict = verify(rig, events)
     print(verdict.summary())
     assert verdict.lost == []

@@ -99,3 +99,16 @@ def test_alerts_of_other_pipelines_are_left_out() -> None:
     assert notice is not None
     assert (notice.kind, notice.reason, notice.where) == ("alert", "drift", "lr@2")
     assert alert_notice(alert, 2.0, ["sensor"]) is None
+
+
+def test_a_serving_worker_shows_its_versions_and_their_staleness() -> None:
+    status = _status()
+    status["pipelines"]["phishing"]["serving"] = [
+        {"model": "phishing-lr@7", "stage": "champion", "staleness_samples": 42, "age_s": 3.4},
+        {"model": "phishing-nb@7", "stage": "shadow", "staleness_samples": None, "age_s": None},
+    ]
+    page = render_status_html(status)
+    assert "Served from the learner" in page
+    assert "<td>phishing-lr@7</td><td>champion</td><td>42</td><td>3 s</td>" in page
+    assert "<td>phishing-nb@7</td><td>shadow</td><td>?</td><td>none yet</td>" in page
+    assert "Served from the learner" not in render_status_html(_status())
