@@ -73,6 +73,7 @@ class Coordinator:
         self.state = state
         self.signer = signer
         self.pipeline = state.stage.predictor.spec.name
+        self.raw_topic = state.stage.predictor.spec.topics(settings.namespace).raw
         self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
         self.budget = StateBudget(settings.checkpoint_max_bytes)
         self.lock = asyncio.Lock()
@@ -121,12 +122,41 @@ class Coordinator:
     # -- rebalances and shutdown ------------------------------------------------------
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        """Signal ``app.on_partitions_assigned``: restore, commit, seek, open the gate."""
+        """Signal ``app.on_partitions_assigned``: restore, commit, seek, open the gate.
+
+        A single-mode pipeline's model learns from every raw partition, so it runs on one
+        worker: a worker given some of its partitions but not all (another worker joined
+        the group) keeps the gate closed, marks the pipeline down and alerts, until one
+        worker holds them all again. Nothing is processed twice or learned apart.
+        """
         async with self.lock:
+            shared = self._shared(assigned)
             try:
                 await self._resume(assigned)
             finally:
-                self.gate.open()
+                if shared:
+                    self._set_down("shared", shared)
+                    await self._alert([Alert(self.pipeline, "single_mode_shared", "", shared)])
+                    log.error("%s", shared)
+                else:
+                    self._set_up("shared")
+                    self.gate.open()
+
+    def _shared(self, assigned: set[TP]) -> str:
+        """Why this single-mode worker must not run (it holds part of ``P.raw``), or ""."""
+        spec = self.state.stage.predictor.spec
+        if self.replicas is not None or spec.decoupled:
+            return ""
+        held = {tp.partition for tp in assigned if tp.topic == self.raw_topic}
+        if not held or len(held) == spec.partitions:
+            return ""
+        return (
+            f"pipeline {spec.name} runs in single mode, where one worker learns from all "
+            f"{spec.partitions} partitions of {self.raw_topic}, but this worker was given "
+            f"{sorted(held)}: another worker joined the group. Stop the other worker(s), or "
+            'set [pipeline] mode = "decoupled" to serve on several workers. Paused until one '
+            "worker holds every partition."
+        )
 
     async def _resume(self, assigned: Iterable[Partition], *, seek_all: bool = False) -> None:
         await self.settle()  # its commit must not land after this one
