@@ -90,13 +90,18 @@ class ServedSet:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ServedSet:
-        """Raises ValueError, KeyError or TypeError on a malformed record."""
-        doc = json.loads(data)
-        models = tuple(
-            ServedModel(str(m["name"]), int(m["version"]), str(m["stage"]), int(m["samples_seen"]))
-            for m in doc["models"]
-        )
-        return cls(models, int(doc["learned"]), int(doc["ts"]), str(doc.get("learner", "")))
+        """Raises ValueError on a malformed record."""
+        try:
+            doc = json.loads(data)
+            models = tuple(
+                ServedModel(
+                    str(m["name"]), int(m["version"]), str(m["stage"]), int(m["samples_seen"])
+                )
+                for m in doc["models"]
+            )
+            return cls(models, int(doc["learned"]), int(doc["ts"]), str(doc.get("learner", "")))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a served set: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,13 @@ class Progress:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Progress:
-        doc = json.loads(data)
-        samples = {str(k): int(v) for k, v in doc["samples"].items()}
-        return cls(samples, int(doc["ts"]), str(doc.get("learner", "")))
+        """Raises ValueError on a malformed record."""
+        try:
+            doc = json.loads(data)
+            samples = {str(k): int(v) for k, v in doc["samples"].items()}
+            return cls(samples, int(doc["ts"]), str(doc.get("learner", "")))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a progress record: {exc!r}") from exc
 
 
 @dataclass
@@ -213,7 +222,7 @@ class VersionFeed:
                 self._waiting = ServedSet.from_bytes(value)
             elif key == progress_key(self.pipeline):
                 self.progress = Progress.from_bytes(value)
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:
             self.refused += 1
             log.error("a malformed record %s on %s: %s", key, self.models_topic, exc)
 
