@@ -34,6 +34,8 @@ from streams.settings import Settings
 if TYPE_CHECKING:
     from streams.serialization.catalog import SchemaCatalog
     from streams.spec import PipelineSpec
+    from streams.store.offline import OfflineStore
+    from streams.store.provenance import Provenance
 
 __all__ = ["main"]
 
@@ -202,6 +204,9 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
         for folder in registry_root.iterdir():
             registries[folder.name] = ModelRegistry(registry_root, folder.name, key)
     found = trace(event_id, store, registries)
+    if found.model and found.manifest is None:
+        # A version another machine made (a decoupled pipeline's learner): from Kafka.
+        found = _trace_with_published(settings, event_id, store, found.pipeline) or found
     if as_json:
         click.echo(json.dumps(found.as_dict(), indent=2, default=str))
         return
@@ -278,6 +283,22 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     click.echo("identical")
 
 
+def _trace_with_published(
+    settings: Settings, event_id: str, store: OfflineStore, pipeline: str
+) -> Provenance | None:
+    """The lineage again, once the pipeline's published versions are in the local
+    registry; None if they cannot be read (the lineage without a manifest stands)."""
+    from streams.state.feed import sync_versions
+    from streams.store.provenance import trace
+
+    try:
+        feed = asyncio.run(sync_versions(settings, pipeline, within=30.0))
+    except (RiverlineError, OSError) as exc:
+        console.print(f"[yellow]model manifests on Kafka not read: {exc}[/yellow]")
+        return None
+    return trace(event_id, store, {pipeline: feed.registry})
+
+
 def _replay_learning(
     settings: Settings,
     spec: PipelineSpec,
@@ -332,9 +353,19 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     spec = load_spec(pipeline)
     key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
-    manifest = train_candidate(OfflineStore(settings.store_dir), registry, spec)
+    warm_from = None
+    if spec.decoupled:
+        from streams.state.feed import sync_versions
+
+        # Warm-start from the learner's latest version; the candidate is numbered apart.
+        warm_from = asyncio.run(sync_versions(settings, spec.name)).registry
+        registry = ModelRegistry(settings.home / "candidates", spec.name, key)
+    manifest = train_candidate(
+        OfflineStore(settings.store_dir), registry, spec, warm_from=warm_from
+    )
+    where = f" in {registry.root}" if warm_from is not None else ""
     click.echo(
-        f"registered {manifest.label} (candidate, parent {manifest.parent}): "
+        f"registered {manifest.label}{where} (candidate, parent {manifest.parent}): "
         f"{manifest.samples_seen:,} samples, metrics {manifest.metrics}"
     )
     click.echo(json.dumps(manifest.extra["data_range"], sort_keys=True))

@@ -398,6 +398,17 @@ class ModelRegistry:
         """The signature this registry gives ``manifest`` (to publish it with the version)."""
         return sign(self._key, manifest.sha256, manifest)
 
+    def _same_as_here(self, manifest: Manifest) -> None:
+        """A published version this registry already has must be the one it has."""
+        here = self.manifest(manifest.name, manifest.version)
+        if here.sha256 != manifest.sha256:
+            raise ArtifactIntegrityError(
+                f"{manifest.pipeline}/{manifest.label}: this registry holds another version "
+                f"under that number (sha256 {here.sha256[:16]}, not {manifest.sha256[:16]}; "
+                f"note {here.note!r}). Remove {self._version_dir(manifest.name, manifest.version)} "
+                "so the published one can be cached."
+            )
+
     def import_version(self, pending: PendingVersion, signature: str) -> bool:
         """Cache a version published elsewhere (``riverline.artifacts``), once.
 
@@ -408,7 +419,8 @@ class ModelRegistry:
         Raises
         ------
         ArtifactIntegrityError
-            If the signature or the digest does not match.
+            If the signature or the digest does not match, or this registry holds another
+            version under the same number.
         """
         manifest = pending.manifest
         if not hmac.compare_digest(self.signature(manifest), signature):
@@ -422,6 +434,7 @@ class ModelRegistry:
                 "the sha256 of its signed manifest."
             )
         if self._complete(manifest.name, manifest.version):
+            self._same_as_here(manifest)
             return False
         try:
             self.write(pending)

@@ -84,15 +84,28 @@ def load_training_set(store: OfflineStore, spec: PipelineSpec) -> TrainingSet:
     return TrainingSet(rows, data_range)
 
 
-def train_candidate(store: OfflineStore, registry: ModelRegistry, spec: PipelineSpec) -> Manifest:
-    """Warm-start, learn the stored history, register a candidate; returns its manifest."""
+def train_candidate(
+    store: OfflineStore,
+    registry: ModelRegistry,
+    spec: PipelineSpec,
+    *,
+    warm_from: ModelRegistry | None = None,
+) -> Manifest:
+    """Warm-start, learn the stored history, register a candidate; returns its manifest.
+
+    The warm start is the latest version of the spec's model in ``warm_from`` (default:
+    ``registry``), if the same spec made it. A decoupled pipeline's versions are its
+    learner's (the local registry caches them): its candidates go to a registry of their
+    own, numbered apart, so no candidate ever takes a number the learner publishes.
+    """
     data = load_training_set(store, spec)
     name = spec.model.name
     model = OnlineModel(spec.model)
-    parent = registry.latest(name)
+    source = warm_from or registry
+    parent = source.latest(name)
     if parent is not None:
         try:
-            estimator, manifest = registry.load(name, parent)
+            estimator, manifest = source.load(name, parent)
         except RegistryError as exc:
             raise TrainingError(f"cannot warm-start from {name}@{parent}: {exc}") from exc
         if manifest.spec_hash != spec.hash:
@@ -112,5 +125,10 @@ def train_candidate(store: OfflineStore, registry: ModelRegistry, spec: Pipeline
         metrics=model.metric_values(),
         spec_hash=spec.hash,
         note="candidate",
-        extra={"data_range": data.data_range, "warm_start": parent, "source": "offline store"},
+        extra={
+            "data_range": data.data_range,
+            "warm_start": parent,
+            "warm_start_registry": str(source.root) if warm_from is not None else "",
+            "source": "offline store",
+        },
     )

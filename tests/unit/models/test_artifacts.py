@@ -63,9 +63,10 @@ def test_a_changed_chunk_is_refused(tmp_path) -> None:
     key, value = records[1]
     records[1] = (key, bytes([value[0] ^ 1]) + value[1:])
     assembler = VersionAssembler()
+    for k, v in records[:-1]:
+        assert assembler.add(k, v) is None
     with pytest.raises(ArtifactError, match="does not match the sha256"):
-        for k, v in records:
-            assembler.add(k, v)
+        assembler.add(*records[-1])
 
 
 def test_a_manifest_under_another_versions_key_is_refused(tmp_path) -> None:
@@ -73,9 +74,10 @@ def test_a_manifest_under_another_versions_key_is_refused(tmp_path) -> None:
     records = version_records(pending, signature)
     moved = [(k.replace("/v1/", "/v9/"), v) for k, v in records]
     assembler = VersionAssembler()
+    for k, v in moved[:-1]:
+        assert assembler.add(k, v) is None
     with pytest.raises(ArtifactError, match="the manifest names"):
-        for k, v in moved:
-            assembler.add(k, v)
+        assembler.add(*moved[-1])
 
 
 def test_a_tombstone_drops_what_was_collected(tmp_path) -> None:
@@ -130,3 +132,20 @@ def test_the_canonical_pickle_does_not_depend_on_a_round_trip_on_the_way() -> No
         restarted.learn_one(x, y)
     assert canonical_pickle(straight) == canonical_pickle(restarted)
     assert canonical_pickle(pickle.loads(canonical_pickle(straight))) == canonical_pickle(straight)
+
+
+def test_a_published_version_never_passes_for_another_one_under_its_number(tmp_path) -> None:
+    _, pending, signature = _pending(tmp_path)
+    cache = ModelRegistry(tmp_path / "elsewhere", "phishing", KEY)
+    local = cache.prepare(  # e.g. a candidate trained here, numbered 1 as well
+        "lr",
+        linear_model.LogisticRegression(),
+        parent=None,
+        offsets={},
+        samples_seen=0,
+        metrics={},
+        spec_hash="abc",
+    )
+    cache.write(local)
+    with pytest.raises(ArtifactIntegrityError, match="holds another version under that number"):
+        cache.import_version(pending, signature)

@@ -57,7 +57,7 @@ def test_records_read_back_as_written() -> None:
     progress = Progress({"lr": 12}, 5, "h:1")
     assert Progress.from_bytes(progress.to_bytes()) == progress
     for malformed in (b"{}", b"[]", b'{"models": [{"name": "lr"}], "learned": 1, "ts": 1}'):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"not a served set"):
             ServedSet.from_bytes(malformed)
 
 
