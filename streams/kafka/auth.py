@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaClient
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
@@ -261,11 +261,10 @@ async def create_acls(
     bootstrap: str, admin_kwargs: Mapping[str, Any], rules: Iterable[AclBinding]
 ) -> None:
     """Create the rules (as a super user); creating an existing rule changes nothing."""
-    # aiokafka 0.14 has the CreateAcls request but no admin method for it.
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="riverline-acls", **admin_kwargs
-    )
-    await admin.start()
+    # aiokafka has the CreateAcls request but no admin method for it: the public client
+    # sends it to any broker (each forwards ACL changes to the controller).
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id="riverline-acls", **admin_kwargs)
+    await client.bootstrap()
     try:
         for rule in rules:
             request = CreateAclsRequest(
@@ -277,7 +276,7 @@ async def create_acls(
                 operation=int(rule.operation),
                 permission_type=_ALLOW,
             )
-            response = await admin._send_request(request)  # the private method: see above
+            response = await client.send(client.get_random_node(), request)
             for code, message in response.creation_responses:
                 if code:
                     error = for_code(code)
@@ -286,7 +285,7 @@ async def create_acls(
                         f"{error.__name__}: {message}. Are the admin credentials a super user?"
                     )
     finally:
-        await admin.close()
+        await client.close()
 
 
 def apply_acls(
