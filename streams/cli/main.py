@@ -188,7 +188,7 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
     from streams.store.provenance import trace
 
     settings = settings_of(ctx)
-    store = OfflineStore(settings.home / "store")
+    store = OfflineStore.from_settings(settings)
     registries: dict[str, ModelRegistry] = {}
     registry_root = settings.home / "registry"
     if registry_root.is_dir():
@@ -287,7 +287,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     spec = load_spec(pipeline)
     key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
-    manifest = train_candidate(OfflineStore(settings.store_dir), registry, spec)
+    manifest = train_candidate(OfflineStore.from_settings(settings), registry, spec)
     click.echo(
         f"registered {manifest.label} (candidate, parent {manifest.parent}): "
         f"{manifest.samples_seen:,} samples, metrics {manifest.metrics}"
