@@ -63,7 +63,7 @@ class SinkAgent(ConsumerRebalanceListener):
         self.sink = OfflineSink(
             spec,
             catalog,
-            OfflineStore(settings.store_dir),
+            OfflineStore.from_settings(settings),
             kinds=kinds,
             block_size=settings.sink_block_size,
             dead_letter_sources={topics.raw, topics.events, topics.features, topics.predictions},

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import ConfigError
@@ -20,7 +21,10 @@ __all__ = [
     "MESSAGE_HEADROOM",
     "PRODUCER_BATCH_BYTES",
     "REPO_ROOT",
+    "STORE_SCHEMES",
     "Settings",
+    "check_store_url",
+    "store_url_for_display",
 ]
 
 #: The source checkout (Riverline is installed editable; schemas and pipelines live here).
@@ -39,6 +43,70 @@ KAFKA_MESSAGE_BYTES = 1024 * 1024
 #: The signing key Riverline ships with: known to everyone, so accepted only in
 #: development mode (``RIVERLINE_DEV_MODE=1``).
 DEV_SIGNING_KEY = "riverline-dev-key-change-me"
+
+#: URL schemes of the filesystems ``pyarrow.fs`` opens, which the offline store accepts.
+STORE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def store_url_for_display(url: str) -> str:
+    """A store location without the credentials or options a URL may carry.
+
+    Examples
+    --------
+    >>> store_url_for_display("s3://KEY:SECRET@bucket/store?region=eu-west-1")
+    's3://bucket/store'
+    >>> store_url_for_display("/srv/store")
+    '/srv/store'
+    """
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def check_store_url(value: str) -> str:
+    """The offline store's location as given, or ``ValueError`` saying what to set.
+
+    An absolute path (``~`` expanded), or a URL whose scheme is one of
+    :data:`STORE_SCHEMES`; ``file://`` URLs take an absolute path (``file:///abs/path``).
+
+    Examples
+    --------
+    >>> check_store_url("s3://bucket/riverline")
+    's3://bucket/riverline'
+    >>> check_store_url("store")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: RIVERLINE_STORE_URL 'store' is a relative path...
+    """
+    shown = store_url_for_display(value)
+    what_to_set = (
+        "Set RIVERLINE_STORE_URL to an absolute path (/srv/riverline/store), a URL "
+        f"({', '.join(f'{s}://' for s in STORE_SCHEMES)}; e.g. s3://bucket/prefix), or "
+        "unset it for RIVERLINE_HOME/store. Every sink and command of a deployment needs "
+        "the same value."
+    )
+    if "://" not in value:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise ValueError(
+                f"RIVERLINE_STORE_URL {shown!r} is a relative path, which would mean "
+                f"another place in every working directory. {what_to_set}"
+            )
+        return str(path)
+    parts = urlsplit(value)
+    scheme = parts.scheme.lower()
+    if scheme not in STORE_SCHEMES:
+        raise ValueError(
+            f"RIVERLINE_STORE_URL {shown!r} has the unknown scheme {parts.scheme!r}. {what_to_set}"
+        )
+    if scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path):
+        raise ValueError(
+            f"RIVERLINE_STORE_URL {shown!r} is not a file URL with an absolute path "
+            f"(file:///abs/path: three slashes). {what_to_set}"
+        )
+    return value
 
 
 class Settings(BaseSettings):
@@ -110,7 +178,8 @@ class Settings(BaseSettings):
     (a crashed worker's partitions wait this long before a restarted one gets them)."""
 
     sink_enabled: bool = True
-    """Run each pipeline's offline sink with the worker (Parquet under ``home/store``)."""
+    """Run each pipeline's offline sink with the worker (Parquet in the store at
+    :attr:`store_location`)."""
 
     sink_process: bool = True
     """The worker runs the sink as ``riverline sink``, a child process of its own; off: as a
@@ -130,6 +199,13 @@ class Settings(BaseSettings):
 
     sink_flush_interval: float = 5.0
     """Seconds between offline-store flushes (also at clean shutdown and on revocation)."""
+
+    store_url: str | None = None
+    """Where the offline store is: an absolute path or a URL ``pyarrow.fs`` opens
+    (``file:///srv/store``, ``s3://bucket/prefix``, ``gs://``, ``hdfs://``, ``abfs://``).
+    Unset: ``home/store``. Every sink and command of a deployment (on every machine) needs
+    the same value; S3 credentials come from the usual ``AWS_*`` variables or the instance
+    role, options such as ``?region=`` or ``?endpoint_override=`` from the URL."""
 
     registry_keep: int = Field(default=50, ge=1)
     """Registry retention: the newest versions of each model kept after a checkpoint (at
@@ -184,6 +260,11 @@ class Settings(BaseSettings):
     """Passwords ``kafka up --secure`` gives the principals ``admin``, ``producer``,
     ``consumer`` and ``riverline`` when it formats a new data dir; each one unset is
     generated and kept in ``<data dir>/credentials.json`` (mode 0600)."""
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url_is_a_place(cls, value: str | None) -> str | None:
+        return check_store_url(value) if value else None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -268,9 +349,31 @@ class Settings(BaseSettings):
         return self.cache_root / "numba-cache"
 
     @property
+    def store_location(self) -> str:
+        """The offline store (Parquet) the sinks write and lineage and train read: a path
+        or URL (``store_url``, else ``home/store``); open it with
+        ``streams.store.offline.OfflineStore.from_settings``."""
+        return self.store_url or str(self.home / "store")
+
+    @property
     def store_dir(self) -> Path:
-        """The offline store (Parquet) the sink writes and lineage, replay and train read."""
-        return self.home / "store"
+        """The offline store as a local directory.
+
+        Raises
+        ------
+        ConfigError
+            If ``store_url`` is not on the local filesystem (an object store, HDFS).
+        """
+        location = self.store_location
+        if "://" not in location:
+            return Path(location)
+        parts = urlsplit(location)
+        if parts.scheme.lower() != "file":
+            raise ConfigError(
+                f"the offline store is at {store_url_for_display(location)}, not in a local "
+                "directory: open it with OfflineStore.from_settings(settings)."
+            )
+        return Path(unquote(parts.path))
 
     @property
     def registry_dir(self) -> Path:

@@ -196,7 +196,7 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
     from streams.store.provenance import trace
 
     settings = settings_of(ctx)
-    store = OfflineStore(settings.home / "store")
+    store = OfflineStore.from_settings(settings)
     registries: dict[str, ModelRegistry] = {}
     registry_root = settings.home / "registry"
     if registry_root.is_dir():
@@ -361,7 +361,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
         warm_from = asyncio.run(sync_versions(settings, spec.name)).registry
         registry = ModelRegistry(settings.home / "candidates", spec.name, key)
     manifest = train_candidate(
-        OfflineStore(settings.store_dir), registry, spec, warm_from=warm_from
+        OfflineStore.from_settings(settings), registry, spec, warm_from=warm_from
     )
     where = f" in {registry.root}" if warm_from is not None else ""
     click.echo(

@@ -66,7 +66,7 @@ def trace(
     labels = _rows(store, "labels", event_id)
     if not (events or features or predictions or labels):
         raise UnknownEvent(
-            f"no event with id {event_id!r} in the offline store at {store.root}. Check the "
+            f"no event with id {event_id!r} in the offline store at {store.url}. Check the "
             "id (it is the rl.event_id header), and that the worker's sink has written it."
         )
     for row in events[:1]:

@@ -5,16 +5,21 @@ block's file is named by the block's offset range. A block is rewritten in full 
 flush until it is complete; after a restart the sink loads a partial block back from its
 file and drops re-read offsets it already has. So a crash and a re-run replace files and
 never duplicate rows, whatever the batch boundaries were.
+
+The sink keeps nothing on the machine it runs on: its progress is the consumer group's
+committed offsets (in Kafka) and the files (in the store, which may be shared). Sinks on
+several machines share a pipeline's partitions through one consumer group, so they write
+disjoint files; when a partition moves mid-block, its new owner loads the partial block
+from the shared store. A sink that lost its partitions without noticing (paused past its
+session) may still flush once: a write first merges in the rows of a file changed by
+another sink since this one last saw it, so no rewrite drops rows another sink stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from streams.errors import DecodeError
 from streams.messages import InMessage
@@ -22,7 +27,7 @@ from streams.pipeline.lineage import Lineage, lineage_headers
 from streams.serialization.catalog import SchemaCatalog
 from streams.serialization.codec import decode_single_object
 from streams.spec import PipelineSpec
-from streams.store.offline import OfflineStore
+from streams.store.offline import FileVersion, OfflineStore
 
 __all__ = ["OfflineSink", "sink_topics"]
 
@@ -32,6 +37,19 @@ class _Block:
     start: int
     rows: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     dirty: bool = False
+    #: The block's file in the store and its version, as this sink last read or wrote it.
+    path: str | None = None
+    version: FileVersion | None = None
+
+    def load(self, store: OfflineStore, path: str) -> None:
+        """Add the rows of the block's file in the store that this block does not hold."""
+        version = store.version(path)
+        for r in store.read_file(path).to_pylist():
+            off, ts = r.pop("_offset"), r.pop("_timestamp_ms")
+            r.pop("pipeline", None)
+            r.pop("date", None)
+            self.rows.setdefault(off, (ts, r))
+        self.path, self.version = path, version
 
 
 class OfflineSink:
@@ -133,13 +151,9 @@ class OfflineSink:
             self.kinds[topic], topic, partition, start, start + self.block_size - 1, self.spec.name
         )
         if existing is not None:
-            # Resume a partial block written before a restart.
-            table = pq.read_table(existing).to_pylist()
-            for r in table:
-                off, ts = r.pop("_offset"), r.pop("_timestamp_ms")
-                r.pop("pipeline", None)
-                r.pop("date", None)
-                block.rows[off] = (ts, r)
+            # Resume a partial block written before a restart, or by the partition's
+            # previous owner (another sink, on any machine).
+            block.load(self.store, existing)
         self._blocks[(topic, partition)] = block
         return block
 
@@ -158,23 +172,36 @@ class OfflineSink:
             added += 1
         return added
 
-    def _write(self, topic: str, partition: int, block: _Block) -> Path:
+    def _write(self, topic: str, partition: int, block: _Block) -> str:
+        kind = self.kinds[topic]
+        span = (block.start, block.start + self.block_size - 1)
+        first_ts = block.rows[min(block.rows)][0]
+        target = self.store.path_for(kind, self.spec.name, topic, partition, first_ts, span)
+        seen = block.version if target == block.path else None
+        current = self.store.version(target)
+        if current is not None and current != seen:
+            # Another sink wrote this block since this one last saw it: keep its rows too.
+            block.load(self.store, target)
         offsets = sorted(block.rows)
         path = self.store.write(
-            self.kinds[topic],
+            kind,
             self.spec.name,
             topic,
             partition,
             offsets,
             [block.rows[o][0] for o in offsets],
             [block.rows[o][1] for o in offsets],
-            offset_range=(block.start, block.start + self.block_size - 1),
+            offset_range=span,
         )
+        block.path, block.version = path, self.store.version(path)
         block.dirty = False
         return path
 
-    def flush(self) -> list[Path]:
-        """Write the blocks completed and rewrite every block changed since the last flush."""
+    def flush(self) -> list[str]:
+        """Write the blocks completed and rewrite every block changed since the last flush.
+
+        Returns the files written (paths on the store's filesystem).
+        """
         written = [
             self._write(topic, partition, block) for topic, partition, block in self._finished
         ]

@@ -42,7 +42,7 @@ def load_training_set(store: OfflineStore, spec: PipelineSpec) -> TrainingSet:
     features = store.read("features", spec.name).to_pylist()
     if not features:
         raise TrainingError(
-            f"no stored features for pipeline {spec.name} under {store.root}; run the worker "
+            f"no stored features for pipeline {spec.name} at {store.url}; run the worker "
             "(its sink writes the store) first."
         )
     labels: dict[str, Any] = {}

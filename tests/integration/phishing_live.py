@@ -36,7 +36,7 @@ class LiveRun:
 
     @property
     def store(self) -> OfflineStore:
-        return OfflineStore(self.settings.store_dir)
+        return OfflineStore.from_settings(self.settings)
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -102,7 +102,7 @@ def live_run(
     )
     log = root / "worker.log"
     worker = WorkerProcess(settings, [PHISHING], log)
-    store = OfflineStore(settings.store_dir)
+    store = OfflineStore.from_settings(settings)
     worker.start()
     try:
         worker.wait_ready()

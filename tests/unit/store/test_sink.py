@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +13,7 @@ from streams.messages import InMessage
 from streams.pipeline.lineage import Lineage
 from streams.serialization.catalog import SchemaCatalog
 from streams.serialization.codec import encode_single_object
-from streams.settings import REPO_ROOT
+from streams.settings import REPO_ROOT, Settings
 from streams.spec import load_spec
 from streams.store.offline import OfflineStore
 from streams.store.sink import OfflineSink, sink_topics
@@ -80,7 +81,7 @@ def test_a_completed_block_is_written_by_the_flush_not_by_add(tmp_path) -> None:
     sink.add([_prediction(o) for o in range(10)])  # blocks 0-3 and 4-7 complete, 8-11 open
     assert list(tmp_path.rglob("*.parquet")) == []  # add() runs on the event loop: no I/O
     written = sink.flush()
-    assert sorted(p.name for p in written) == [
+    assert sorted(Path(p).name for p in written) == [
         "phishing.predictions+0+0-3.parquet",
         "phishing.predictions+0+4-7.parquet",
         "phishing.predictions+0+8-11.parquet",
@@ -179,3 +180,53 @@ def test_the_sink_process_gets_idle_cpu_time_and_lower_priority() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def _machine(tmp_path, name: str, store_url: str) -> tuple[Settings, OfflineSink]:
+    """A sink "on another machine": its own RIVERLINE_HOME, the deployment's store URL."""
+    settings = Settings.from_env(home=tmp_path / name, bootstrap=None, store_url=store_url)
+    sink = OfflineSink(
+        SPEC,
+        CATALOG,
+        OfflineStore.from_settings(settings),
+        kinds={"phishing.predictions": "predictions"},
+        block_size=4,
+    )
+    return settings, sink
+
+
+def test_a_partition_moving_to_another_machine_resumes_its_block_from_the_shared_store(
+    tmp_path,
+) -> None:
+    url = (tmp_path / "shared").as_uri()
+    _, first = _machine(tmp_path, "machine-a", url)
+    first.add([_prediction(o) for o in range(6)])
+    first.flush()  # then commits offset 6 and loses the partition
+    _, second = _machine(tmp_path, "machine-b", url)
+    assert second.add([_prediction(o) for o in range(6, 10)]) == 4
+    written = second.flush()
+    assert sorted(Path(p).name for p in written) == [
+        "phishing.predictions+0+4-7.parquet",
+        "phishing.predictions+0+8-11.parquet",
+    ]
+    table = OfflineStore(url).read("predictions")
+    assert sorted(table.column("_offset").to_pylist()) == list(range(10))
+    # Nothing a sink needs lives on its machine.
+    for home in ("machine-a", "machine-b"):
+        assert [p for p in (tmp_path / home).rglob("*") if p.is_file()] == []
+
+
+def test_a_sink_that_lost_its_partition_unnoticed_drops_none_of_the_new_owners_rows(
+    tmp_path,
+) -> None:
+    url = (tmp_path / "shared").as_uri()
+    _, stale = _machine(tmp_path, "machine-a", url)
+    stale.add([_prediction(o) for o in range(6)])
+    stale.flush()
+    stale.add([_prediction(6)])  # read, not flushed: then paused past its session
+    _, owner = _machine(tmp_path, "machine-b", url)
+    owner.add([_prediction(o) for o in range(6, 10)])
+    owner.flush()  # block 4-7 is complete: the new owner will not write it again
+    stale.flush()  # the paused sink wakes up and flushes what it holds of block 4-7
+    table = OfflineStore(url).read("predictions")
+    assert sorted(table.column("_offset").to_pylist()) == list(range(10))
