@@ -14,6 +14,7 @@ over, and when the paused one resumes it publishes nothing: its transaction is f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -43,7 +44,11 @@ DECOUPLED = SPEC.replace("partitions = 2\n", 'partitions = 4\nmode = "decoupled"
 def _process(rig: Rig, name: str, role: str, *, home_of: dict[str, Settings]) -> WorkerProcess:
     """A worker process as on another machine: its own home and web port."""
     settings = rig.settings.model_copy(
-        update={"home": rig.root / f"home-{name}", "web_port": free_port()}
+        update={
+            "home": rig.root / f"home-{name}",
+            "web_port": free_port(),
+            "store_url": (rig.root / "store").as_uri(),  # shared storage, not a home's disk
+        }
     )
     home_of[name] = settings
     return WorkerProcess(settings, [rig.spec_path], rig.root / f"{name}.log", role=role)
@@ -192,22 +197,22 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
     models = {r.headers["rl.model"] for r in read_all(rig.settings, rig.topic("predictions"))}
     assert len(models) > 2
     assert served.learner.endswith(f":{learners[second].proc.pid}")  # type: ignore[union-attr]
-    # Replay from an empty home (a CLI on another machine): the learning log, relearned,
-    # gives the learner's last versions byte for byte, and every prediction is made again.
-    elsewhere = rig.settings.model_copy(update={"home": rig.root / "home-cli"})
-    done = subprocess.run(
-        [sys.executable, "-m", "streams", "replay", "--pipeline", str(rig.spec_path), "--verify"],
-        env=elsewhere.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    print(done.stdout, done.stderr[-2000:])
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    # A CLI on another machine (an empty home, the shared store's URL): replay relearns
+    # the log into the learner's last versions byte for byte and makes every prediction
+    # again; lineage and training find what the serving workers' sinks stored.
+    elsewhere = homes["serve-1"].model_copy(update={"home": rig.root / "home-cli"})
+    done = _cli(elsewhere, "replay", "--pipeline", str(rig.spec_path), "--verify")
     assert done.stdout.count("identical") == 3  # two models and the verdict
     reproduced = re.search(r"predictions: ([\d,]+) of ([\d,]+) reproduced", done.stdout)
     assert reproduced is not None
     assert int(reproduced[1].replace(",", "")) > N_EVENTS // 2
+    event_id = str(events[N_EVENTS // 2]["event_id"])
+    traced = json.loads(_cli(elsewhere, "lineage", event_id, "--json").stdout)
+    assert traced["pipeline"] == "seqs"
+    assert traced["model"].startswith("seqs-lr@")
+    assert traced["manifest"]["name"] == "seqs-lr"  # read from Kafka: no registry here
+    trained = _cli(elsewhere, "train", "--pipeline", str(rig.spec_path), "--from-store")
+    assert "candidates" in trained.stdout
 
 
 def _publications(rig: Rig) -> list[tuple[str, int]]:
@@ -305,3 +310,16 @@ def test_a_paused_learner_publishes_nothing_once_another_took_over(
     verdict = verify(rig, events)
     assert verdict.lost == []
     assert verdict.unaccounted_raw == []
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", *args],
+        env=settings.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(done.stdout, done.stderr[-2000:])
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    return done
