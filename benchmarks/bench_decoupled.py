@@ -93,10 +93,12 @@ async def _decoupled(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
     source = options.pipeline or options.settings.pipelines_dir / "transactions.toml"
     with tempfile.TemporaryDirectory(prefix="riverline-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        # The learner run's topics first: their leaders are settled when its log is filled.
+        alone = await _setup(options, bootstrap, source, tmp, "learn", decoupled=True)
         single = await _single(options, bootstrap, source, tmp)
         one = await _serving(options, bootstrap, source, tmp, 1)
         two = await _serving(options, bootstrap, source, tmp, 2, offered_rate(options, one))
-        learner = await _learner(options, bootstrap, source, tmp, one.pop("learning_log"))
+        learner = await _learner(options, bootstrap, alone, one.pop("learning_log"))
     two.pop("learning_log")
     return _report(options, load_spec(source).name, single, one, two, learner)
 
@@ -189,10 +191,9 @@ async def _staleness(
 
 
 async def _learner(
-    options: BenchOptions, bootstrap: str, source: Path, tmp: Path, log: str
+    options: BenchOptions, bootstrap: str, setup: _Setup, log: str
 ) -> dict[str, Any]:
     """One learner alone over a copy of the 1-worker run's learning log, timed."""
-    setup = await _setup(options, bootstrap, source, tmp, "learn", decoupled=True)
     target = setup.spec.topics(setup.options.namespace).learn
     signer = RecordSigner(options.settings.signing_key_bytes())
     records = await copy_log(bootstrap, log, target, signer)

@@ -90,8 +90,13 @@ class Fleet:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for worker in [*self.servers, *([self.learner] if self.learner else [])]:
+        for worker in self.processes:
             await asyncio.to_thread(worker.stop, 60.0)
+
+    @property
+    def processes(self) -> list[WorkerProcess]:
+        """The serving workers started, then the learner if it was."""
+        return [*self.servers, *([self.learner] if self.learner is not None else [])]
 
     def _process(self, name: str, role: str) -> WorkerProcess:
         settings = riverline_settings(self.options, self.bootstrap, self.folder / f"home-{name}")
@@ -108,7 +113,10 @@ class Fleet:
     async def wait_learner(self) -> None:
         """Until the learner holds the log and has published its first versions."""
         deadline = time.monotonic() + self.options.drain_timeout
-        while not (self.status().get("active") and self.status().get("published", 0) >= 1):
+        while True:
+            status = await asyncio.to_thread(self.status)
+            if status.get("active") and status.get("published", 0) >= 1:
+                return
             self.check(deadline, "the learner to become active")
             await asyncio.sleep(0.25)
 
@@ -132,7 +140,7 @@ class Fleet:
 
     def alive(self) -> str | None:
         """Why a process of the fleet stopped, if one did."""
-        for worker in [*self.servers, *([self.learner] if self.learner else [])]:
+        for worker in self.processes:
             if worker.proc is not None and worker.proc.poll() is not None:
                 code, log = worker.proc.returncode, worker.log_path
                 return f"a {worker.role} worker exited ({code}); see {log}"
