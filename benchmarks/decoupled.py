@@ -177,7 +177,8 @@ class Fleet:
 
 
 class GaugeSampler:
-    """Samples gauges from workers' ``/metrics`` in a thread, while it is entered.
+    """Samples gauges from workers' ``/metrics`` in a thread, every ``every`` seconds while
+    it is entered (from ``every`` seconds in).
 
     ``values`` holds every sample of each named gauge (every label set, every worker).
     """
@@ -201,12 +202,12 @@ class GaugeSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
+        # The first look one interval in: a serving worker swaps in the newest version
+        # before its next batch, so an idle one still names the version it last served.
+        while not self._stop.wait(self.every):
             for url in self.urls:
                 with contextlib.suppress(OSError, ValueError):
                     self._scrape(url)
-            if self._stop.wait(self.every):
-                return
 
     def _scrape(self, url: str) -> None:
         with urllib.request.urlopen(url, timeout=5.0) as resp:
