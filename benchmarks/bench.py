@@ -10,8 +10,8 @@ which the CLI prints as a table); anything else in it goes to the JSON report as
 
 Sections that need Kafka take the cluster from ``options.settings``. The sections are
 ``ingest`` (:mod:`benchmarks.bench_ingest`), ``features``
-(:mod:`benchmarks.bench_features`) and ``pipeline`` (:mod:`benchmarks.bench_pipeline`);
-benchmarks/README.md has the method.
+(:mod:`benchmarks.bench_features`), ``pipeline`` (:mod:`benchmarks.bench_pipeline`) and
+``decoupled`` (:mod:`benchmarks.bench_decoupled`); benchmarks/README.md has the method.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import platform
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from benchmarks.bench_decoupled import decoupled_section
 from benchmarks.bench_features import features_section
 from benchmarks.bench_ingest import ingest_section
 from benchmarks.bench_pipeline import pipeline_section
@@ -35,6 +36,7 @@ SECTIONS: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "ingest": ingest_section,
     "features": features_section,
     "pipeline": pipeline_section,
+    "decoupled": decoupled_section,
 }
 
 

@@ -29,7 +29,7 @@ _PIPELINE_OPTIONS = (
         "--events",
         type=int,
         default=None,
-        help="Events of the pipeline section (200,000; --quick 5,000).",
+        help="Events of the pipeline and decoupled sections (200,000; --quick 5,000).",
     ),
     click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section."),
     click.option(
@@ -75,7 +75,7 @@ def _pipeline_options(fn: F) -> F:
     "--section",
     "sections",
     multiple=True,
-    help="Run only these sections (ingest, features, pipeline); default: all.",
+    help="Run only these sections (ingest, features, pipeline, decoupled); default: all.",
 )
 @_pipeline_options
 @click.pass_context
@@ -122,6 +122,9 @@ _SUMMARIES = (
     "latency_over_raw",
     "latency_over_empty",
     "machine_stalls",
+    "learner",
+    "staleness",
+    "capacity",
     "goals",
 )
 

@@ -33,7 +33,15 @@ from streams.kafka.topics import TopicConfig
 from streams.settings import PRODUCER_BATCH_BYTES, Settings
 from streams.spec import PipelineSpec, load_spec
 
-__all__ = ["DESCRIBE", "PeakRss", "baseline", "drain", "run_baseline", "run_riverline"]
+__all__ = [
+    "DESCRIBE",
+    "PeakRss",
+    "baseline",
+    "drain",
+    "riverline_settings",
+    "run_baseline",
+    "run_riverline",
+]
 
 #: What each contender runs.
 DESCRIBE: Final = {
@@ -195,7 +203,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _riverline_settings(options: BenchOptions, bootstrap: str, home: Path) -> Settings:
+def riverline_settings(options: BenchOptions, bootstrap: str, home: Path) -> Settings:
+    """A worker's settings in this run: its namespace and cluster, its own home and web port."""
     return options.settings.model_copy(
         update={
             "bootstrap": bootstrap,
@@ -228,7 +237,7 @@ async def run_riverline(
     say(options, f"riverline: {DESCRIBE['riverline']} ({workers} worker(s))")
     procs = [
         WorkerProcess(
-            _riverline_settings(options, bootstrap, tmp / f"home{i}"),
+            riverline_settings(options, bootstrap, tmp / f"home{i}"),
             [spec_path],
             tmp / f"worker{i}.log",
         )

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -112,19 +112,38 @@ class Topic:
 
     async def read(self, start: dict[int, int]) -> list[ConsumerRecord[bytes, bytes]]:
         """Every message from ``start`` (partition -> offset) to the current ends."""
-        ends = await self.ends()
         out: list[ConsumerRecord[bytes, bytes]] = []
+        async for batch in self.batches(start):
+            out.extend(batch)
+        return out
+
+    async def batches(
+        self, start: dict[int, int] | None = None
+    ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+        """The messages from ``start`` (default: each partition's first) to the current
+        ends, a batch at a time, so a long topic need not fit in memory."""
+        start = start or {}
+        ends = await self.ends()
         for tp in self.tps:
             if ends[tp.partition] > start.get(tp.partition, 0):
                 self.consumer.seek(tp, start.get(tp.partition, 0))
         want = sum(ends[p] - start.get(p, 0) for p in ends)
-        while len(out) < want:
+        seen = 0
+        while seen < want:
             got = await self.consumer.getmany(timeout_ms=1000)
             if not got:
                 break
             for msgs in got.values():
-                out.extend(m for m in msgs if m.offset < ends[m.partition])
-        return out
+                batch = [m for m in msgs if m.offset < ends[m.partition]]
+                seen += len(batch)
+                yield batch
+
+    async def distinct_keys(self) -> int:
+        """How many different keys the topic holds (an output's key is its event id)."""
+        keys: set[bytes | None] = set()
+        async for batch in self.batches():
+            keys.update(m.key for m in batch)
+        return len(keys)
 
     async def span_ms(self) -> tuple[int, int]:
         """Timestamps of the earliest first and the latest last message over partitions."""

@@ -26,7 +26,7 @@ class BenchOptions:
     """Pipeline spec to ingest (default: ``pipelines/phishing.toml``)."""
     seed: int = 7
     events_override: int | None = None
-    """Events of the pipeline section (default 200,000; 5,000 with ``quick``)."""
+    """Events of the pipeline and decoupled sections (default 200,000; 5,000 with ``quick``)."""
     partitions: int = 1
     """Partitions of the pipeline section's topics."""
     scaling: bool = False
@@ -34,7 +34,8 @@ class BenchOptions:
     contenders: tuple[str, ...] = CONTENDERS
     """Which contenders of the pipeline section run (always in :data:`CONTENDERS` order)."""
     latency_load: float = 0.25
-    """Offered load of the latency run, as a share of Riverline's measured events/s."""
+    """Offered load of the latency runs (and of the decoupled section's staleness run), as a
+    share of the measured events/s."""
     latency_for: float | None = None
     """Seconds of offered load in the latency run (default 30; 3 with ``quick``)."""
     latency_events: int = 20_000

@@ -1,9 +1,9 @@
-"""``riverline bench --quick`` against the session broker: the report's shape, not its timings.
+"""``riverline bench --quick`` against the session broker: the reports' shape, not their timings.
 
 The pipeline section runs every contender (aiokafka, Riverline's agent with empty stages,
 the Faust floor, the naive agent and a real Riverline worker) on the same pre-produced
-topic, so this keeps the benchmark from rotting; its numbers belong to the benchmark's own
-runs (README, Benchmark).
+topic, and the decoupled section serving workers beside one learner, so this keeps the
+benchmark from rotting; its numbers belong to the benchmark's own runs (README, Benchmark).
 """
 
 from __future__ import annotations
@@ -76,3 +76,61 @@ def test_quick_pipeline_bench_reports_every_contender(
     assert any("riverline latency" in line for line in lines)  # progress while it runs
     assert any("floor latency" in line for line in lines)
     assert any("machine quiet" in line for line in lines)
+
+
+def test_quick_decoupled_bench_reports_serving_learning_staleness_and_capacity(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    lines: list[str] = []
+    options = BenchOptions(settings_factory(), quick=True, progress=lines.append)
+    report = run_bench(options, ["decoupled"])
+    section = report["sections"]["decoupled"]
+    json.dumps(report)  # JSON-ready as is
+    n = options.kafka_events
+
+    serving = section["serving"]
+    single, one, two = (
+        serving[k] for k in ("single_1_worker", "decoupled_1_worker", "decoupled_2_workers")
+    )
+    for run in (single, one, two):
+        assert run["events"] == n
+        assert run["events_per_s"] > 0
+        assert run["peak_rss_mib"] > 0
+    for run in (one, two):
+        assert run["predicted"] == n  # every event predicted, each once or more
+        assert run["learner_peak_rss_mib"] > 0
+        assert 0 <= run["learner_backlog"] <= n
+    assert section["ratios"] == {
+        "decoupled 2 workers / 1 worker": round(two["events_per_s"] / one["events_per_s"], 3),
+        "decoupled 1 worker / single 1 worker": round(
+            one["events_per_s"] / single["events_per_s"], 3
+        ),
+    }
+    assert f"{single['events_per_s']:,} events/s" in section["baseline"]
+    # The learner alone over the 1-worker run's learning log: every record learned.
+    learner = section["learner"]
+    assert learner["learned"] == n  # one record per event, each learned once
+    assert learner["records"] == learner["position"] == learner["learned"] + learner["repeats"]
+    assert 0 < learner["timed_records"] <= learner["records"]
+    assert learner["records_per_s"] > 0
+    # Staleness under a paced load of a quarter of the 1-worker serving rate.
+    staleness = section["staleness"]
+    assert staleness["offered_per_s"] == round(max(1.0, one["events_per_s"] * 0.25))
+    assert staleness["serving_workers"] == 2
+    assert staleness["events"] >= 100
+    assert staleness["scrapes"] >= staleness["samples"] > 0
+    for gauge in ("staleness_samples", "age_seconds"):
+        got = staleness[gauge]
+        assert 0 <= got["p50"] <= got["p95"] <= got["max"], gauge
+    capacity = section["capacity"]
+    assert capacity["serving_workers_per_learner"] == round(
+        learner["records_per_s"] / one["events_per_s"], 3
+    )
+    assert capacity["serving_events_per_s_per_worker"] == one["events_per_s"]
+    assert [(r["run"], r["serving_workers"]) for r in section["rows"]] == [
+        ("single mode (events)", 1),
+        ("decoupled (events)", 1),
+        ("decoupled (events)", 2),
+        ("learner alone (records)", 0),
+    ]
+    assert any("one learner alone" in line for line in lines)  # progress while it runs

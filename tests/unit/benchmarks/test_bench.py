@@ -14,6 +14,7 @@ from benchmarks.baselines import CardHistory, naive_features
 from benchmarks.bench import SECTIONS, BenchOptions, run_bench
 from benchmarks.bench_ingest import INGEST_FORMATS
 from benchmarks.bench_pipeline import spec_with_partitions
+from benchmarks.decoupled import decoupled_spec, learn_rate
 from benchmarks.events import synthetic_events
 from streams.cli.main import cli
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins
@@ -37,7 +38,7 @@ def quick_report() -> dict:
 
 def test_quick_ingest_section_compares_every_format_with_fastavro(quick_report: dict) -> None:
     assert list(quick_report["sections"]) == ["ingest"]
-    assert list(SECTIONS) == ["ingest", "features", "pipeline"]
+    assert list(SECTIONS) == ["ingest", "features", "pipeline", "decoupled"]
     assert quick_report["quick"] is True
     ingest = quick_report["sections"]["ingest"]
     assert ingest["schema"].startswith("phishing/v1/")
@@ -95,6 +96,29 @@ def test_the_pipeline_spec_is_copied_with_the_partitions_asked_for(tmp_path: Pat
     copy = spec_with_partitions(source, 4, tmp_path)
     assert load_spec(copy).partitions == 4
     assert load_spec(copy).name == load_spec(source).name
+
+
+def test_the_decoupled_copy_of_a_spec_is_decoupled_and_keeps_its_partitions(
+    tmp_path: Path,
+) -> None:
+    source = REPO_ROOT / "pipelines" / "transactions.toml"
+    copy = decoupled_spec(spec_with_partitions(source, 4, tmp_path))
+    spec = load_spec(copy)
+    assert (spec.decoupled, spec.partitions, spec.name) == (True, 4, "transactions")
+    assert load_spec(decoupled_spec(copy)).decoupled  # twice: still one mode line
+    assert copy.read_text().count("mode = ") == 1
+
+
+def test_the_learner_is_timed_from_its_first_look_past_the_start_to_the_end() -> None:
+    # Not answering while it starts, then three looks: 1,000 records in 2 s.
+    looks = [(10.0, 0), (11.0, 0), (12.0, 1_000), (13.0, 1_500), (14.0, 2_000)]
+    assert learn_rate(looks, 2_000) == {
+        "records_per_s": 500,
+        "seconds": 2.0,
+        "timed_records": 1_000,
+    }
+    with pytest.raises(RiverlineError, match="could not be timed"):
+        learn_rate([(1.0, 2_000)], 2_000)
 
 
 def test_naive_features_follow_one_cards_window_and_merchants() -> None:
