@@ -384,11 +384,16 @@ class Coordinator:
     # -- watchdog ---------------------------------------------------------------------
 
     async def watchdog(self) -> None:
-        """Seek a partition back when it stops making progress (see agents.io.StallWatch)."""
+        """Seek a partition back when it stops making progress (see agents.io.StallWatch);
+        an idle serving worker swaps in the newest versions (so what it reports serving
+        is what its next prediction uses)."""
         if self._closed or not self.gate.is_open or self.app.rebalancing:
             return
         if self.lock.locked():
             return
+        if self.replicas is not None and self.replicas.served is not self._serving:
+            async with self.lock:
+                await self.before_batch()
         stuck = self._stall.stuck(self.app, _tps(self.state.offsets()))
         if stuck:
             async with self.lock:

@@ -76,7 +76,8 @@ class LearnerCoordinator:
         self.signer = signer
         self.pipeline = self.learner.spec.name
         self.topic = self.learner.learning_topic
-        self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
+        interval = min(settings.publish_interval, settings.checkpoint_interval)
+        self.schedule = CheckpointSchedule(settings.checkpoint_every, interval)
         self.lock = asyncio.Lock()
         self.gate = AssignmentGate()
         self.active = False

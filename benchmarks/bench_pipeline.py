@@ -13,8 +13,6 @@ same pre-produced raw topic with its own consumer group, writing its own output 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import re
 import tempfile
 from pathlib import Path
@@ -56,11 +54,7 @@ async def _pipeline(options: BenchOptions, bootstrap: str) -> dict[str, Any]:
         spec = load_spec(spec_path)
         quiet = await _prepare(options, bootstrap, spec)
         results = await _run_contenders(options, bootstrap, spec_path, tmp)
-        scaling = await _scaling(options, bootstrap, source, tmp) if options.scaling else {}
-    report = _report(options, spec, results, quiet)
-    if scaling:
-        report["scaling"] = scaling
-    return report
+    return _report(options, spec, results, quiet)
 
 
 async def _prepare(options: BenchOptions, bootstrap: str, spec: PipelineSpec) -> dict[str, Any]:
@@ -194,40 +188,3 @@ async def _baseline_latency(
         await produce(bootstrap, source, warm, event_keys(spec, warm))
         await drain(options, f"{kind} warm-up", out, len(warm), [], alive)
         return await measure_latency(options, kind, bootstrap, spec, source, out, rate, offset_ms)
-
-
-async def _scaling(
-    options: BenchOptions, bootstrap: str, source: Path, tmp: Path
-) -> dict[str, Any]:
-    """Riverline alone on a 4-partition copy of the pipeline, with 1 and with 2 workers."""
-    partitions = 4
-    rows = []
-    for workers in (1, 2):
-        sub = dataclasses.replace(options, run_tag=f"{options.run_tag}s{workers}")
-        ns = sub.namespace
-        folder = tmp / f"scaling{workers}"
-        folder.mkdir()
-        spec_path = spec_with_partitions(source, partitions, folder)
-        spec = load_spec(spec_path)
-        ns_settings = options.settings.model_copy(update={"namespace": ns})
-        await ensure(
-            bootstrap, shared_topic_configs(ns_settings) + pipeline_topic_configs(ns_settings, spec)
-        )
-        n = options.kafka_events
-        say(options, f"scaling: {n:,} events on {partitions} partitions, {workers} worker(s)")
-        values = bench_events(spec, n, "scale", offset_ms=0)
-        keys = event_keys(spec, values)
-        raw = spec.topics(ns).raw
-        r = await run_riverline(
-            sub,
-            bootstrap,
-            spec_path,
-            n,
-            folder,
-            workers,
-            latency=False,
-            produce=functools.partial(produce, bootstrap, raw, values, keys),
-        )
-        say(options, f"  {workers} worker(s): {r['events_per_s']:,} events/s")
-        rows.append({"partitions": partitions, "workers": workers, **r})
-    return {"rows": rows}

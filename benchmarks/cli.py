@@ -46,12 +46,6 @@ _PIPELINE_OPTIONS = (
         show_default=True,
         help="Offered load of the latency runs, as a share of Riverline's measured events/s.",
     ),
-    click.option(
-        "--scaling/--no-scaling",
-        default=None,
-        help="Also run Riverline on 4 partitions with 1 and 2 workers (default: on, off with "
-        "--quick).",
-    ),
 )
 
 
@@ -89,7 +83,6 @@ def bench(
     partitions: int,
     contenders: tuple[str, ...],
     latency_load: float,
-    scaling: bool | None,
 ) -> None:
     """Throughput and latency of Riverline, side by side with baselines on one broker.
 
@@ -102,7 +95,6 @@ def bench(
         quick=quick,
         events_override=events,
         partitions=partitions,
-        scaling=not quick if scaling is None else scaling,
         latency_load=latency_load,
         contenders=contenders or CONTENDERS,
         progress=lambda line: console.print(line, highlight=False),
@@ -141,12 +133,6 @@ def _print_report(report: dict[str, Any], quick: bool) -> None:
         for key in _SUMMARIES:
             if section.get(key):
                 console.print(f"{key}: {section[key]}", highlight=False)
-        for row in section.get("scaling", {}).get("rows", []):
-            console.print(
-                f"scaling: {row['partitions']} partitions, {row['workers']} worker(s): "
-                f"{row['events_per_s']:,} events/s, peak RSS {row['peak_rss_mib']} MiB",
-                highlight=False,
-            )
 
 
 def _table(section: dict[str, Any]) -> Table:

@@ -29,8 +29,6 @@ class BenchOptions:
     """Events of the pipeline and decoupled sections (default 200,000; 5,000 with ``quick``)."""
     partitions: int = 1
     """Partitions of the pipeline section's topics."""
-    scaling: bool = False
-    """Also run Riverline on 4 partitions with 1 and with 2 workers."""
     contenders: tuple[str, ...] = CONTENDERS
     """Which contenders of the pipeline section run (always in :data:`CONTENDERS` order)."""
     latency_load: float = 0.25

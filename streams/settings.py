@@ -169,6 +169,12 @@ class Settings(BaseSettings):
     or seconds, whichever first, on partition revocation and at clean shutdown. A crash
     repeats at most this much work."""
 
+    publish_interval: float = 5.0
+    """Decoupled mode: the learner publishes its models (new versions for the serving
+    workers, with its checkpoint) at least this often in seconds while it learns, or after
+    ``checkpoint_every`` records if that comes first. Serving workers' models are at most
+    about this old (plus a batch)."""
+
     checkpoint_max_bytes: int = 64 * 1024 * 1024
     """Largest checkpoint record (one raw partition's feature state, or the predict
     state); also the checkpoint topic's ``max.message.bytes``."""
