@@ -37,7 +37,7 @@ from streams.state.feed import ServedSet, served_key
 
 pytestmark = pytest.mark.integration
 
-N_EVENTS = int(os.environ.get("RIVERLINE_DECOUPLED_EVENTS", "3000"))
+N_EVENTS = int(os.environ.get("RIVERLINE_DECOUPLED_EVENTS", "1500"))
 DECOUPLED = SPEC.replace("partitions = 2\n", 'partitions = 4\nmode = "decoupled"\n')
 
 
