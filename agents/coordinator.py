@@ -19,6 +19,15 @@ It owns everything that keeps a pipeline's state, outputs and committed offsets 
 * **the state budget**: a warning when a partition's feature state passes half of
   ``RIVERLINE_CHECKPOINT_MAX_BYTES``; a checkpoint that cannot be written takes the
   pipeline down loudly until one can.
+
+Exactly-once mode (``RIVERLINE_GUARANTEE=exactly_once``): a transactional producer
+(:class:`streams.kafka.transactions.Transactions`, one transactional id per pipeline, whose
+inputs a single-mode worker holds together) sends every batch's outputs; a checkpoint is
+written in the same transaction and commits it with the offsets it reflects
+(``send_offsets_to_transaction``), synchronously between two batches. Each assignment
+starts a new producer before anything is restored (fencing the previous owner) and
+restores from the committed checkpoints; a failure aborts the open transaction and
+restores, so nothing since the last commit is ever visible twice.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from faust.types import TP
 from agents.internals import commit_offsets, seek_back, send_all
 from agents.io import AssignmentGate, StallWatch
 from streams.features.engine import StateBudget
+from streams.kafka.auth import client_kwargs
+from streams.kafka.transactions import FencedError, Transactions
 from streams.messages import InMessage
 from streams.models.lifecycle import Alert
 from streams.observability.metrics import WorkerMetrics
@@ -74,7 +85,28 @@ class Coordinator:
         self.signer = signer
         self.pipeline = state.stage.predictor.spec.name
         self.raw_topic = state.stage.predictor.spec.topics(settings.namespace).raw
-        self.schedule = CheckpointSchedule(settings.checkpoint_every, settings.checkpoint_interval)
+        self.schedule = CheckpointSchedule(
+            settings.checkpoint_every, settings.effective_checkpoint_interval
+        )
+        #: Exactly-once mode's producer (None: at least once).
+        self.transactions: Transactions | None = None
+        if settings.exactly_once:
+            self.transactions = Transactions(
+                settings.effective_bootstrap,
+                transactional_id(settings, self.pipeline),
+                client_kwargs(settings),
+                max_request_size=settings.checkpoint_max_bytes + (1 << 16),
+                timeout_ms=transaction_timeout_ms(settings),
+            )
+            state.store.transactions = self.transactions
+            interval = max(0.05, settings.effective_checkpoint_interval / 2)
+            app.timer(interval=interval, name=f"{self.pipeline}.coordinator.commit")(
+                self.commit_idle
+            )
+        #: When a fenced producer was noticed (monotonic), while this worker waits for a
+        #: rebalance; still assigned after ``_takeover_after`` s, it takes over again.
+        self._fenced_at: float | None = None
+        self._takeover_after = max(30.0, 2 * settings.session_timeout)
         self.budget = StateBudget(settings.checkpoint_max_bytes)
         self.lock = asyncio.Lock()
         self.gate = AssignmentGate()
@@ -132,6 +164,8 @@ class Coordinator:
         async with self.lock:
             shared = self._shared(assigned)
             try:
+                if self.transactions is not None:
+                    await self._take_over()
                 await self._resume(assigned)
             finally:
                 if shared:
@@ -164,7 +198,10 @@ class Coordinator:
         await self._alert(resume.alerts)
         if not resume.offsets:
             return
-        await commit_offsets(self.app, _tps(resume.offsets))
+        if self.transactions is not None:
+            await self.transactions.commit(resume.offsets, self.app.conf.id)
+        else:
+            await commit_offsets(self.app, _tps(resume.offsets))
         behind = resume.offsets if seek_all else resume.behind
         if behind:
             log.warning(
@@ -184,7 +221,9 @@ class Coordinator:
         self.gate.close()  # first, before any await: no batch until the next assignment
         async with self.lock:
             await self.settle()
-            if self.open and self.healthy and self.schedule.pending:
+            if self.transactions is not None:
+                await self._end_transaction("revocation")
+            elif self.open and self.healthy and self.schedule.pending:
                 await self._save("revocation")
             self.state.release(revoked)
 
@@ -193,12 +232,16 @@ class Coordinator:
         async with self.lock:
             try:
                 await self.settle()
-                if self.open and self.healthy:
+                if self.transactions is not None:
+                    await self._end_transaction("shutdown")
+                elif self.open and self.healthy:
                     await self._save("shutdown")
             except Exception:  # shutdown must go on; the previous checkpoint stays valid
                 log.exception("the checkpoint at shutdown of %s failed", self.pipeline)
             self._closed = True
             await self.state.store.stop()
+            if self.transactions is not None:
+                await self.transactions.stop()
 
     # -- batches ----------------------------------------------------------------------
 
@@ -254,11 +297,19 @@ class Coordinator:
         lifecycle = self.state.stage.predictor.lifecycle
         if lifecycle.unwritten:
             await asyncio.to_thread(lifecycle.write_pending)
-        await send_all(self.app, result.sends, self.signer)
+        if self.transactions is None:
+            await send_all(self.app, result.sends, self.signer)
+            return
+        await self.transactions.begin()
+        await send_all(self.app, result.sends, self.signer, self.transactions.producer)
 
     async def after_batch(self, batch: list[InMessage], result: StageResult) -> None:
         """After a batch's outputs were acknowledged: a checkpoint if one is due."""
         self.schedule.record(len(batch))
+        if self.transactions is not None:
+            if self.schedule.due():  # commits this transaction; a failure: recover
+                await self._save("snapshot")
+            return
         if self.schedule.due() and not self.writing:
             prepared = self._prepare("snapshot")
             self._writing = asyncio.create_task(
@@ -292,6 +343,8 @@ class Coordinator:
                 return
             try:
                 await self.settle()
+                if self.transactions is not None and not await self._abort_or_fenced():
+                    return
                 self.state.forget()
                 await self._resume(self.app.consumer.assignment(), seek_all=True)
                 self.schedule.done()
@@ -302,6 +355,66 @@ class Coordinator:
                 delay = _RECOVERY_BACKOFF[min(attempt, len(_RECOVERY_BACKOFF) - 1)]
                 log.exception("restoring %s failed; trying again in %.0f s", self.pipeline, delay)
                 await asyncio.sleep(delay)
+
+    # -- transactions (exactly-once mode) ---------------------------------------------
+
+    async def _take_over(self) -> None:
+        """On assignment: a new producer (fencing the partitions' previous owner and
+        aborting what it left open), then everything restored from the committed
+        checkpoints, since what this worker held in memory may be stale."""
+        assert self.transactions is not None
+        await self.transactions.start()
+        self._fenced_at = None
+        self._set_up("fenced")
+        self.state.forget()
+
+    async def _end_transaction(self, note: str) -> None:
+        """Revocation, shutdown: commit what was done since the last checkpoint with a
+        checkpoint, or abort it when that cannot be done (it is redone by the next owner)."""
+        assert self.transactions is not None
+        if not self.transactions.started:
+            return
+        try:
+            if self.open and self.healthy and self.schedule.pending:
+                await self._save(note)
+        except Exception:
+            log.exception("the checkpoint at %s of %s failed; aborting", note, self.pipeline)
+        if self.transactions.open:
+            await self.transactions.abort()
+
+    async def _abort_or_fenced(self) -> bool:
+        """Before a restore: abort the open transaction. False if this worker was fenced:
+        the partitions' new owner has them; nothing more until they are assigned here
+        again (or, if still assigned after a while, the watchdog takes over again)."""
+        assert self.transactions is not None
+        await self.transactions.abort()
+        if self.transactions.fenced and self._fenced_at is None:
+            self._fenced_at = time.monotonic()
+            why = "fenced: another worker started with this pipeline's transactional id"
+            log.error("%s %s; waiting for the next assignment", self.pipeline, why)
+            self._set_up("batch")
+            self._set_down("fenced", why)
+            self.gate.close()
+            self.state.forget()
+            return False
+        if self.transactions.fenced or not self.transactions.started:
+            await self._take_over()  # the watchdog's take-over, or after a failed abort
+        return True
+
+    async def commit_idle(self) -> None:
+        """Timer: commit the open transaction when it is due and no batch came to do it,
+        so the outputs of the last events before a pause become visible."""
+        assert self.transactions is not None
+        if self._closed or not self.transactions.open or self.lock.locked():
+            return
+        if not (self.gate.is_open and self.healthy and self.schedule.due()):
+            return
+        async with self.lock:
+            if self.transactions.open and self.schedule.due():
+                try:
+                    await self._save("snapshot")
+                except Exception as exc:
+                    await self.recover(exc)
 
     # -- checkpoints ------------------------------------------------------------------
 
@@ -333,8 +446,14 @@ class Coordinator:
         """
         self._check_budget()
         await self.state.write(prepared)
-        await send_all(self.app, prepared.announcements, self.signer)
-        await commit_offsets(self.app, _tps(prepared.offsets))
+        if self.transactions is not None:
+            await self.transactions.begin()
+            producer = self.transactions.producer
+            await send_all(self.app, prepared.announcements, self.signer, producer)
+            await self.transactions.commit(prepared.offsets, self.app.conf.id)
+        else:
+            await send_all(self.app, prepared.announcements, self.signer)
+            await commit_offsets(self.app, _tps(prepared.offsets))
         self.checkpoints_written += 1
         self.last_saved = time.time()
 
@@ -387,9 +506,17 @@ class Coordinator:
         """Seek a partition back when it stops making progress (see agents.io.StallWatch);
         an idle serving worker swaps in the newest versions (so what it reports serving
         is what its next prediction uses)."""
-        if self._closed or not self.gate.is_open or self.app.rebalancing:
+        if self._closed or self.app.rebalancing or self.lock.locked():
             return
-        if self.lock.locked():
+        fenced = self._fenced_at
+        if fenced is not None and time.monotonic() - fenced > self._takeover_after:
+            if self.state.mine(self.app.consumer.assignment()):
+                async with self.lock:  # still assigned, and no rebalance came
+                    await self.recover(FencedError("fenced, and still assigned"), "fenced")
+                    if self.healthy:
+                        self.gate.open()
+            return
+        if not self.gate.is_open:
             return
         if self.replicas is not None and self.replicas.served is not self._serving:
             async with self.lock:
@@ -403,6 +530,17 @@ class Coordinator:
                     {str(tp): o for tp, o in stuck.items()},
                 )
                 await seek_back(self.app, stuck)
+
+
+def transactional_id(settings: Settings, pipeline: str) -> str:
+    """A single-mode pipeline's transactional id: its worker holds all of its inputs."""
+    return settings.topic(f"riverline.{pipeline}.worker")
+
+
+def transaction_timeout_ms(settings: Settings) -> int:
+    """Above a checkpoint interval plus the worst stall (a long rebalance); within the
+    broker's ``transaction.max.timeout.ms`` (15 minutes by default)."""
+    return int(min(900.0, max(60.0, 4 * settings.effective_checkpoint_interval + 60.0)) * 1000)
 
 
 def _tps(offsets: dict[Partition, int]) -> dict[TP, int]:

@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitArgT, WaitResults
 
@@ -146,7 +147,13 @@ def consumer_state(app: faust.App) -> list[str]:
 
 
 def use_fetch_max_wait(ms: int) -> None:
-    """Faust's consumer with ``fetch_max_wait_ms = ms`` instead of its hard-coded 1,500.
+    """Faust's consumer with ``fetch_max_wait_ms = ms`` instead of its hard-coded 1,500,
+    reading with ``isolation_level="read_committed"``.
+
+    Read committed: Riverline's inputs may be written in transactions (a user's producer,
+    a serving worker's learning log in exactly-once mode), and an aborted transaction's
+    records must never be processed. Faust reads committed only in its own exactly-once
+    mode, which Riverline does not use.
 
     aiokafka keeps one fetch in flight per broker, and leaves out of it a partition whose
     fetched records are not consumed yet. A fetch then asks only for an idle partition
@@ -159,7 +166,8 @@ def use_fetch_max_wait(ms: int) -> None:
 
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         consumer = original(self, *args, **kwargs)
-        consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start()
+        consumer._fetch_max_wait_ms = ms  # both read by AIOKafkaConsumer.start()
+        consumer._isolation_level = "read_committed"
         return consumer
 
     cls._riverline_original = original
@@ -197,9 +205,17 @@ class RawTopic(faust.Topic):
 # -- the producer ------------------------------------------------------------------------
 
 
-async def send_all(app: faust.App, sends: list[OutMessage], signer: RecordSigner) -> None:
+async def send_all(
+    app: faust.App,
+    sends: list[OutMessage],
+    signer: RecordSigner,
+    producer: AIOKafkaProducer | None = None,
+) -> None:
     """Send, with each message's ``rl.mac``, and wait for every acknowledgement, so
     offsets never commit ahead of outputs.
+
+    Through Faust's producer, or ``producer`` (a transactional one, in a transaction it
+    has begun: exactly-once mode).
 
     Straight to aiokafka, a record batch per topic partition: Faust's ``Topic.send``
     builds a topic object, a future and a callback chain per message, and aiokafka's
@@ -209,8 +225,10 @@ async def send_all(app: faust.App, sends: list[OutMessage], signer: RecordSigner
     """
     if not sends:
         return
-    producer: Any = app.producer
-    kafka = producer._ensure_producer()  # aiokafka.AIOKafkaProducer
+    kafka: Any = producer
+    if kafka is None:
+        faust_producer: Any = app.producer
+        kafka = faust_producer._ensure_producer()  # aiokafka.AIOKafkaProducer
     metadata_ = kafka.client.cluster
     #: topic -> (all partitions, available ones), as aiokafka's partitioner takes them
     partitions: dict[str, tuple[list[int], list[int]]] = {}

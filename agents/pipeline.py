@@ -20,6 +20,7 @@ import faust
 from agents.coordinator import Coordinator
 from agents.internals import RawTopic
 from agents.io import run_stage
+from streams.errors import ConfigError
 from streams.features.stage import Featurization
 from streams.ingestion.stage import Ingestion
 from streams.kafka.auth import client_kwargs
@@ -104,6 +105,13 @@ def add_pipeline_agent(
     signer: RecordSigner,
 ) -> Pipeline:
     """One agent on ``P.raw`` and ``P.labels`` running the three stages per batch."""
+    if settings.exactly_once and spec.decoupled:
+        raise ConfigError(
+            f"pipeline {spec.name} runs in decoupled mode, where RIVERLINE_GUARANTEE="
+            "exactly_once is not available yet: serving workers publish at least once. Use "
+            'single mode ([pipeline] mode = "single") for exactly-once outputs, or unset '
+            "RIVERLINE_GUARANTEE."
+        )
     topics = spec.topics(settings.namespace)
     stage = make_stage(settings, spec, catalog)
     store = CheckpointStore(
@@ -120,6 +128,7 @@ def add_pipeline_agent(
         labels_topic=topics.labels,
         models_topic=settings.topic("riverline.models"),
         registry_keep=settings.registry_keep,
+        exactly_once=settings.exactly_once,
     )
     feed = _replica_feed(app, settings, spec, stage, signer, metrics) if spec.decoupled else None
     coordinator = Coordinator(app, settings, state, signer, metrics, replicas=feed)

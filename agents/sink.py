@@ -87,6 +87,7 @@ class SinkAgent(ConsumerRebalanceListener):
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             session_timeout_ms=int(self.settings.session_timeout * 1000),
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout / 3) * 1000),
             **client_kwargs(self.settings),

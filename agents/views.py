@@ -219,6 +219,7 @@ async def tail_notices(worker: Worker) -> None:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.effective_bootstrap,
         enable_auto_commit=False,
+        isolation_level="read_committed",
         **client_kwargs(settings),
     )
     await consumer.start()

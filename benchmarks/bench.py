@@ -10,8 +10,9 @@ which the CLI prints as a table); anything else in it goes to the JSON report as
 
 Sections that need Kafka take the cluster from ``options.settings``. The sections are
 ``ingest`` (:mod:`benchmarks.bench_ingest`), ``features``
-(:mod:`benchmarks.bench_features`), ``pipeline`` (:mod:`benchmarks.bench_pipeline`) and
-``decoupled`` (:mod:`benchmarks.bench_decoupled`); benchmarks/README.md has the method.
+(:mod:`benchmarks.bench_features`), ``pipeline`` (:mod:`benchmarks.bench_pipeline`),
+``decoupled`` (:mod:`benchmarks.bench_decoupled`) and ``guarantees``
+(:mod:`benchmarks.bench_guarantees`); benchmarks/README.md has the method.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from benchmarks.bench_decoupled import decoupled_section
 from benchmarks.bench_features import features_section
+from benchmarks.bench_guarantees import guarantees_section
 from benchmarks.bench_ingest import ingest_section
 from benchmarks.bench_pipeline import pipeline_section
 from benchmarks.options import CONTENDERS, BenchOptions
@@ -37,6 +39,7 @@ SECTIONS: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "features": features_section,
     "pipeline": pipeline_section,
     "decoupled": decoupled_section,
+    "guarantees": guarantees_section,
 }
 
 

@@ -29,7 +29,7 @@ _PIPELINE_OPTIONS = (
         "--events",
         type=int,
         default=None,
-        help="Events of the pipeline and decoupled sections (200,000; --quick 5,000).",
+        help="Events of the pipeline, decoupled and guarantees sections (200,000; --quick 5,000).",
     ),
     click.option("--partitions", type=int, default=1, help="Partitions of the pipeline section."),
     click.option(
@@ -69,7 +69,9 @@ def _pipeline_options(fn: F) -> F:
     "--section",
     "sections",
     multiple=True,
-    help="Run only these sections (ingest, features, pipeline, decoupled); default: all.",
+    help=(
+        "Run only these sections (ingest, features, pipeline, decoupled, guarantees); default: all."
+    ),
 )
 @_pipeline_options
 @click.pass_context

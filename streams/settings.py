@@ -169,6 +169,19 @@ class Settings(BaseSettings):
     or seconds, whichever first, on partition revocation and at clean shutdown. A crash
     repeats at most this much work."""
 
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    """What a crash may do to the outputs. ``at_least_once``: a restarted worker publishes
+    again what it processed since its last checkpoint (repeats carry the same
+    ``rl.event_id``). ``exactly_once``: each checkpoint's outputs, checkpoint records and
+    input offsets commit in one Kafka transaction, so a ``read_committed`` consumer sees
+    every output once; outputs become visible at each checkpoint (see
+    :attr:`commit_interval`). Single mode only."""
+
+    commit_interval: float = 1.0
+    """``exactly_once``: a checkpoint (and so a transaction commit) at least this often in
+    seconds while events flow, whatever ``checkpoint_interval`` says: a ``read_committed``
+    consumer sees a prediction up to about this long after it was made."""
+
     publish_interval: float = 5.0
     """Decoupled mode: the learner publishes its models (new versions for the serving
     workers, with its checkpoint) at least this often in seconds while it learns, or after
@@ -321,6 +334,18 @@ class Settings(BaseSettings):
         """``max.message.bytes`` of the topics Riverline writes outputs and dead letters
         to: one :attr:`output_max_bytes` message, and Kafka's default at least."""
         return max(KAFKA_MESSAGE_BYTES, self.output_max_bytes)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"
+
+    @property
+    def effective_checkpoint_interval(self) -> float:
+        """Seconds between checkpoints while events flow: ``checkpoint_interval``, or
+        ``commit_interval`` if shorter in ``exactly_once`` mode."""
+        if self.exactly_once:
+            return min(self.checkpoint_interval, self.commit_interval)
+        return self.checkpoint_interval
 
     @property
     def fetch_max_wait_ms(self) -> int:

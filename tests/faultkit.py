@@ -170,22 +170,32 @@ class Rig:
                 )
             time.sleep(0.05)
 
+    def count(self, stage: str) -> int:
+        """Messages on a pipeline topic: its end offsets, or in exactly-once mode (where
+        transaction markers take offsets too) its committed records, counted."""
+        if not self.settings.exactly_once:
+            return end_total(self.settings, self.topic(stage))
+        try:
+            return len(read_all(self.settings, self.topic(stage)))
+        except Exception:  # the broker may be down in a fault test: "not yet"
+            return -1
+
     def wait_drained(self, n_events: int, timeout: float = 240.0) -> None:
         """Until ingest has written every raw event and features caught up with P.events."""
         self.wait_for(lambda: end_total(self.settings, self.raw) >= n_events, "raw", timeout)
 
         def caught_up() -> bool:
-            ends = end_total(self.settings, self.topic("events"))
+            ends = self.count("events")
             dlq = len(read_all(self.settings, self.settings.topic("riverline.dlq")))
             read = end_total(self.settings, self.raw)
             return ends + dlq >= n_events and self.processed() >= read
 
         self.wait_for(caught_up, "the features stage to catch up", timeout)
         # P.events holds an event twice when ingest wrote it again after a kill.
-        valid = end_total(self.settings, self.topic("events")) - self.ingest_repeats()
+        valid = self.count("events") - self.ingest_repeats()
 
         def predicted() -> bool:
-            if end_total(self.settings, self.topic("predictions")) < valid:
+            if self.count("predictions") < valid:
                 time.sleep(0.5)
                 return False
             ids = {
@@ -247,7 +257,11 @@ class Read:
 async def _read_all(settings: Settings, topic: str) -> list[Read]:
     numbers = await topic_partitions(settings.effective_bootstrap, topic)
     signer = RecordSigner(settings.signing_key_bytes())
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.effective_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.effective_bootstrap,
+        group_id=None,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in numbers]
@@ -269,7 +283,8 @@ async def _read_all(settings: Settings, topic: str) -> list[Read]:
 
 
 def read_all(settings: Settings, topic: str) -> list[Read]:
-    """Every message on ``topic`` up to its end offsets now."""
+    """Every committed message on ``topic`` up to its end offsets now (as a
+    ``read_committed`` consumer sees them: no aborted transaction's records)."""
     return asyncio.run(_read_all(settings, topic))
 
 

@@ -122,6 +122,7 @@ class PendingVersion:
 
 #: The file in each model folder naming its newest complete version.
 LATEST_FILE = "LATEST"
+DISCARDED_FILE = "DISCARDED"
 
 #: Prefix of a version folder being removed: hidden, so it is never taken for a version.
 _REMOVING = ".removing-"
@@ -332,7 +333,9 @@ class ModelRegistry:
             known = self._latest.get(name)
             if known is None:
                 known = self._latest_locked(name)
-            version = max(known, self._reserved.get(name, 0)) + 1
+            if name not in self._reserved:
+                self._reserved[name] = self._discarded(name)
+            version = max(known, self._reserved[name]) + 1
             self._reserved[name] = version
         manifest = Manifest(
             pipeline=self.pipeline,
@@ -480,6 +483,27 @@ class ModelRegistry:
         for version in removed:
             self._remove(name, version)
         return removed
+
+    def discard(self, name: str, versions: Collection[int]) -> None:
+        """Remove versions written for a transaction that never committed; their numbers
+        are never handed out again (``DISCARDED`` keeps the highest)."""
+        if not versions:
+            return
+        highest = max(max(versions), self._discarded(name))
+        _write_durably(self._model_dir(name) / DISCARDED_FILE, f"{highest}\n".encode())
+        for version in sorted(versions):
+            if self._complete(name, version):
+                self._remove(name, version)
+        with self._lock:
+            self._latest.pop(name, None)
+            self._reserved[name] = max(self._reserved.get(name, 0), highest)
+
+    def _discarded(self, name: str) -> int:
+        """The highest version number :meth:`discard` removed (0: none)."""
+        try:
+            return int((self._model_dir(name) / DISCARDED_FILE).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return 0
 
     def _remove(self, name: str, version: int) -> None:
         """Take a version out of the registry (one rename), then delete its files."""

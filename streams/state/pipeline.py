@@ -95,8 +95,12 @@ class PipelineState:
         labels_topic: str,
         models_topic: str,
         registry_keep: int = 50,
+        exactly_once: bool = False,
     ) -> None:
         self.stage = stage
+        #: Checkpoints commit in transactions: versions newer than a restored checkpoint's
+        #: were written for one that never committed (:meth:`_discard_uncommitted`).
+        self.exactly_once = exactly_once
         self.store = store
         self.catalog = catalog
         self.raw = stage.raw_topic
@@ -270,7 +274,30 @@ class PipelineState:
         self._checkpointed = {
             s.model.spec.name: s.model.version for s in predictor.lifecycle.served
         }
+        if self.exactly_once:
+            await asyncio.to_thread(self._discard_uncommitted)
         return alerts
+
+    def _discard_uncommitted(self) -> None:
+        """Remove the versions the worker wrote after the restored checkpoint: their
+        transaction never committed, so no visible record names them. Versions written by
+        others (``riverline train``, imports) stay."""
+        lifecycle = self.stage.predictor.lifecycle
+        registry = lifecycle.registry
+        if registry is None:
+            return
+        for served in lifecycle.served:
+            name = served.model.spec.name
+            named = [v for n, v in lifecycle.history if n == name]
+            above = max([served.model.version, *named])
+            orphans = [
+                v
+                for v in registry.versions(name)
+                if v > above and "stage" in registry.manifest(name, v).extra
+            ]
+            if orphans:
+                registry.discard(name, orphans)
+                log.info("registry: discarded %s versions %s (never committed)", name, orphans)
 
     async def _past_end(self, positions: dict[str, int]) -> list[str]:
         """The ``topic:partition`` positions beyond their topic's end now."""

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from streams.errors import KafkaSetupError
 from streams.kafka.reading import records_to_end
 from streams.kafka.topics import topic_partitions
+from streams.kafka.transactions import Transactions
 from streams.state.checkpoint import Checkpoint, CheckpointError, CheckpointIntegrityError
 from streams.trust.records import RecordSigner
 
@@ -54,6 +55,9 @@ class CheckpointStore:
         #: How long a client keeps trying to reach the cluster (a broker restarting).
         self.connect_timeout = connect_timeout
         self._producer: AIOKafkaProducer | None = None
+        #: Exactly-once mode: checkpoints are written in this producer's open transaction
+        #: (committed by the caller with the outputs and offsets they reflect).
+        self.transactions: Transactions | None = None
 
     async def _start(self, make: Callable[[], _Client], what: str) -> _Client:
         """A started client from ``make``, retrying while the cluster is unreachable, up to
@@ -105,10 +109,15 @@ class CheckpointStore:
             self._producer = None
 
     async def save(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """Write checkpoints and wait until the broker has every one of them."""
+        """Write checkpoints and wait until the broker has every one of them (in
+        exactly-once mode: in the open transaction, visible once it commits)."""
         if not checkpoints:
             return
-        producer = await self._ensure_producer()
+        if self.transactions is not None:
+            await self.transactions.begin()
+            producer = self.transactions.producer
+        else:
+            producer = await self._ensure_producer()
         futures = []
         for cp in checkpoints:
             value = cp.to_bytes()

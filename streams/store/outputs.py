@@ -67,6 +67,7 @@ class OutputCollector:
             bootstrap_servers=self.settings.effective_bootstrap,
             enable_auto_commit=False,
             group_id=None,
+            isolation_level="read_committed",
             **client_kwargs(self.settings),
         )
         await consumer.start()
@@ -167,6 +168,7 @@ async def read_alerts(
         bootstrap_servers=settings.effective_bootstrap,
         enable_auto_commit=False,
         group_id=None,
+        isolation_level="read_committed",
         **client_kwargs(settings),
     )
     await consumer.start()

@@ -109,6 +109,7 @@ async def read_topic(
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         **client_kwargs(settings),
     )
     await consumer.start()

@@ -50,6 +50,8 @@ from faultkit import (
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 N_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EVENTS", "10000"))
+#: The exactly-once run's size (``make chaos``: the same as the other's).
+EOS_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EOS_EVENTS", str(min(N_EVENTS, 4000))))
 N_KEYS = max(1, N_EVENTS // 10)
 N_KILLS = 10
 SEED = 99
@@ -73,19 +75,14 @@ def _latest_checkpoints(rig: Rig) -> dict[int, int]:
     return feature_checkpoints(latest.values())
 
 
-def test_worker_sigkilled_ten_times_loses_nothing(
-    settings_factory: Any, tmp_path: Path, record_property: Any
-) -> None:
-    rig = make_rig(
-        settings_factory,
-        tmp_path,
-        checkpoint_every=max(500, N_EVENTS // 20),
-        checkpoint_interval=0.5,
-    )
-    events = make_events(N_EVENTS, N_KEYS, SEED)
+def _run_with_kills(rig: Rig, n_events: int) -> tuple[list[dict[str, Any]], list[Any], float]:
+    """Produce ``n_events`` while SIGKILLing the worker at :data:`N_KILLS` seeded points
+    (every other one right after a checkpoint's log line), restarting it each time; then
+    wait until every event is processed and stop the worker cleanly."""
+    events = make_events(n_events, max(1, n_events // 10), SEED)
     rng = random.Random(SEED)
-    points = sorted(rng.sample(range(N_EVENTS // 20, N_EVENTS * 9 // 10), N_KILLS))
-    producer = Producer(rig.settings, rig.raw, events, rate=max(300.0, N_EVENTS / 40.0))
+    points = sorted(rng.sample(range(n_events // 20, n_events * 9 // 10), N_KILLS))
+    producer = Producer(rig.settings, rig.raw, events, rate=max(300.0, n_events / 40.0))
     worker = rig.worker
     # Per kill: kind, progress at the kill, checkpoints then, end of P.features then.
     kills: list[dict[str, Any]] = []
@@ -116,13 +113,24 @@ def test_worker_sigkilled_ten_times_loses_nothing(
             worker.wait_ready()
         producer.join(timeout=600)
         assert producer.error is None, producer.error
-        assert producer.sent == N_EVENTS
-        rig.wait_drained(N_EVENTS, timeout=600)
+        assert producer.sent == n_events
+        rig.wait_drained(n_events, timeout=600)
     finally:
         code = worker.stop()
     assert code == 0, worker.log_path.read_text(errors="replace")[-3000:]
-    elapsed = time.monotonic() - started
+    return kills, events, time.monotonic() - started
 
+
+def test_worker_sigkilled_ten_times_loses_nothing(
+    settings_factory: Any, tmp_path: Path, record_property: Any
+) -> None:
+    rig = make_rig(
+        settings_factory,
+        tmp_path,
+        checkpoint_every=max(500, N_EVENTS // 20),
+        checkpoint_interval=0.5,
+    )
+    kills, events, elapsed = _run_with_kills(rig, N_EVENTS)
     verdict = verify(rig, events)
     _assert_duplicates_follow_a_checkpoint(rig, kills)
     record_property("chaos_lost", len(verdict.lost))
@@ -135,6 +143,40 @@ def test_worker_sigkilled_ten_times_loses_nothing(
     assert verdict.gaps == {}
     assert verdict.unaccounted_raw == []
     assert verdict.features_differ == [], verdict.features_differ[:5]
+    _assert_models_equal_an_uninterrupted_run(rig)
+
+
+def test_exactly_once_worker_sigkilled_ten_times_publishes_each_output_once(
+    settings_factory: Any, tmp_path: Path, record_property: Any
+) -> None:
+    """The same ten kills with ``RIVERLINE_GUARANTEE=exactly_once``: a read_committed
+    consumer finds every output once: no loss, no duplicate on any output topic."""
+    rig = make_rig(
+        settings_factory,
+        tmp_path,
+        guarantee="exactly_once",
+        checkpoint_every=max(500, EOS_EVENTS // 20),
+        commit_interval=0.5,
+    )
+    kills, events, elapsed = _run_with_kills(rig, EOS_EVENTS)
+    verdict = verify(rig, events)
+    record_property("chaos_eos_duplicate_rate", round(verdict.duplicate_rate, 5))
+    print(
+        f"\nchaos, exactly once: {EOS_EVENTS} events, {N_KILLS} SIGKILLs at "
+        f"{[(k['kind'], k['at']) for k in kills]} in {elapsed:.0f} s\n{verdict.summary()}"
+    )
+    assert verdict.lost == [], f"{len(verdict.lost)} events lost, e.g. {verdict.lost[:5]}"
+    assert verdict.gaps == {}
+    assert verdict.unaccounted_raw == []
+    assert verdict.ingest_duplicates == 0
+    assert verdict.feature_duplicates == 0
+    assert verdict.prediction_duplicates == 0
+    assert verdict.features_differ == [], verdict.features_differ[:5]
+    dead = read_all(rig.settings, rig.settings.topic("riverline.dlq"))
+    sources = [
+        (r.headers.get("rl.error.partition"), r.headers.get("rl.error.offset")) for r in dead
+    ]
+    assert len(sources) == len(set(sources)), "a dead letter was published twice"
     _assert_models_equal_an_uninterrupted_run(rig)
 
 

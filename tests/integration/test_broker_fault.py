@@ -1,5 +1,6 @@
 """Broker fault: SIGKILL the broker mid-run, restart it 10 s later (same data dir, same
-ports); the worker reconnects by itself and the run completes with no loss.
+ports); the worker reconnects by itself and the run completes with no loss, and in
+exactly-once mode with no duplicate either.
 
 Uses the session's local broker (restarted in ``finally`` whatever happens); skipped with
 ``RIVERLINE_BOOTSTRAP``, since Riverline cannot kill a cluster it does not run.
@@ -22,7 +23,9 @@ N_EVENTS = 3000
 DOWN_FOR = 10.0
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_worker_survives_a_broker_crash_and_restart(
+    guarantee: str,
     settings_factory: Any,
     local_broker: LocalBroker | None,
     tmp_path: Path,
@@ -30,7 +33,13 @@ def test_worker_survives_a_broker_crash_and_restart(
 ) -> None:
     if local_broker is None:
         pytest.skip("RIVERLINE_BOOTSTRAP is set: no local broker to kill")
-    rig = make_rig(settings_factory, tmp_path, checkpoint_every=500, checkpoint_interval=1.0)
+    rig = make_rig(
+        settings_factory,
+        tmp_path,
+        checkpoint_every=500,
+        checkpoint_interval=1.0,
+        guarantee=guarantee,
+    )
     events = make_events(N_EVENTS, 200, seed=2)
     produce_all(rig.settings, rig.raw, events)
     worker = rig.worker
@@ -65,3 +74,7 @@ def test_worker_survives_a_broker_crash_and_restart(
     assert verdict.gaps == {}
     assert verdict.unaccounted_raw == []
     assert verdict.features_differ == []
+    if guarantee == "exactly_once":
+        assert verdict.ingest_duplicates == 0
+        assert verdict.feature_duplicates == 0
+        assert verdict.prediction_duplicates == 0

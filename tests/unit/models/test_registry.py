@@ -425,3 +425,17 @@ def test_a_crash_mid_prune_leaves_only_complete_versions(tmp_path, monkeypatch, 
         reopened.load("lr", 1)
     assert reopened.prune("lr", keep=2) == [2, 3]
     assert sorted(p.name for p in folder.iterdir()) == ["LATEST", "v4", "v5"]
+
+
+def test_discarded_versions_are_gone_and_their_numbers_never_come_back(tmp_path) -> None:
+    registry = ModelRegistry(tmp_path, "phishing", KEY)
+    _snapshots(registry, 5)
+    registry.discard("lr", [4, 5])
+    assert registry.versions("lr") == [1, 2, 3]
+    assert registry.latest("lr") == 3
+    assert _save(registry, _trained()).version == 6
+    # Another process (a restarted worker) numbers past them too.
+    reopened = ModelRegistry(tmp_path, "phishing", KEY)
+    reopened.discard("lr", [6])
+    assert ModelRegistry(tmp_path, "phishing", KEY).versions("lr") == [1, 2, 3]
+    assert _save(ModelRegistry(tmp_path, "phishing", KEY), _trained()).version == 7
