@@ -74,9 +74,11 @@ bench: $(STAMP) apt kafka
 	@mkdir -p reports
 	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --json reports/bench.json
 
-# The chaos tests at the issue's full size (make test: 10,000 events, a 3 s burst).
+# The chaos tests at full size (make test: 10,000 events, 4,000 in exactly-once mode, a
+# 3 s burst).
 chaos: $(STAMP) apt kafka
-	RIVERLINE_DEV_MODE=1 RIVERLINE_CHAOS_EVENTS=100000 RIVERLINE_BURST_SECONDS=60 \
+	RIVERLINE_DEV_MODE=1 RIVERLINE_CHAOS_EVENTS=100000 RIVERLINE_CHAOS_EOS_EVENTS=100000 \
+	    RIVERLINE_BURST_SECONDS=60 \
 	    $(BIN)/python -m pytest -p no:cacheprovider -s -m chaos \
 	    --timeout=7200 tests/chaos
 

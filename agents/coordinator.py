@@ -89,20 +89,9 @@ class Coordinator:
             settings.checkpoint_every, settings.effective_checkpoint_interval
         )
         #: Exactly-once mode's producer (None: at least once).
-        self.transactions: Transactions | None = None
-        if settings.exactly_once:
-            self.transactions = Transactions(
-                settings.effective_bootstrap,
-                transactional_id(settings, self.pipeline),
-                client_kwargs(settings),
-                max_request_size=settings.checkpoint_max_bytes + (1 << 16),
-                timeout_ms=transaction_timeout_ms(settings),
-            )
-            state.store.transactions = self.transactions
-            interval = max(0.05, settings.effective_checkpoint_interval / 2)
-            app.timer(interval=interval, name=f"{self.pipeline}.coordinator.commit")(
-                self.commit_idle
-            )
+        self.transactions = (
+            self._transactions(app, settings, state) if settings.exactly_once else None
+        )
         #: When a fenced producer was noticed (monotonic), while this worker waits for a
         #: rebalance; still assigned after ``_takeover_after`` s, it takes over again.
         self._fenced_at: float | None = None
@@ -132,6 +121,23 @@ class Coordinator:
         app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
         app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
         app.timer(interval=2.0, name=f"{self.pipeline}.coordinator.watchdog")(self.watchdog)
+
+    def _transactions(
+        self, app: faust.App, settings: Settings, state: PipelineState
+    ) -> Transactions:
+        """Exactly-once mode: the producer that outputs and checkpoints go through, and
+        a timer that commits when events stop coming (see :meth:`commit_idle`)."""
+        transactions = Transactions(
+            settings.effective_bootstrap,
+            transactional_id(settings, self.pipeline),
+            client_kwargs(settings),
+            max_request_size=settings.checkpoint_max_bytes + (1 << 16),
+            timeout_ms=transaction_timeout_ms(settings),
+        )
+        state.store.transactions = transactions
+        interval = max(0.05, settings.effective_checkpoint_interval / 2)
+        app.timer(interval=interval, name=f"{self.pipeline}.coordinator.commit")(self.commit_idle)
+        return transactions
 
     @property
     def open(self) -> bool:

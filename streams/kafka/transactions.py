@@ -15,12 +15,14 @@ next send or commit fails with :class:`FencedError`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from streams.errors import RiverlineError
 
@@ -78,10 +80,30 @@ class Transactions:
             raise TransactionError(f"{self.transactional_id}: the producer is not started")
         return self._producer
 
-    async def start(self) -> None:
+    async def start(self, within: float = 60.0) -> None:
         """A new producer with this transactional id; starting it fences every earlier
-        one and aborts the transaction it left open."""
+        one and aborts the transaction it left open. Retries for ``within`` seconds while
+        the cluster is unreachable (a broker restarting: rebalance handlers must not fail).
+        """
         await self.stop()
+        deadline = time.monotonic() + within
+        delay = 0.25
+        while True:
+            try:
+                self._producer = await self._started()
+                break
+            except TransactionError as exc:
+                if not isinstance(exc.__cause__, KafkaConnectionError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s; retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        self.fenced = False
+        log.info("transactional producer %s started", self.transactional_id)
+
+    async def _started(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             transactional_id=self.transactional_id,
@@ -99,9 +121,7 @@ class Transactions:
                 f"cannot start the transactional producer {self.transactional_id} at "
                 f"{self.bootstrap}: {type(exc).__name__}: {exc}. Is the broker up?"
             ) from exc
-        self._producer = producer
-        self.fenced = False
-        log.info("transactional producer %s started", self.transactional_id)
+        return producer
 
     async def stop(self) -> None:
         """Stop the producer; an open transaction is left to the broker to abort (or to

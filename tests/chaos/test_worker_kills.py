@@ -13,6 +13,10 @@ that preceded a kill. It reports loss and the duplicate rate.
 Size: 10,000 events over 1,000 keys in ``make test``; ``RIVERLINE_CHAOS_EVENTS=100000``
 (``make chaos``) runs the issue's 100,000.
 
+The same ten kills run again with ``RIVERLINE_GUARANTEE=exactly_once`` (4,000 events in
+``make test``, ``RIVERLINE_CHAOS_EOS_EVENTS``; 100,000 in ``make chaos``): there a
+``read_committed`` consumer must find every output exactly once.
+
 The models: the worker snapshots them every few hundred events, so most kills lose some
 learning that the restored worker must redo exactly once. The champion (a logistic
 regression) learns the two ``P.features`` partitions in whatever order they arrive, so an
