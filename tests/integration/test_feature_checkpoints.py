@@ -400,13 +400,17 @@ def test_late_events_go_to_the_dead_letter_topic(settings_factory, tmp_path_fact
 def test_partitions_moving_between_workers_keep_features_exact(
     settings_factory, tmp_path_factory
 ) -> None:
-    """Worker A alone, then B joins (partitions split), then A is SIGKILLed (B takes all)."""
+    """Worker A alone, then B joins (partitions split), then A is SIGKILLed (B takes all).
+
+    Serving workers of a decoupled pipeline (single mode runs on one worker only); each
+    worker starts a learner beside it, one active and one standby.
+    """
     root = Path(tmp_path_factory.mktemp("rebalance"))
     shutil.copytree(REPO_ROOT / "schemas" / "riverline", root / "schemas" / "riverline")
     (root / "schemas" / "cards").mkdir()
     (root / "schemas" / "cards" / "v1.avsc").write_text(json.dumps(SCHEMA))
     spec_path = root / "cards.toml"
-    spec_path.write_text(SPEC)
+    spec_path.write_text(SPEC.replace("[pipeline]\n", '[pipeline]\nmode = "decoupled"\n', 1))
     settings = settings_factory(
         web_port=free_port(),
         schemas_dir=root / "schemas",
