@@ -250,13 +250,14 @@ def start_learner_process(
 ) -> subprocess.Popen[bytes] | None:
     """The learners of a worker's decoupled pipelines, as ``riverline worker --role
     learn``, a child process of its own (its web port: the worker's plus one). It stops
-    with the worker."""
+    with the worker, also when the worker is killed."""
     cmd = [sys.executable, "-m", "streams", "worker", "--role", "learn"]
     for path in pipelines:
         cmd += ["--pipeline", str(path)]
     env = settings.child_env()
     env["RIVERLINE_WEB_PORT"] = str(settings.web_port + 1)
-    proc = subprocess.Popen(cmd, env=env)
+    # At the worker's priority; SIGTERM from the kernel if the worker dies (SIGKILL).
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_child_setup(0, idle=False))
     log.info("learner process started (pid %d)", proc.pid)
 
     def stop() -> None:

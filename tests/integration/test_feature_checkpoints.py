@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faultkit import Producer, Read, read_all
@@ -457,8 +458,12 @@ def test_partitions_moving_between_workers_keep_features_exact(
         kept = _processed(a)
         _wait_for(a, lambda: _processed(a) >= kept + 100, "worker A's progress after it")
         assert a.proc is not None
+        children = psutil.Process(a.proc.pid).children()  # its sink and its learner
+        assert len(children) == 2, children
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=60)
+        assert alive == [], f"children of the killed worker still run: {alive}"
         second.join(timeout=120)
         assert second.error is None, second.error
         deadline = time.monotonic() + 180
