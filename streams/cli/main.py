@@ -73,7 +73,7 @@ def produce(
     from streams.spec import load_spec
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"producing to {spec.topics(settings.namespace).raw} ..."):
         report = asyncio.run(
@@ -164,7 +164,7 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     from streams.store.outputs import read_alerts, read_all_predictions
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
         collected = asyncio.run(read_all_predictions(settings, spec, catalog))
@@ -252,7 +252,7 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     from streams.store.replay import replay as run_replay
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     catalog = SchemaCatalog.load(settings.schemas_dir)
 
     def progress(stage: str, n: int) -> None:
@@ -350,7 +350,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     from streams.store.training import train_candidate
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
     warm_from = None
