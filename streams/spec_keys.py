@@ -230,7 +230,7 @@ _DRIFT = SpecTable(
     "[drift]",
     "A drift detector on each model's error stream, and what to do on an increase.",
     (
-        SpecKey("detector", "string", '"ADWIN"', "River drift detector."),
+        SpecKey("detector", "string", '"ADWIN"', "`ADWIN`, `PageHinkley` or `KSWIN` (River)."),
         SpecKey("action", "string", '"none"', "`none` (alert only), `reset` or `promote_shadow`."),
         SpecKey("params", "table", "{}", "The detector's parameters."),
     ),

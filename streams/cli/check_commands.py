@@ -54,7 +54,13 @@ def _task_problem(model: ModelSpec, estimator: Any, where: str) -> str | None:
 
 
 def _check_models(spec: PipelineSpec, where: str, result: CheckResult) -> None:
+    from streams.models.drift import DriftMonitor
     from streams.models.model import build_estimator
+
+    try:
+        DriftMonitor(spec.drift.detector, **spec.drift.params)
+    except (RiverlineError, TypeError, ValueError) as exc:
+        result.problems.append(f"{where} [drift]: {exc}")
 
     for model in (spec.model, *spec.shadows):
         try:
@@ -132,4 +138,4 @@ def check(ctx: click.Context, pipeline: Path) -> None:
         err_console.print(f"[red]problem[/] {escape(line)}", highlight=False, soft_wrap=True)
     if result.problems:
         sys.exit(1)
-    console.print(f"{pipeline}: no problems found", highlight=False)
+    console.print(f"{pipeline}: no problems found", highlight=False, soft_wrap=True)

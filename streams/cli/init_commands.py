@@ -122,7 +122,11 @@ def _report(
     console.print(table)
     if unreadable:
         console.print(f"[yellow]{unreadable:,} lines of the sample could not be read[/]")
-    console.print(f"wrote {schema_path}\nwrote {spec_path}\n\n[bold]check:[/]", highlight=False)
+    console.print(
+        f"wrote {schema_path}\nwrote {spec_path}\n\n[bold]check:[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     for line in guess.checks:
         console.print(f"- {escape(line)}", highlight=False)
     console.print(
@@ -131,4 +135,5 @@ def _report(
         f"  riverline produce --pipeline {spec_path} --from {sample}\n"
         f"  riverline tail --pipeline {spec_path}",
         highlight=False,
+        soft_wrap=True,
     )
