@@ -34,17 +34,21 @@ class TailReport:
     undecodable: int = 0
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dt.datetime):
-        return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // dt.timedelta(milliseconds=1)
     return value
 
 
 def prediction_line(record: dict[str, Any]) -> str:
     """One prediction record as a JSON line (timestamps as epoch milliseconds).
 
-    >>> prediction_line({"event_id": "e1", "event_ts": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)})
-    '{"event_id": "e1", "event_ts": 1704067200000}'
+    >>> when = dt.datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+    >>> prediction_line({"event_id": "e1", "event_ts": when, "predict_ts": 1704067200124})
+    '{"event_id": "e1", "event_ts": 1704067200123, "predict_ts": 1704067200124}'
     """
     return json.dumps({k: _plain(v) for k, v in record.items()})
 
