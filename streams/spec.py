@@ -242,6 +242,9 @@ def _pipeline_table(source: dict[str, Any], where: str) -> dict[str, Any]:
             ("key_field", ""),
         )
     }
+    for role in ("id_field", "time_field"):
+        if not text[role]:
+            raise SpecError(f"{where}: {role} must name a field; every event needs one.")
     return {
         "name": name,
         "subject": _require(table, "subject", str, where),
@@ -253,12 +256,12 @@ def _pipeline_table(source: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _features_table(source: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     """The [features] table, validated (streams.features.spec); a default one if absent."""
-    features = source.get("features", {"name": f"{name}_features", "derived": []})
+    features: dict[str, Any] = source.get("features", {"name": f"{name}_features", "derived": []})
     try:
         parse_features(features)
     except SpecError as exc:
         raise SpecError(f"{where} {exc}") from exc
-    return dict(features)
+    return features
 
 
 def parse_spec(source: dict[str, Any], path: Path | None = None) -> PipelineSpec:

@@ -5,7 +5,7 @@ line that cannot be parsed (not JSON, not an object, a CSV row with the wrong nu
 cells) is a row with ``error`` set and no ``values``, so the caller counts and reports it
 and goes on. Values are what the format holds: JSON values, CSV cells as text (see
 :func:`csv_coercer`, which types them by the schema), Parquet values made JSON-friendly
-(timestamps as epoch milliseconds, dates as ISO-8601 text, decimals as floats).
+(timestamps and dates as ISO-8601 text, decimals as floats).
 """
 
 from __future__ import annotations
@@ -180,9 +180,8 @@ def _parquet_rows(stream: IO[bytes]) -> Iterator[Row]:
 def _plain(value: Any) -> Any:
     """A Parquet value as JSON holds it."""
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return int(value.timestamp() * 1000)
+        # ISO-8601 text: a timestamp whatever the column's name (ingest reads it exactly).
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):

@@ -171,6 +171,7 @@ def test_a_spec_setting_every_key_of_the_reference_loads(tmp_path: Path) -> None
         ("half_life = 60.0", "halflife = 60.0", r"unknown parameter 'halflife' \(did you mean"),
         ('target = "power"\ninputs = ["temp', 'inputs = ["temp', r"\[model\]: missing 'target'"),
         ("partitions = 2", "partitions = true", "partitions must be a positive integer"),
+        ('id_field = "event_id"', 'id_field = ""', "id_field must name a field"),
         ('key_field = "sensor_id"', "key_field = 3", "'key_field' must be str"),
     ],
 )

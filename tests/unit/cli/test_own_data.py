@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
@@ -107,3 +110,27 @@ def test_produce_from_a_file_refuses_dataset_options(tmp_path: Path) -> None:
     result = _run(tmp_path, "produce", "--pipeline", spec, "--from", "x.csv", "--format", "avro")
     assert result.exit_code == 1
     assert "--from sends JSON events" in result.output
+
+
+def test_init_from_parquet_reads_timestamps_whatever_their_name(tmp_path: Path) -> None:
+    when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+    table = pa.table(
+        {
+            "visit_id": [f"v{i}" for i in range(4)],
+            "seen": [when + dt.timedelta(seconds=i) for i in range(4)],
+            "pages": [1, 3, 2, 8],
+            "is_buyer": [False, True, False, True],
+        }
+    )
+    pq.write_table(table, tmp_path / "visits.parquet")
+    made = _run(tmp_path, "init", "visits", "--sample", str(tmp_path / "visits.parquet"))
+    assert made.exit_code == 0, made.output
+    spec_path = tmp_path / "pipelines" / "visits.toml"
+    assert _run(tmp_path, "check", str(spec_path)).exit_code == 0
+    spec = load_spec(spec_path, tmp_path / "schemas")
+    assert (spec.id_field, spec.time_field, spec.model.task, spec.model.inputs) == (
+        "visit_id",
+        "seen",
+        "binary",
+        ("pages",),
+    )

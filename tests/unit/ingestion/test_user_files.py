@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +18,7 @@ from streams.ingestion.user_files import (
     csv_coercer,
     detect_format,
     read_rows,
+    sniff_format,
 )
 
 
@@ -49,8 +52,8 @@ def test_parquet_values_become_what_json_holds(tmp_path: Path) -> None:
     pq.write_table(table, path)
     rows = list(read_rows(str(path)))
     assert [r.values for r in rows] == [
-        {"t": 1714564800000, "x": 1.5, "day": "2024-05-01"},
-        {"t": 1714564800000, "x": None, "day": "2024-05-01"},
+        {"t": "2024-05-01T12:00:00+00:00", "x": 1.5, "day": "2024-05-01"},
+        {"t": "2024-05-01T12:00:00+00:00", "x": None, "day": "2024-05-01"},
     ]
     assert count_rows(str(path)) == 2
 
@@ -107,3 +110,12 @@ def test_csv_cells_are_typed_by_the_schema_and_bad_ones_left_for_ingest() -> Non
         "ok": "maybe",
         "t": "2024-05-01T12:00:00Z",
     }
+
+
+def test_stdin_is_sniffed_without_losing_its_first_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"id,x\n1,2.5\n2,3.5\n"
+    stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(data)))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert sniff_format("-") == "csv"
+    assert [r.values for r in read_rows("-")] == [{"id": "1", "x": "2.5"}, {"id": "2", "x": "3.5"}]
+    assert count_rows("-") is None
