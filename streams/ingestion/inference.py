@@ -41,7 +41,8 @@ __all__ = [
 
 _TIMESTAMP = {"type": "long", "logicalType": "timestamp-millis"}
 _INVALID = re.compile(r"[^A-Za-z0-9_]")
-_ID_LIKE = re.compile(r"(^|_)(id|uuid|key)$|id$", re.IGNORECASE)
+#: ``id``, ``order_id``, ``orderId``, ``user_key``, ``uuid``: named like an identifier.
+_ID_LIKE = re.compile(r"(?i:(^|_)(id|uuid|key)$)|[a-z0-9](Id|ID)$")
 #: Entities events are commonly about: a repeated column so named is the key too.
 _ENTITY_LIKE = re.compile(
     r"user|customer|client|account|card|device|sensor|machine|host|store|session|merchant",

@@ -115,3 +115,13 @@ def test_a_missing_target_asks_for_one(target: str | None, message: str) -> None
 def test_an_empty_sample_is_refused() -> None:
     with pytest.raises(RiverlineError, match="no rows"):
         profile_columns([])
+
+
+@pytest.mark.parametrize(
+    ("column", "is_id"),
+    [("id", True), ("orderId", True), ("Order_ID", True), ("uuid", True), ("paid", False)],
+)
+def test_an_id_is_a_unique_column_named_like_one(column: str, is_id: bool) -> None:
+    rows = [{column: f"x{i}", "label": i % 2 == 0} for i in range(4)]
+    guess = guess_pipeline("p", profile_columns(rows))
+    assert guess.id_field == (column if is_id else "event_id")
