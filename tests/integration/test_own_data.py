@@ -1,6 +1,7 @@
 """A newcomer's own data end to end: ``init`` from a CSV sample, ``check``, a worker,
 ``produce --from``, ``tail``, and the example consumer that reads the predictions with
-fastavro and the published schema only.
+fastavro and the published schema only. The commands run in this process (click's
+runner, the settings in its environment); the worker and the example in their own.
 
 ``RIVERLINE_OWN_DATA_EVENTS`` sets how many orders the CSV holds (default 300).
 """
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from click.testing import CliRunner, Result
 
+from streams.cli.main import cli
 from streams.cli.workerproc import WorkerProcess
 from streams.kafka.broker import free_port
 from streams.kafka.reading import records_to_end
@@ -59,22 +62,18 @@ class OwnRun:
     settings: Settings
     spec: PipelineSpec
     spec_path: Path
-    produced: subprocess.CompletedProcess[str]
-    tail: subprocess.CompletedProcess[str]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return _cli(self.settings, *args)
+    produced: Result
+    tail: Result
 
 
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
-        env=settings.child_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+def _cli(settings: Settings, *args: str) -> Result:
+    """``riverline ARGS`` with ``settings`` (as a child process would see them)."""
+    env = {
+        name: value
+        for name, value in settings.child_env().items()
+        if name.startswith("RIVERLINE_") or name == "NUMBA_CACHE_DIR"
+    }
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 async def _forge(settings: Settings, topic: str) -> None:
@@ -100,10 +99,10 @@ def run(settings_factory, tmp_path_factory) -> OwnRun:
     sample = root / "orders.csv"
     sample.write_text(_orders_csv(N_EVENTS))
     made = _cli(settings, "init", "orders", "--sample", str(sample))
-    assert made.returncode == 0, made.stdout + made.stderr
+    assert made.exit_code == 0, made.output
     spec_path = root / "pipelines" / "orders.toml"
     checked = _cli(settings, "check", str(spec_path))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.exit_code == 0, checked.output
     spec = load_spec(spec_path, settings.schemas_dir)
     ensure_topics(
         settings.effective_bootstrap,
@@ -113,9 +112,10 @@ def run(settings_factory, tmp_path_factory) -> OwnRun:
     worker.start()
     try:
         worker.wait_ready()
-        produced = _cli(settings, "produce", "--pipeline", str(spec_path), "--from", str(sample))
-        assert produced.returncode == 0, produced.stdout + produced.stderr
+        # First on the topic, so tail meets it before the predictions it waits for.
         asyncio.run(_forge(settings, spec.topics(settings.namespace).predictions))
+        produced = _cli(settings, "produce", "--pipeline", str(spec_path), "--from", str(sample))
+        assert produced.exit_code == 0, produced.output
         # Blocks until every prediction is there (the forged record does not count).
         tail = _cli(
             settings, "tail", "--pipeline", str(spec_path), "--from-beginning", "-n", str(N_EVENTS)
@@ -152,7 +152,7 @@ def test_raw_events_are_keyed_by_the_key_field(run: OwnRun) -> None:
 
 
 def test_tail_prints_every_prediction_as_json_and_skips_the_unsigned_record(run: OwnRun) -> None:
-    assert run.tail.returncode == 0, run.tail.stderr
+    assert run.tail.exit_code == 0, run.tail.output
     records = [json.loads(line) for line in run.tail.stdout.splitlines()]
     assert [r["event_id"] for r in records] == [f"o-{i:05d}" for i in range(N_EVENTS)]
     assert {r["pipeline"] for r in records} == {"orders"}
