@@ -35,7 +35,7 @@ def worker(ctx: click.Context, pipelines: tuple[Path, ...], role: str) -> None:
     from streams.spec import load_spec
 
     settings = settings_of(ctx)
-    specs = [load_spec(p) for p in (pipelines or default_pipelines(settings))]
+    specs = [load_spec(p, settings.schemas_dir) for p in (pipelines or default_pipelines(settings))]
     run_worker(settings, specs, role)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from streams.cli.check_commands import check
 from streams.cli.commands import (
     console,
     default_pipelines,
@@ -25,9 +26,12 @@ from streams.cli.commands import (
     friendly,
     settings_of,
 )
+from streams.cli.init_commands import init
 from streams.cli.kafka_commands import kafka
 from streams.cli.model_commands import models
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins, registered_plugins
+from streams.cli.produce_commands import produce_from_file
+from streams.cli.tail_commands import tail
 from streams.errors import RiverlineError
 from streams.settings import Settings
 
@@ -57,6 +61,8 @@ def cli(ctx: click.Context) -> None:
 @click.option("--rate", type=float, default=None, help="Events per second (default: max).")
 @click.option("--limit", type=int, default=None, help="Send at most N events.")
 @click.option("--format", "wire_format", type=click.Choice(["json", "avro"]), default="json")
+@click.option("--from", "source", default=None, help="Send your own file (- for stdin) instead.")
+@click.option("--input-format", type=click.Choice(["jsonl", "csv", "parquet"]), default=None)
 @click.pass_context
 @friendly
 def produce(
@@ -66,14 +72,22 @@ def produce(
     rate: float | None,
     limit: int | None,
     wire_format: str,
+    source: str | None,
+    input_format: str | None,
 ) -> None:
-    """Replay a dataset as events on the pipeline's raw topic."""
+    """Replay a dataset, or send your JSON lines, CSV or Parquet (--from), as events on the
+    pipeline's raw topic."""
     from streams.ingestion.producer import produce_dataset
     from streams.serialization.catalog import SchemaCatalog
     from streams.spec import load_spec
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
+    if source is not None:
+        if wire_format != "json" or dataset:
+            raise RiverlineError("--from sends JSON events: drop --dataset and --format.")
+        produce_from_file(settings, spec, source, input_format=input_format, rate=rate, limit=limit)
+        return
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"producing to {spec.topics(settings.namespace).raw} ..."):
         report = asyncio.run(
@@ -164,7 +178,7 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     from streams.store.outputs import read_alerts, read_all_predictions
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
         collected = asyncio.run(read_all_predictions(settings, spec, catalog))
@@ -252,7 +266,7 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     from streams.store.replay import replay as run_replay
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     catalog = SchemaCatalog.load(settings.schemas_dir)
 
     def progress(stage: str, n: int) -> None:
@@ -350,7 +364,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     from streams.store.training import train_candidate
 
     settings = settings_of(ctx)
-    spec = load_spec(pipeline)
+    spec = load_spec(pipeline, settings.schemas_dir)
     key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
     warm_from = None
@@ -373,6 +387,8 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
 
 cli.add_command(kafka)
 cli.add_command(models)
+for own_data_command in (init, check, tail):
+    cli.add_command(own_data_command)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from streams.errors import SpecError
+from streams.spec_keys import keys_of, nearest, unknown_keys
 
 __all__ = [
     "DEFAULT_MAX_CATEGORIES",
@@ -40,7 +41,7 @@ MAX_BUFFER = 4096
 LATE_POLICIES = ("process", "dead_letter")
 
 #: The keys a ``[features]`` table may hold.
-_SECTION_KEYS = ("name", "derived", "allowed_lateness", "late_policy", "key_ttl", "max_keys")
+_SECTION_KEYS = keys_of("[features]")
 
 
 @dataclass(frozen=True)
@@ -202,11 +203,9 @@ def parse_features(section: Any) -> FeaturesSpec:
     """
     if not isinstance(section, Mapping):
         raise SpecError(f"[features] must be a table with name and derived, got {section!r}.")
-    unknown = sorted(str(k) for k in section if k not in _SECTION_KEYS)
-    if unknown:
-        raise SpecError(
-            f"[features]: unknown key {', '.join(unknown)}; valid keys: {', '.join(_SECTION_KEYS)}."
-        )
+    problem = unknown_keys(dict(section), _SECTION_KEYS, "[features]")
+    if problem:
+        raise SpecError(problem)
     lateness, policy = _late_rules(section)
     key_ttl, max_keys = _key_bounds(section)
     name = section.get("name")
@@ -282,14 +281,19 @@ def _parse_entry(index: int, entry: Any, seen: set[str]) -> Derived:
     kind_name = entry.get("kind")
     kind = KINDS_BY_NAME.get(kind_name) if isinstance(kind_name, str) else None
     if kind is None:
+        guess = nearest(kind_name, KINDS) if isinstance(kind_name, str) else None
+        hint = f" (did you mean {guess!r}?)" if guess else ""
         raise SpecError(
-            f"{where} ({name!r}): unknown kind {kind_name!r}; valid kinds: {', '.join(KINDS)}."
+            f"{where} ({name!r}): unknown kind {kind_name!r}{hint}; valid kinds: "
+            f"{', '.join(KINDS)}."
         )
     where = f"{where} ({name!r}, kind {kind.name})"
     usage = f"{kind.describe()}; valid keys: {', '.join(kind.keys)}"
     unknown = sorted(str(k) for k in entry if k not in kind.keys)
     if unknown:
-        raise SpecError(f"{where}: unknown parameter {', '.join(unknown)}; {usage}.")
+        guesses = [(k, nearest(k, kind.keys)) for k in unknown]
+        named = ", ".join(f"{k!r} (did you mean {g!r}?)" if g else repr(k) for k, g in guesses)
+        raise SpecError(f"{where}: unknown parameter {named}; {usage}.")
     fields = _entry_fields(kind, entry, where, usage)
     params = {
         p.name: _param_value(p, entry.get(p.name, p.default), where, usage) for p in kind.params

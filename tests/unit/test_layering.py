@@ -25,7 +25,16 @@ TOP_PACKAGES = ("streams", "agents", "benchmarks")
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "foundation",
-        ("streams", "streams.errors", "streams.settings", "streams.messages", "streams.spec"),
+        (
+            "streams",
+            "streams.errors",
+            "streams.settings",
+            "streams.messages",
+            "streams.spec",
+            "streams.spec_keys",
+            # The [features] table is part of the spec; it imports only the foundation.
+            "streams.features.spec",
+        ),
     ),
     ("plumbing", ("streams.trust.*", "streams.kafka.*", "streams.serialization.*")),
     (

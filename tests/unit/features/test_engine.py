@@ -293,10 +293,13 @@ def test_bad_half_life(half_life: Any) -> None:
         ({"kind": "window_sum", "field": "x", "window": 1, "max_events": 0}, "max_events must"),
         ({"kind": "window_sum", "field": "x", "window": 1, "max_events": 2.5}, "max_events must"),
         ({"kind": "frequency", "field": "c", "max_categories": 10**6}, "max_categories must"),
-        ({"kind": "window_mean", "field": "x", "windw": 1}, "unknown parameter windw"),
+        (
+            {"kind": "window_mean", "field": "x", "windw": 1},
+            "unknown parameter 'windw' \\(did you mean 'window'\\?\\)",
+        ),
         ({"kind": "ratio", "fields": ["x"]}, "fields must list two"),
-        ({"kind": "ratio", "field": "x"}, "unknown parameter field"),
-        ({"kind": "since_last", "field": "x"}, "unknown parameter field"),
+        ({"kind": "ratio", "field": "x"}, "unknown parameter 'field'"),
+        ({"kind": "since_last", "field": "x"}, "unknown parameter 'field'"),
         ({"kind": "zscore", "field": ""}, "field must name"),
     ],
 )
@@ -311,7 +314,7 @@ def test_bad_entries(entry: dict[str, Any], message: str) -> None:
     [
         ({"derived": []}, "needs name"),
         ({"name": "s", "derived": {}}, "derived must be a list"),
-        ({"name": "s", "derived": [], "windows": 1}, "unknown key windows"),
+        ({"name": "s", "derived": [], "windows": 1}, "unknown key 'windows'"),
         ({"name": "s", "derived": [{"kind": "since_last"}]}, "needs name"),
         (
             {"name": "s", "derived": [{"name": "a", "kind": "since_last"}] * 2},

@@ -414,7 +414,11 @@ def test_the_bounds_are_part_of_the_label_and_unset_leaves_it_as_it_was() -> Non
         ({"max_keys": 0}, r"max_keys must be an integer >= 1"),
         ({"max_keys": 10.5}, "max_keys must be"),
         ({"max_keys": False}, "max_keys must be"),
-        ({"max_key": 10}, "unknown key max_key; valid keys: .*key_ttl, max_keys"),
+        (
+            {"max_key": 10},
+            "unknown key 'max_key' \\(did you mean 'max_keys'\\?\\); "
+            "valid keys: .*key_ttl, max_keys",
+        ),
     ],
 )
 def test_bad_bounds(bounds: dict[str, Any], message: str) -> None:
