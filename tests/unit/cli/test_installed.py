@@ -3,7 +3,8 @@
 The wheel itself is built and run in tests/integration/test_wheel.py; these check the
 pieces without building: the folders setup.py copies into the package are the ones
 ``bundled_path`` answers, the schema catalog merges a user's folder with Riverline's own
-records, and ``--pipeline NAME`` finds a spec in the pipelines folder.
+records, ``--pipeline NAME`` finds a spec in the pipelines folder, and requirements.lock
+pins what pyproject.toml allows.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import runpy
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import click
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
+from agents.internals import WRITTEN_FOR
 from streams.cli.commands import PIPELINE_FILE
 from streams.serialization.catalog import CatalogError, SchemaCatalog
 from streams.settings import BUNDLED, REPO_ROOT, Settings, bundled_path
@@ -136,3 +142,38 @@ def test_schemas_dir_flag_checks_the_users_folder(tmp_path: Path) -> None:
     assert checked["gauge"] == "ok"
     assert "phishing" not in checked
     assert checked["riverline.prediction"] == "ok"
+
+
+def _locked() -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for line in (REPO_ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            requirement = Requirement(line.removesuffix(" \\"))
+            (spec,) = requirement.specifier
+            pins[canonicalize_name(requirement.name)] = Version(spec.version)
+    return pins
+
+
+def test_the_lock_pins_every_dependency_within_pyprojects_ranges() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    locked = _locked()
+    for line in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{name} is not in requirements.lock: run `make lock`"
+        assert locked[name] in requirement.specifier, (
+            f"requirements.lock pins {name} {locked[name]}, outside {requirement}: run `make lock`"
+        )
+
+
+def test_pyproject_allows_only_the_versions_agents_internals_was_written_for() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    ranges = {
+        canonicalize_name(r.name): r.specifier for r in map(Requirement, project["dependencies"])
+    }
+    locked = _locked()
+    for dist, prefixes in WRITTEN_FOR.items():
+        assert str(locked[dist]).startswith(prefixes)
+        # The next minor version (which the private APIs may have changed) is outside.
+        major, minor = (int(part) for part in prefixes[-1].split(".")[:2])
+        assert Version(f"{major}.{minor + 1}.0") not in ranges[dist], dist
