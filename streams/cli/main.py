@@ -154,7 +154,7 @@ def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: in
 
 @cli.group()
 def schemas() -> None:
-    """The schema catalog under schemas/."""
+    """The schema catalog (--schemas-dir; default: the example schemas Riverline ships)."""
 
 
 @schemas.command("check")
