@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml $(LOCK)
 # (--upgrade-package NAME in UV_ARGS moves one on); for Linux, macOS and Windows alike.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
-	    --generate-hashes --custom-compile-command "make lock" $(UV_ARGS) -o $(LOCK)
+	    --generate-hashes --custom-compile-command "make lock" --quiet $(UV_ARGS) -o $(LOCK)
 
 apt:
 	@missing=""; \
