@@ -13,11 +13,13 @@ RUN useradd --create-home --uid 10001 riverline \
 
 WORKDIR /app
 
-# The pinned dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
+# The dependencies first, so a code change does not reinstall them: pyproject.toml's
+# runtime ones (not the dev tools), at the versions requirements.lock pins.
+COPY pyproject.toml README.md requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && sed -e '/--hash=/d' -e 's/ \\$//' requirements.lock > /tmp/constraints.txt \
+    && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt \
+    && rm /tmp/requirements.txt /tmp/constraints.txt
 
 # Editable, as in development: Riverline finds schemas/ and pipelines/ beside streams/.
 # benchmarks/ stays out of the worker image: there `riverline bench` says it is not

@@ -5,8 +5,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Touched after a successful install; pyproject.toml changes trigger a reinstall.
+# Touched after a successful install; a change to pyproject.toml or the lock reinstalls.
 STAMP := $(VENV)/.riverline-installed
+# The exact versions of every dependency (with hashes) that the demo and the tests use.
+LOCK := requirements.lock
 
 # "command:debian-package" pairs that `make apt` installs when the command is missing.
 # With RIVERLINE_BOOTSTRAP set, Riverline runs no broker and needs neither Java nor Maven.
@@ -15,12 +17,13 @@ ifeq ($(strip $(RIVERLINE_BOOTSTRAP)),)
 APT_NEEDS += java:default-jre-headless mvn:maven
 endif
 
-.PHONY: help venv install apt kafka demo test lint bench chaos
+.PHONY: help venv install lock apt kafka demo test lint bench chaos
 
 help:
 	@echo "make demo     set up, start a local Kafka, run the worker and demo producer, report"
 	@echo "make test     set up, then run the whole test suite against a real broker"
-	@echo "make install  create $(VENV) and install Riverline with its dev tools"
+	@echo "make install  create $(VENV) and install Riverline with its dev tools ($(LOCK))"
+	@echo "make lock     re-resolve $(LOCK) from pyproject.toml's ranges"
 	@echo "make apt      install missing system packages (as root: apt-get)"
 	@echo "make kafka    download the Kafka broker jars (once)"
 	@echo "make lint     ruff and mypy"
@@ -29,10 +32,19 @@ help:
 
 venv install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The locked versions first (hashes checked), then Riverline itself, editable, without
+# letting pip pick other versions.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
 	@touch $@
+
+# Newest versions within pyproject.toml's ranges, keeping the locked ones that still fit
+# (--upgrade-package NAME in UV_ARGS moves one on); for Linux, macOS and Windows alike.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	    --generate-hashes --custom-compile-command "make lock" --quiet $(UV_ARGS) -o $(LOCK)
 
 apt:
 	@missing=""; \

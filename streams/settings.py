@@ -7,6 +7,7 @@ else in Riverline reads ``os.environ``.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -17,18 +18,50 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.errors import ConfigError
 
 __all__ = [
+    "BUNDLED",
     "DEV_SIGNING_KEY",
     "MESSAGE_HEADROOM",
     "PRODUCER_BATCH_BYTES",
     "REPO_ROOT",
     "STORE_SCHEMES",
     "Settings",
+    "bundled_path",
     "check_store_url",
     "store_url_for_display",
 ]
 
-#: The source checkout (Riverline is installed editable; schemas and pipelines live here).
+#: The source checkout when Riverline runs from one (an editable install, ``PYTHONPATH``);
+#: in an installed wheel, the folder holding the packages. Only development tools and
+#: tests use it: Riverline finds what it ships with :func:`bundled_path`.
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: What Riverline ships besides code: its name in the package (``streams/bundled/<name>``,
+#: where the wheel build copies it; setup.py) -> its folder in the source checkout.
+BUNDLED = {
+    "schemas": "schemas",
+    "pipelines": "pipelines",
+    "kafka": "deploy/kafka",
+}
+
+
+def bundled_path(name: str) -> Path:
+    """A folder Riverline ships (a key of :data:`BUNDLED`): in the installed package, or
+    in the source checkout when Riverline runs from one.
+
+    Examples
+    --------
+    >>> (bundled_path("schemas") / "riverline" / "prediction.avsc").is_file()
+    True
+    >>> bundled_path("wheels")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streams.errors.ConfigError: Riverline ships no 'wheels' folder (it ships: schemas, ...)
+    """
+    if name not in BUNDLED:
+        raise ConfigError(f"Riverline ships no {name!r} folder (it ships: {', '.join(BUNDLED)})")
+    packaged = Path(str(resources.files("streams") / "bundled" / name))
+    return packaged if packaged.is_dir() else REPO_ROOT / BUNDLED[name]
+
 
 #: Record batches of the worker's producer (agents.io.send_all): a full micro-batch goes
 #: out in fewer, larger produce requests than with Faust's 16 KiB (see README, Benchmark).
@@ -138,8 +171,15 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
 
-    schemas_dir: Path = REPO_ROOT / "schemas"
-    pipelines_dir: Path = REPO_ROOT / "pipelines"
+    schemas_dir: Path = Field(default_factory=lambda: bundled_path("schemas"))
+    """The schema catalog: ``<subject>/v<N>.avsc`` files (``riverline --schemas-dir``).
+    Default: the example schemas Riverline ships. Riverline's own record schemas
+    (``riverline/``) always come from the shipped ones, whatever folder is given."""
+
+    pipelines_dir: Path = Field(default_factory=lambda: bundled_path("pipelines"))
+    """Pipeline specs: ``--pipeline NAME`` means ``<pipelines_dir>/NAME.toml`` when no file
+    ``NAME`` exists (``riverline --pipelines-dir``). Default: the example pipelines
+    Riverline ships."""
 
     max_message_bytes: int = 1024 * 1024
     """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from streams.cli.commands import console, err_console, friendly, settings_of
+from streams.cli.commands import PIPELINE_FILE, console, err_console, friendly, settings_of
 from streams.errors import RiverlineError
 from streams.settings import Settings
 from streams.spec import ModelSpec, PipelineSpec
@@ -125,7 +125,7 @@ def check_pipeline(settings: Settings, path: Path) -> CheckResult:
 
 
 @click.command()
-@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("pipeline", type=PIPELINE_FILE)
 @click.pass_context
 @friendly
 def check(ctx: click.Context, pipeline: Path) -> None:

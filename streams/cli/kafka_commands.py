@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
-from streams.cli.commands import console, friendly, settings_of
+from streams.cli.commands import PIPELINE_FILE, console, err_console, friendly, settings_of
 
 __all__ = ["kafka"]
 
@@ -39,7 +40,7 @@ def kafka_fetch(ctx: click.Context) -> None:
     "--pipeline",
     "pipelines",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=PIPELINE_FILE,
     help="With --secure: grant the ACLs of this pipeline spec; repeat for several. "
     "Default: every spec in the pipelines dir.",
 )
@@ -93,10 +94,14 @@ def kafka_status(ctx: click.Context) -> None:
     from streams.kafka.broker import LocalBroker
 
     status = LocalBroker(settings_of(ctx)).status()
-    state = "[green]reachable[/]" if status.reachable else "[red]not reachable[/]"
-    console.print(f"{status.bootstrap}: {state} — {status.detail}")
     if not status.reachable:
+        err_console.print(
+            f"[bold red]error:[/] {status.bootstrap}: not reachable — {escape(status.detail)}",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
+    console.print(f"{status.bootstrap}: [green]reachable[/] — {status.detail}")
 
 
 @kafka.command("acls")
@@ -104,7 +109,7 @@ def kafka_status(ctx: click.Context) -> None:
     "--pipeline",
     "pipelines",
     multiple=True,
-    type=click.Path(path_type=Path),
+    type=PIPELINE_FILE,
     help="Grant the ACLs of this pipeline spec; repeat for several. "
     "Default: every spec in the pipelines dir.",
 )

@@ -20,6 +20,7 @@ import click
 
 from streams.cli.check_commands import check
 from streams.cli.commands import (
+    PIPELINE_FILE,
     console,
     default_pipelines,
     err_console,
@@ -45,18 +46,37 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="riverline", prog_name="riverline")
+@click.option(
+    "--schemas-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Your schema folder (<subject>/v<N>.avsc; RIVERLINE_SCHEMAS_DIR). "
+    "Default: the example schemas Riverline ships.",
+)
+@click.option(
+    "--pipelines-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Your pipeline folder, where --pipeline NAME looks (RIVERLINE_PIPELINES_DIR). "
+    "Default: the example pipelines Riverline ships.",
+)
 @click.pass_context
 @friendly
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, schemas_dir: Path | None, pipelines_dir: Path | None) -> None:
     """Riverline: streaming MLOps on Kafka with River, Numba and lineage on every prediction."""
-    settings = Settings.from_env()
+    # Absolute, because workers and sinks run as child processes with these settings.
+    folders = {"schemas_dir": schemas_dir, "pipelines_dir": pipelines_dir}
+    settings = Settings.from_env(
+        **{name: folder.resolve() for name, folder in folders.items() if folder is not None}
+    )
     # Numba reads its cache location when it is first imported; point it under RIVERLINE_HOME.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.numba_cache_dir))
     ctx.obj = settings
 
 
 @cli.command()
-@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--pipeline", type=PIPELINE_FILE, required=True)
 @click.option("--dataset", default=None, help="Dataset to replay (default: the spec's).")
 @click.option("--rate", type=float, default=None, help="Events per second (default: max).")
 @click.option("--limit", type=int, default=None, help="Send at most N events.")
@@ -77,17 +97,19 @@ def produce(
 ) -> None:
     """Replay a dataset, or send your JSON lines, CSV or Parquet (--from), as events on the
     pipeline's raw topic."""
-    from streams.ingestion.producer import produce_dataset
-    from streams.serialization.catalog import SchemaCatalog
     from streams.spec import load_spec
 
     settings = settings_of(ctx)
+    # The spec first: a wrong one is reported before the pipeline code is imported.
     spec = load_spec(pipeline, settings.schemas_dir)
     if source is not None:
         if wire_format != "json" or dataset:
             raise RiverlineError("--from sends JSON events: drop --dataset and --format.")
         produce_from_file(settings, spec, source, input_format=input_format, rate=rate, limit=limit)
         return
+    from streams.ingestion.producer import produce_dataset
+    from streams.serialization.catalog import SchemaCatalog
+
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"producing to {spec.topics(settings.namespace).raw} ..."):
         report = asyncio.run(
@@ -112,8 +134,9 @@ def produce(
     "--pipeline",
     "pipelines",
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="Pipeline spec(s) to run. Default: the bundled demo pipelines.",
+    type=PIPELINE_FILE,
+    help="Pipeline spec(s) to run (a file, or a name in the pipelines folder). Default: "
+    "the bundled demo pipelines.",
 )
 @click.option("--rate", type=float, default=500.0, show_default=True, help="Events per second.")
 @click.option("--limit", type=int, default=None, help="Send at most N events per pipeline.")
@@ -125,12 +148,18 @@ def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: in
     The default pipelines are phishing (1,250 events) and transactions (20,000 events,
     about 40 s at the default rate).
     """
-    from streams.cli.demo import run_demo
+    from streams.spec import load_spec
 
     settings = settings_of(ctx)
+    paths = list(pipelines or default_pipelines(settings))
+    # Every spec is checked before the demo's code is imported and a broker is started.
+    for path in paths:
+        load_spec(path)
+    from streams.cli.demo import run_demo
+
     run_demo(
         settings,
-        list(pipelines or default_pipelines(settings)),
+        paths,
         rate=rate,
         limit=limit,
         console=console,
@@ -139,7 +168,7 @@ def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: in
 
 @cli.group()
 def schemas() -> None:
-    """The schema catalog under schemas/."""
+    """The schema catalog (--schemas-dir; default: the example schemas Riverline ships)."""
 
 
 @schemas.command("check")
@@ -161,7 +190,7 @@ def schemas_check(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--pipeline", type=PIPELINE_FILE, required=True)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -172,13 +201,13 @@ def schemas_check(ctx: click.Context) -> None:
 @friendly
 def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     """Plot the prequential metric per model version and the latency distribution (PNG)."""
-    from streams.observability.plots import write_report
-    from streams.serialization.catalog import SchemaCatalog
     from streams.spec import load_spec
-    from streams.store.outputs import read_alerts, read_all_predictions
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline, settings.schemas_dir)
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.store.outputs import read_alerts, read_all_predictions
+
     catalog = SchemaCatalog.load(settings.schemas_dir)
     with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
         collected = asyncio.run(read_all_predictions(settings, spec, catalog))
@@ -190,6 +219,9 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
         )
     folder = out or settings.home / "reports" / spec.name
     alerts = asyncio.run(read_alerts(settings, catalog, spec.name))
+    # Plotting (matplotlib) is imported once there is something to plot.
+    from streams.observability.plots import write_report
+
     for path in write_report(spec, [p.record for p in preds], folder, alerts):
         console.print(f"wrote {path}")
 
@@ -255,18 +287,19 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--pipeline", type=PIPELINE_FILE, required=True)
 @click.option("--verify", is_flag=True, help="Compare with the live run; exit 1 on a difference.")
 @click.pass_context
 @friendly
 def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     """Rebuild features and model from the raw topic (offset 0) and compare with live."""
-    from streams.serialization.catalog import SchemaCatalog
     from streams.spec import load_spec
-    from streams.store.replay import replay as run_replay
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline, settings.schemas_dir)
+    from streams.serialization.catalog import SchemaCatalog
+    from streams.store.replay import replay as run_replay
+
     catalog = SchemaCatalog.load(settings.schemas_dir)
 
     def progress(stage: str, n: int) -> None:
@@ -350,7 +383,7 @@ def _replay_learning(
 
 
 @cli.command()
-@click.option("--pipeline", type=click.Path(path_type=Path), required=True)
+@click.option("--pipeline", type=PIPELINE_FILE, required=True)
 @click.option("--from-store", is_flag=True, required=True, help="Train on the offline store.")
 @click.pass_context
 @friendly
@@ -358,13 +391,14 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
     """Warm-start a candidate model on stored features and labels; register it."""
     import json
 
-    from streams.models.registry import ModelRegistry
     from streams.spec import load_spec
-    from streams.store.offline import OfflineStore
-    from streams.store.training import train_candidate
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline, settings.schemas_dir)
+    from streams.models.registry import ModelRegistry
+    from streams.store.offline import OfflineStore
+    from streams.store.training import train_candidate
+
     key = settings.signing_key_bytes()
     registry = ModelRegistry(settings.registry_dir, spec.name, key)
     warm_from = None

@@ -1,9 +1,10 @@
 """The local single-node Apache Kafka broker (KRaft, broker and controller in one JVM).
 
-Jars come from Maven Central once (``deploy/kafka/pom.xml``) and are cached per Kafka
-version under ``Settings.cache_root``; each broker has its own data dir holding its
-``server.properties``, pid file, log and KRaft storage. The broker runs detached from the
-process that started it, so it outlives ``riverline kafka up`` and ignores Ctrl-C.
+Jars come from Maven Central once (``deploy/kafka/pom.xml``, shipped in the package) and
+are cached per Kafka version under ``Settings.cache_root``; each broker has its own data
+dir holding its ``server.properties``, pid file, log and KRaft storage. The broker runs
+detached from the process that started it, so it outlives ``riverline kafka up`` and
+ignores Ctrl-C.
 
 When ``Settings.bootstrap`` is set, Riverline starts nothing and only reports on that
 cluster.
@@ -59,7 +60,7 @@ from streams.kafka.process import (
     wait_gone,
 )
 from streams.kafka.server_properties import BROKER_PRINCIPAL, render_server_properties
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import Settings, bundled_path
 
 __all__ = [
     "BROKER_PRINCIPAL",
@@ -71,7 +72,7 @@ __all__ = [
 ]
 
 #: The POM and Log4j2 configuration the broker is fetched and run with.
-KAFKA_DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
+KAFKA_DEPLOY_DIR = bundled_path("kafka")
 
 _MAVEN_HINT = "Install Maven: apt-get install maven"
 _COMPLETE_MARKER = ".complete"
@@ -227,7 +228,9 @@ class LocalBroker:
             )
         pom = KAFKA_DEPLOY_DIR / "pom.xml"
         if not pom.exists():
-            raise KafkaSetupError(f"{pom} is missing; Riverline needs its source checkout.")
+            raise KafkaSetupError(
+                f"{pom} is missing: this Riverline installation is incomplete; reinstall it."
+            )
         libs.parent.mkdir(parents=True, exist_ok=True)
         # Two processes may fetch at once (make -j, parallel test sessions); one downloads.
         with file_lock(libs.parent / ".fetch.lock"):

@@ -10,6 +10,9 @@ Layout under the catalog root (``schemas/``)::
     schemas/riverline/compat.toml        optional modes for Riverline's own records
     schemas/confluent-ids.toml           Confluent Schema Registry id -> subject/version
 
+Riverline's own records always come from the schemas Riverline ships
+(``streams.settings.bundled_path``), so a user's catalog folder needs no ``riverline/``.
+
 ``confluent-ids.toml`` is a list of tables, one per id::
 
     [[schema]]
@@ -40,6 +43,7 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from streams.errors import ConfigError
+from streams.settings import bundled_path
 
 __all__ = [
     "CONFLUENT_IDS_FILE",
@@ -176,21 +180,25 @@ class SchemaCatalog:
 
     @classmethod
     def load(cls, root: Path) -> SchemaCatalog:
-        """Load every schema under ``root`` (layout in the module docstring)."""
+        """Load every schema under ``root`` (layout in the module docstring), with
+        Riverline's own records from the schemas it ships (a user's folder needs none)."""
         root = Path(root)
         if not root.is_dir():
             raise CatalogError(
-                f"schema directory {root} does not exist; set RIVERLINE_SCHEMAS_DIR or "
-                f"run from the Riverline checkout"
+                f"schema directory {root} does not exist; create it, or point "
+                f"RIVERLINE_SCHEMAS_DIR (riverline --schemas-dir) at your schema folder"
             )
         versions: list[SchemaVersion] = []
+        own_records: list[SchemaVersion] = []
         for directory in sorted(p for p in root.iterdir() if p.is_dir()):
             if directory.name.startswith((".", "_")):
                 continue
             if directory.name == RIVERLINE_DIR:
-                versions.extend(_load_records(directory))
+                own_records = _load_records(directory)
             else:
                 versions.extend(_load_subject(directory))
+        shipped = _load_records(bundled_path("schemas") / RIVERLINE_DIR)
+        versions.extend(_merge_records(shipped, own_records, root / RIVERLINE_DIR))
         return cls(versions, _load_confluent_ids(root / CONFLUENT_IDS_FILE), root=root)
 
     def subjects(self) -> list[str]:
@@ -245,7 +253,10 @@ class SchemaCatalog:
         try:
             return self._subjects[subject]
         except KeyError as exc:
-            known = ", ".join(self.subjects()) or "none"
+            # Riverline's own records are in every catalog: naming them would hide the
+            # user's subjects.
+            own = f"{RIVERLINE_DIR}."
+            known = ", ".join(s for s in self.subjects() if not s.startswith(own)) or "none"
             raise CatalogError(
                 f"unknown schema subject {subject!r} (known: {known}); add "
                 f"schemas/{subject}/v1.avsc or fix the pipeline spec"
@@ -293,6 +304,22 @@ def _load_records(directory: Path) -> list[SchemaVersion]:
         version = int(match["version"] or 1)
         versions.append(SchemaVersion.from_schema(subject, version, _read_avsc(path)))
     return versions
+
+
+def _merge_records(
+    shipped: list[SchemaVersion], given: list[SchemaVersion], where: Path
+) -> list[SchemaVersion]:
+    """Riverline's own records: the shipped ones, plus any others ``where`` adds; a
+    shipped record given again must be the same schema (Riverline writes and reads it)."""
+    merged = {(sv.subject, sv.version): sv for sv in shipped}
+    for sv in given:
+        known = merged.setdefault((sv.subject, sv.version), sv)
+        if known.canonical != sv.canonical:
+            raise CatalogError(
+                f"{where} redefines Riverline's own record {sv.subject} v{sv.version}, "
+                f"which Riverline ships and relies on; remove it from {where}"
+            )
+    return list(merged.values())
 
 
 def _load_confluent_ids(path: Path) -> dict[int, tuple[str, int]]:

@@ -138,7 +138,8 @@ def test_record_files_and_their_versions(make_root: CatalogFactory) -> None:
     root = make_root({"riverline/thing.avsc": V1, "riverline/thing.v2.avsc": V2})
     catalog = SchemaCatalog.load(root)
 
-    assert catalog.subjects() == ["riverline.thing"]
+    # Beside the shipped records, which every catalog has.
+    assert [s for s in catalog.subjects() if s == "riverline.thing"] == ["riverline.thing"]
     assert catalog.record("thing").version == 2
     assert catalog.get("riverline.thing", 1).schema == V1
 
@@ -199,8 +200,8 @@ def test_unknown_subject_and_version_say_what_exists(make_root: CatalogFactory) 
         catalog.latest("nope")
     with pytest.raises(CatalogError, match="has no version 3"):
         catalog.get("thing", 3)
-    with pytest.raises(CatalogError, match=r"riverline\.prediction"):
-        catalog.record("prediction")
+    with pytest.raises(CatalogError, match=r"riverline\.nope"):
+        catalog.record("nope")
 
 
 def test_missing_root_is_a_catalog_error(tmp_path: Path) -> None:
