@@ -137,7 +137,7 @@ def check(ctx: click.Context, pipeline: Path) -> None:
     for line in result.passed:
         console.print(f"[green]ok[/] {escape(line)}", highlight=False, soft_wrap=True)
     for line in result.problems:
-        err_console.print(f"[red]problem[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if result.problems:
         sys.exit(1)
     console.print(f"{pipeline}: no problems found", highlight=False, soft_wrap=True)

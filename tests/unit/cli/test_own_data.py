@@ -86,7 +86,7 @@ def test_check_lists_every_problem_one_line_each(tmp_path: Path) -> None:
     spec_path.write_text(text + '\n[drift]\ndetector = "ADWYN"\n')
     result = _run(tmp_path, "check", str(spec_path))
     assert result.exit_code == 1
-    problems = [line for line in result.output.splitlines() if line.startswith("problem")]
+    problems = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(problems) == 3, result.output
     assert "'itemz' is not a field of" in problems[0]
     assert "did you mean 'items'?" in problems[0]
