@@ -1,8 +1,9 @@
 """The ``riverline`` command line.
 
 The built-in commands are here, with the ``kafka`` group of
-:mod:`~streams.cli.kafka_commands` and the ``models`` group of
-:mod:`~streams.cli.model_commands`; :func:`main` adds the plugin commands that other
+:mod:`~streams.cli.kafka_commands`, the ``models`` group of
+:mod:`~streams.cli.model_commands` and the ``schemas`` group of
+:mod:`~streams.cli.schema_commands`; :func:`main` adds the plugin commands that other
 packages register (:mod:`streams.cli.plugins`): ``worker`` and ``sink`` from
 :mod:`agents`, which run Faust, and ``bench`` from :mod:`benchmarks`.
 """
@@ -28,6 +29,7 @@ from streams.cli.commands import (
 from streams.cli.kafka_commands import kafka
 from streams.cli.model_commands import models
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins, registered_plugins
+from streams.cli.schema_commands import schemas
 from streams.errors import RiverlineError
 from streams.settings import Settings
 
@@ -123,29 +125,6 @@ def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: in
     )
 
 
-@cli.group()
-def schemas() -> None:
-    """The schema catalog under schemas/."""
-
-
-@schemas.command("check")
-@click.pass_context
-@friendly
-def schemas_check(ctx: click.Context) -> None:
-    """Check compatibility of consecutive schema versions (exit 1 on a break)."""
-    from streams.serialization.catalog import SchemaCatalog
-    from streams.serialization.compat import check_catalog
-
-    catalog = SchemaCatalog.load(settings_of(ctx).schemas_dir)
-    problems = check_catalog(catalog)
-    for subject in catalog.subjects():
-        console.print(f"{subject}: {len([p for p in problems if p.subject == subject]) or 'ok'}")
-    if problems:
-        for p in problems:
-            err_console.print(f"[red]incompatible[/] {p}")
-        sys.exit(1)
-
-
 @cli.command()
 @click.option("--pipeline", type=click.Path(path_type=Path), required=True)
 @click.option(
@@ -159,13 +138,13 @@ def schemas_check(ctx: click.Context) -> None:
 def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
     """Plot the prequential metric per model version and the latency distribution (PNG)."""
     from streams.observability.plots import write_report
-    from streams.serialization.catalog import SchemaCatalog
+    from streams.serialization.registry import load_catalog
     from streams.spec import load_spec
     from streams.store.outputs import read_alerts, read_all_predictions
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline)
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
     with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
         collected = asyncio.run(read_all_predictions(settings, spec, catalog))
     preds = sorted(collected.predictions.values(), key=lambda p: (p.record["predict_ts"], p.offset))
@@ -247,13 +226,13 @@ def lineage(ctx: click.Context, event_id: str, as_json: bool) -> None:
 @friendly
 def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
     """Rebuild features and model from the raw topic (offset 0) and compare with live."""
-    from streams.serialization.catalog import SchemaCatalog
+    from streams.serialization.registry import load_catalog
     from streams.spec import load_spec
     from streams.store.replay import replay as run_replay
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline)
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
 
     def progress(stage: str, n: int) -> None:
         click.echo(f"{stage}: {n:,}", err=True)
@@ -373,6 +352,7 @@ def train(ctx: click.Context, pipeline: Path, from_store: bool) -> None:
 
 cli.add_command(kafka)
 cli.add_command(models)
+cli.add_command(schemas)
 
 
 def main() -> None:
