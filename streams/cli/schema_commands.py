@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from streams.cli.commands import console, err_console, friendly, settings_of
 from streams.errors import ConfigError
@@ -70,12 +71,16 @@ def schemas_push(ctx: click.Context, pipelines: tuple[Path, ...]) -> None:
     specs = [load_spec(path) for path in paths]
     catalog = SchemaCatalog.load(settings.schemas_dir)
     plan = push_plan(catalog, specs, settings.namespace)
-    report = push_catalog(client, catalog, plan, say=console.print)
+    report = push_catalog(
+        client, catalog, plan, say=lambda line: console.print(line, soft_wrap=True, markup=False)
+    )
     console.print(
         f"{len(report.ids)} versions registered or already there under {len(plan)} subjects "
         f"at {client.url}"
     )
     if report.refused:
         for refusal in report.refused:
-            err_console.print(f"[red]refused[/] {refusal}", highlight=False)
+            err_console.print(
+                f"[red]refused[/] {escape(str(refusal))}", highlight=False, soft_wrap=True
+            )
         sys.exit(1)
