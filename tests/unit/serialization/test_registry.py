@@ -299,3 +299,40 @@ def test_refusals_and_outages_are_told_apart(fake: FakeRegistry) -> None:
         SchemaRegistryClient(fake.url).schema_by_id(999)
     assert (caught.value.status, caught.value.error_code) == (404, 40403)
     assert "Schema not found" in str(caught.value)
+
+
+def test_a_pipeline_writes_its_three_outputs_in_confluent_framing(fake: FakeRegistry) -> None:
+    from streams.features.stage import Featurization
+    from streams.ingestion.producer import dataset_events
+    from streams.ingestion.stage import Ingestion
+    from streams.messages import InMessage
+    from streams.models.stage import Predictor
+    from streams.pipeline.onepass import OnePass
+
+    spec = load_spec(REPO_ROOT / "pipelines" / "phishing.toml")
+    topics = spec.topics("")
+
+    def run(catalog: SchemaCatalog) -> list[tuple[str, bytes]]:
+        one = OnePass(
+            Ingestion(spec, catalog, events_topic=topics.events, dlq_topic="d", max_bytes=1 << 20),
+            Featurization(spec, catalog, features_topic=topics.features, dlq_topic="d"),
+            Predictor(spec, catalog, predictions_topic=topics.predictions, dlq_topic="d"),
+            raw_topic=topics.raw,
+        )
+        events = list(dataset_events(spec, "phishing", "r", 1_700_000_000_000))[:5]
+        raw = [
+            InMessage(topics.raw, 0, i, None, json.dumps(e).encode(), 1_000 + i)
+            for i, e in enumerate(events)
+        ]
+        return [(out.topic, out.value) for out in one.process(raw).sends]
+
+    framed = run(_catalog(fake.url, frames_outputs=True))
+    plain = run(SchemaCatalog.load(CATALOG_ROOT))
+    ids = {subject: versions[0] for subject, versions in fake.subjects.items()}
+    assert set(ids) == {f"{t}-value" for t in (topics.events, topics.features, topics.predictions)}
+    assert len(framed) == len(plain) == 15
+    reader = _catalog(fake.url)
+    for (topic, value), (_, single) in zip(framed, plain, strict=True):
+        assert value[:5] == b"\x00" + ids[f"{topic}-value"].to_bytes(4, "big")
+        assert value[5:] == single[10:] or topic == topics.predictions  # same Avro body
+        assert decode_single_object(reader, value)[0] == decode_single_object(reader, single)[0]
