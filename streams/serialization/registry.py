@@ -100,12 +100,11 @@ class RegistrySchemas:
         self.lookups += 1
         try:
             text, kind = self.client.schema_by_id(schema_id)
-        except SchemaRegistryUnavailable as exc:
-            self._down_until = self._clock() + self.retry_after
-            self._down_reason = str(exc)
-            raise DecodeError("schema_registry_unavailable", str(exc)) from exc
         except SchemaRegistryError as exc:
-            if exc.status != 404:
+            if isinstance(exc, SchemaRegistryUnavailable) or exc.status != 404:
+                # Refused credentials too: asking again per message would not help.
+                self._down_until = self._clock() + self.retry_after
+                self._down_reason = str(exc)
                 raise DecodeError("schema_registry_unavailable", str(exc)) from exc
             raise self._miss(
                 schema_id,
