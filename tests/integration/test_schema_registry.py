@@ -134,7 +134,8 @@ def _kcat_avro_records(url: str, bootstrap: str, topic: str) -> list[dict[str, A
          "-s", "value=avro", "-r", url],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
-    return [json.loads(line)["payload"] for line in out.splitlines() if line.strip()]
+    payloads = [json.loads(line)["payload"] for line in out.splitlines() if line.strip()]
+    return [json.loads(p) if isinstance(p, str) else p for p in payloads]
 
 
 def _kcat_avro(url: str, values: list[bytes]) -> list[dict[str, Any]]:
