@@ -14,14 +14,13 @@ puts ``tests/`` on the path.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import tarfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from streams.kafka.process import file_lock, free_port, java_major
@@ -135,11 +134,16 @@ class LocalRegistry:
             time.sleep(0.25)
 
     def _answers(self) -> bool:
+        # http.client, closed each time: the registry keeps connections alive.
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
-            with urllib.request.urlopen(f"{self.url}/subjects", timeout=2) as response:
-                return isinstance(json.loads(response.read()), list)
-        except (OSError, ValueError, urllib.error.URLError):
+            connection.request("GET", "/apis/ccompat/v7/subjects")
+            response = connection.getresponse()
+            return response.status == 200 and isinstance(json.loads(response.read()), list)
+        except (OSError, ValueError, http.client.HTTPException):
             return False
+        finally:
+            connection.close()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -13,12 +13,11 @@ request (4xx, with its ``error_code`` and message).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from streams.errors import RiverlineError
 from streams.settings import Settings
@@ -84,6 +83,10 @@ class SchemaRegistryClient:
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        parts = urlsplit(self.url)
+        self._https = parts.scheme.lower() == "https"
+        self._host = parts.netloc.rsplit("@", 1)[-1]
+        self._base = parts.path
         self._headers = {"Accept": _CONTENT_TYPE, "Content-Type": _CONTENT_TYPE}
         if user:
             pair = f"{user}:{password or ''}".encode()
@@ -152,53 +155,56 @@ class SchemaRegistryClient:
 
     def _call(self, method: str, path: str, payload: Any = None) -> dict[str, Any]:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers=self._headers
-        )
         where = f"{method} {self.url}{path.split('?')[0]}"
+        # One connection per request, closed here: registries keep connections alive
+        # even when asked not to, and a worker must not hold sockets nobody uses.
+        connection = self._connection()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                text = response.read(_MAX_BODY)
-        except urllib.error.HTTPError as exc:
-            raise self._refusal(exc, where) from exc
-        except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URLs
+            connection.request(method, self._base + path, body=data, headers=self._headers)
+            response = connection.getresponse()
+            status, reason, text = response.status, response.reason, response.read(_MAX_BODY)
+        except (OSError, http.client.HTTPException) as exc:  # refused, timeouts, resets
             raise SchemaRegistryUnavailable(
                 f"the Schema Registry did not answer {where} within {self.timeout:g} s: "
-                f"{exc}. Check RIVERLINE_SCHEMA_REGISTRY_URL and that the registry runs."
+                f"{exc!r}. Check RIVERLINE_SCHEMA_REGISTRY_URL and that the registry runs."
             ) from exc
-        try:
-            body = json.loads(text or b"{}")
-        except ValueError as exc:
+        finally:
+            connection.close()
+        body = _json_object(text)
+        if status >= 400:
+            raise _refusal(status, reason, body or {}, where)
+        if body is None:
             raise SchemaRegistryError(
-                f"{where}: the answer is not JSON ({exc}); is RIVERLINE_SCHEMA_REGISTRY_URL "
-                "the registry's API (for Apicurio, .../apis/ccompat/v7)?"
-            ) from exc
-        if not isinstance(body, dict):
-            raise SchemaRegistryError(f"{where}: expected a JSON object, got {body!r:.200}")
+                f"{where}: the answer is not a JSON object ({text[:200]!r}); is "
+                "RIVERLINE_SCHEMA_REGISTRY_URL the registry's API (Apicurio: .../apis/ccompat/v7)?"
+            )
         return body
 
-    @staticmethod
-    def _refusal(exc: urllib.error.HTTPError, where: str) -> SchemaRegistryError:
-        try:
-            body = json.loads(exc.read(_MAX_BODY) or b"{}")
-        except (OSError, ValueError):
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        code = body.get("error_code")
-        error_code = code if isinstance(code, int) else 0
-        said = body.get("message") or exc.reason
-        if exc.code in (401, 403):
-            hint = (
-                " Check RIVERLINE_SCHEMA_REGISTRY_USER/_PASSWORD or "
-                "RIVERLINE_SCHEMA_REGISTRY_TOKEN."
-            )
-        else:
-            hint = ""
-        kind = SchemaRegistryUnavailable if exc.code >= 500 else SchemaRegistryError
-        return kind(
-            f"the Schema Registry refused {where} (HTTP {exc.code}"
-            f"{f', error {error_code}' if error_code else ''}): {said}.{hint}",
-            status=exc.code,
-            error_code=error_code,
-        )
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, timeout=self.timeout)
+        return http.client.HTTPConnection(self._host, timeout=self.timeout)
+
+
+def _json_object(text: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(text or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _refusal(status: int, reason: str, body: dict[str, Any], where: str) -> SchemaRegistryError:
+    code = body.get("error_code")
+    error_code = code if isinstance(code, int) else 0
+    said = body.get("message") or reason
+    hint = ""
+    if status in (401, 403):
+        hint = " Check RIVERLINE_SCHEMA_REGISTRY_USER/_PASSWORD or RIVERLINE_SCHEMA_REGISTRY_TOKEN."
+    kind = SchemaRegistryUnavailable if status >= 500 else SchemaRegistryError
+    return kind(
+        f"the Schema Registry refused {where} (HTTP {status}"
+        f"{f', error {error_code}' if error_code else ''}): {said}.{hint}",
+        status=status,
+        error_code=error_code,
+    )

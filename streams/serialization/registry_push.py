@@ -8,7 +8,8 @@ For each pipeline, the versions of its event subject go under ``P.raw-value`` an
 Each registry subject first gets the compatibility mode of its catalog subject
 (``compat.toml``, as ``riverline schemas check``), then its versions oldest first. A
 version already registered there keeps its id; a new one is checked by the registry
-(``verbose=true``) and registered, or reported with the registry's reasons.
+(``verbose=true``) and registered, or reported with the registry's reasons (from the
+check, or from the refused registration where the check gives none).
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def _push_version(
         schema_id = client.lookup(subject, schema)
         if schema_id is None:
             verdict = client.check_compatibility(subject, schema)
-            if not verdict.compatible:
-                reasons = verdict.messages or ("incompatible with the registered versions",)
-                return Refusal(subject, sv.label, reasons)
+            if not verdict.compatible and verdict.messages:
+                return Refusal(subject, sv.label, verdict.messages)
+            # A registry whose verdict is bare (Apicurio) says why when it refuses to
+            # register; the registration is what counts in any case.
             schema_id = client.register(subject, schema)
     except SchemaRegistryError as exc:
         if exc.status in (0, 401, 403) or exc.status >= 500:

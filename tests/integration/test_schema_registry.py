@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
@@ -38,6 +37,8 @@ pytestmark = pytest.mark.integration
 
 PHISHING = REPO_ROOT / "pipelines" / "phishing.toml"
 EVENTS = int(os.environ.get("RIVERLINE_REGISTRY_EVENTS", "200"))
+#: A registry just started on a busy machine answers its first requests slowly.
+TIMEOUT = 20.0
 #: A schema no catalog subject has: its id on P.raw is a dead letter of its own.
 FOREIGN = {
     "type": "record",
@@ -93,13 +94,12 @@ def _produce_with_serializer(url: str, bootstrap: str, topic: str, events: list[
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     schema = (REPO_ROOT / "schemas" / "phishing" / "v1.avsc").read_text()
-    serializer = AvroSerializer(
-        ConfluentRegistry({"url": url}), schema, conf={"auto.register.schemas": True}
-    )
     context = SerializationContext(topic, MessageField.VALUE)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    for event in events:
-        producer.produce(topic, key=event["event_id"], value=serializer(event, context))
+    with ConfluentRegistry({"url": url, "timeout": TIMEOUT}) as client:
+        serializer = AvroSerializer(client, schema, conf={"auto.register.schemas": True})
+        for event in events:
+            producer.produce(topic, key=event["event_id"], value=serializer(event, context))
     assert producer.flush(30) == 0
 
 
@@ -139,16 +139,16 @@ def _kcat_avro_records(url: str, bootstrap: str, topic: str) -> list[dict[str, A
 
 
 def _kcat_avro(url: str, values: list[bytes]) -> list[dict[str, Any]]:
-    """What ``kcat -s value=avro -r URL`` prints, without Riverline's code: the id's schema
-    from the registry's REST API, the body read by fastavro."""
+    """What ``kcat -s value=avro -r URL`` prints: the id's schema from the registry's REST
+    API (``GET /schemas/ids/<id>``), the body read by fastavro."""
     schemas: dict[int, Any] = {}
     records = []
     for value in values:
         assert value[0] == 0, "not Confluent framing"
         (schema_id,) = struct.unpack(">I", value[1:5])
         if schema_id not in schemas:
-            with urllib.request.urlopen(f"{url}/schemas/ids/{schema_id}", timeout=10) as resp:
-                schemas[schema_id] = fastavro.parse_schema(json.loads(json.load(resp)["schema"]))
+            text, _ = SchemaRegistryClient(url, timeout=TIMEOUT).schema_by_id(schema_id)
+            schemas[schema_id] = fastavro.parse_schema(json.loads(text))
         records.append(fastavro.schemaless_reader(BytesIO(value[5:]), schemas[schema_id], None))
     return records
 
@@ -164,6 +164,7 @@ def test_confluent_clients_through_the_pipeline(
         web_port=free_port(),
         sink_enabled=False,
         schema_registry_url=registry.url,
+        schema_registry_timeout=TIMEOUT,
         output_format="confluent",
     )
     spec = load_spec(PHISHING)
@@ -173,7 +174,9 @@ def test_confluent_clients_through_the_pipeline(
         bootstrap, shared_topic_configs(settings) + pipeline_topic_configs(settings, spec)
     )
     events = list(dataset_events(spec, "phishing", "sr", 1_700_000_000_000))[:EVENTS]
-    foreign_id = SchemaRegistryClient(registry.url).register("foreign-value", json.dumps(FOREIGN))
+    foreign_id = SchemaRegistryClient(registry.url, timeout=TIMEOUT).register(
+        "foreign-value", json.dumps(FOREIGN)
+    )
 
     worker = WorkerProcess(settings, [PHISHING], tmp_path / "worker.log")
     worker.start()
@@ -192,12 +195,13 @@ def test_confluent_clients_through_the_pipeline(
     assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
     # Confluent's deserializer reads every prediction, by the id Riverline registered.
-    deserializer = AvroDeserializer(ConfluentRegistry({"url": registry.url}))
     context = SerializationContext(topics.predictions, MessageField.VALUE)
-    records = [deserializer(m.value(), context) for m in predictions]
+    with ConfluentRegistry({"url": registry.url, "timeout": TIMEOUT}) as client:
+        deserializer = AvroDeserializer(client)
+        records = [deserializer(m.value(), context) for m in predictions]
     assert sorted(r["event_id"] for r in records) == sorted(e["event_id"] for e in events)
     assert {r["schema"].split("/")[0] for r in records} == {"phishing"}
-    registered = SchemaRegistryClient(registry.url).lookup(
+    registered = SchemaRegistryClient(registry.url, timeout=TIMEOUT).lookup(
         f"{topics.predictions}-value", (REPO_ROOT / "schemas/riverline/prediction.avsc").read_text()
     )
     assert {struct.unpack(">I", m.value()[1:5])[0] for m in predictions} == {registered}
@@ -218,7 +222,10 @@ def test_schemas_push_registers_and_reports_refusals(
     schemas = tmp_path / "schemas"
     shutil.copytree(REPO_ROOT / "schemas", schemas)
     settings = settings_factory(
-        bootstrap=None, schema_registry_url=registry.url, schemas_dir=schemas
+        bootstrap=None,
+        schema_registry_url=registry.url,
+        schema_registry_timeout=TIMEOUT,
+        schemas_dir=schemas,
     )
 
     def push() -> subprocess.CompletedProcess[str]:

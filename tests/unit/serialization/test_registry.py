@@ -93,6 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(200, {"is_compatible": not messages, "messages": messages})
         subject = parts[1]
         if len(parts) == 3:  # register
+            if subject in registry.incompatible:
+                message = "Incompatible artifact: list of diff types: [pressure at /fields/7]"
+                return self._answer(409, {"error_code": 409, "message": message})
             schema_id = registry.add(body["schema"])
             registry.subjects.setdefault(subject, []).append(schema_id)
             return self._answer(200, {"id": schema_id})
@@ -274,6 +277,7 @@ def test_push_sets_modes_registers_in_order_and_reports_refusals(fake: FakeRegis
         "ns.sensor.labels-value",
     ]
     fake.incompatible["ns.sensor.events-value"] = ["{oldSchemaVersion: 1, field: pressure}"]
+    fake.incompatible["ns.sensor.features-value"] = []  # a bare verdict, as Apicurio's
     said: list[str] = []
     client = SchemaRegistryClient(fake.url)
     report = push_catalog(client, catalog, plan, say=said.append)
@@ -285,8 +289,11 @@ def test_push_sets_modes_registers_in_order_and_reports_refusals(fake: FakeRegis
     assert [(r.subject, r.version) for r in report.refused] == [
         ("ns.sensor.events-value", catalog.get("sensor", 1).label),
         ("ns.sensor.events-value", catalog.get("sensor", 2).label),
+        ("ns.sensor.features-value", catalog.record("feature_vector").label),
     ]
     assert "field: pressure" in str(report.refused[0])
+    assert "HTTP 409" in str(report.refused[2])
+    assert "pressure at /fields/7" in str(report.refused[2])
     # Pushed again, registered versions keep their ids without a compatibility check.
     fake.incompatible.clear()
     before = dict(report.ids)
