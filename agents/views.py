@@ -26,6 +26,7 @@ from streams.observability.status_page import alert_notice, dead_letter_notice, 
 from streams.pipeline.lineage import lineage_headers
 from streams.serialization.catalog import SchemaCatalog
 from streams.serialization.codec import decode_single_object
+from streams.serialization.registry import load_catalog
 
 if TYPE_CHECKING:
     from agents.app import Worker
@@ -265,7 +266,7 @@ class _Notices:
         settings = worker.settings
         self.worker = worker
         self.dlq = dlq
-        self.catalog = SchemaCatalog.load(settings.schemas_dir)
+        self.catalog = load_catalog(settings)
         #: Input topic -> the pipeline reading it, to name a dead letter's pipeline.
         self.by_topic: dict[str, str] = {}
         for name, pipeline in worker.pipelines.items():

@@ -17,6 +17,7 @@ from streams.kafka.auth import client_kwargs
 from streams.kafka.topics import ensure_topics, pipeline_topic_configs, shared_topic_configs
 from streams.observability.logs import logging_config
 from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.registry import load_catalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 
@@ -84,7 +85,7 @@ def run_worker(settings: Settings, specs: Sequence[PipelineSpec], role: str = "a
 def _prepare(settings: Settings, specs: Sequence[PipelineSpec]) -> SchemaCatalog:
     """The schemas (each spec's subject checked now, not on the first event), the topics,
     and every kernel compiled (cached under ``RIVERLINE_HOME``)."""
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
     configs = shared_topic_configs(settings)
     for spec in specs:
         catalog.latest(spec.subject)

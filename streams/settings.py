@@ -181,6 +181,32 @@ class Settings(BaseSettings):
     ``NAME`` exists (``riverline --pipelines-dir``). Default: the example pipelines
     Riverline ships."""
 
+    schema_registry_url: str | None = None
+    """A Confluent-compatible Schema Registry (Confluent, Apicurio's ``/apis/ccompat/v7``,
+    Karapace). Set: Confluent ids on ``P.raw`` are looked up there (``confluent-ids.toml``
+    is then not used), ``riverline schemas push`` registers the catalog there, and
+    ``output_format = "confluent"`` becomes possible."""
+
+    schema_registry_user: str | None = None
+    schema_registry_password: SecretStr | None = None
+    """HTTP basic authentication to the registry (Confluent Cloud: API key and secret)."""
+
+    schema_registry_token: SecretStr | None = None
+    """A bearer token for the registry (``Authorization: Bearer``), instead of basic auth."""
+
+    schema_registry_timeout: float = Field(default=2.0, gt=0)
+    """Seconds one registry request may take. A worker looks an unknown id up on the event
+    loop, so a registry that hangs costs at most this per retry interval."""
+
+    schema_registry_retry: float = Field(default=30.0, ge=0)
+    """Seconds after a failed registry request during which unknown ids are dead letters
+    (``schema_registry_unavailable``) without another request."""
+
+    output_format: Literal["single_object", "confluent"] = "single_object"
+    """How ``P.events``, ``P.features`` and ``P.predictions`` are framed: Avro single-object
+    encoding, or Confluent framing with ids registered under ``<topic>-value`` (needs
+    ``schema_registry_url``). Other topics and dead letters are unchanged."""
+
     max_message_bytes: int = 1024 * 1024
     """Raw messages larger than this go to the dead-letter topic with reason ``too_large``."""
 
@@ -319,6 +345,19 @@ class Settings(BaseSettings):
     """Passwords ``kafka up --secure`` gives the principals ``admin``, ``producer``,
     ``consumer`` and ``riverline`` when it formats a new data dir; each one unset is
     generated and kept in ``<data dir>/credentials.json`` (mode 0600)."""
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url_is_http(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if urlsplit(value).scheme.lower() not in ("http", "https") or not urlsplit(value).netloc:
+            raise ValueError(
+                f"RIVERLINE_SCHEMA_REGISTRY_URL {value!r} is not an http(s) URL; give the "
+                "registry's base URL, e.g. http://localhost:8081 or "
+                "http://localhost:8080/apis/ccompat/v7 (Apicurio)"
+            )
+        return value.rstrip("/")
 
     @field_validator("store_url")
     @classmethod

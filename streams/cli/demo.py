@@ -45,6 +45,7 @@ from streams.kafka.topics import (
 from streams.models.model import OnlineModel
 from streams.observability.plots import write_report
 from streams.serialization.catalog import SchemaCatalog
+from streams.serialization.registry import load_catalog
 from streams.settings import Settings
 from streams.spec import PipelineSpec, load_spec
 from streams.state.checkpoint import checkpoint_key
@@ -329,7 +330,7 @@ def run_demo(
     """Run the demo end to end and print its report; stops what it started."""
     console = console or Console()
     specs = [load_spec(p) for p in pipelines]
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
     broker = LocalBroker(settings)
     started_broker = False
     if settings.bootstrap:

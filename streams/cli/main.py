@@ -1,8 +1,9 @@
 """The ``riverline`` command line.
 
 The built-in commands are here, with the ``kafka`` group of
-:mod:`~streams.cli.kafka_commands` and the ``models`` group of
-:mod:`~streams.cli.model_commands`; :func:`main` adds the plugin commands that other
+:mod:`~streams.cli.kafka_commands`, the ``models`` group of
+:mod:`~streams.cli.model_commands` and the ``schemas`` group of
+:mod:`~streams.cli.schema_commands`; :func:`main` adds the plugin commands that other
 packages register (:mod:`streams.cli.plugins`): ``worker`` and ``sink`` from
 :mod:`agents`, which run Faust, and ``bench`` from :mod:`benchmarks`.
 """
@@ -32,6 +33,7 @@ from streams.cli.kafka_commands import kafka
 from streams.cli.model_commands import models
 from streams.cli.plugins import COMMANDS_GROUP, add_plugins, registered_plugins
 from streams.cli.produce_commands import produce_from_file
+from streams.cli.schema_commands import schemas
 from streams.cli.tail_commands import tail
 from streams.errors import RiverlineError
 from streams.settings import Settings
@@ -166,29 +168,6 @@ def demo(ctx: click.Context, pipelines: tuple[Path, ...], rate: float, limit: in
     )
 
 
-@cli.group()
-def schemas() -> None:
-    """The schema catalog (--schemas-dir; default: the example schemas Riverline ships)."""
-
-
-@schemas.command("check")
-@click.pass_context
-@friendly
-def schemas_check(ctx: click.Context) -> None:
-    """Check compatibility of consecutive schema versions (exit 1 on a break)."""
-    from streams.serialization.catalog import SchemaCatalog
-    from streams.serialization.compat import check_catalog
-
-    catalog = SchemaCatalog.load(settings_of(ctx).schemas_dir)
-    problems = check_catalog(catalog)
-    for subject in catalog.subjects():
-        console.print(f"{subject}: {len([p for p in problems if p.subject == subject]) or 'ok'}")
-    if problems:
-        for p in problems:
-            err_console.print(f"[red]incompatible[/] {p}")
-        sys.exit(1)
-
-
 @cli.command()
 @click.option("--pipeline", type=PIPELINE_FILE, required=True)
 @click.option(
@@ -205,10 +184,10 @@ def report(ctx: click.Context, pipeline: Path, out: Path | None) -> None:
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline, settings.schemas_dir)
-    from streams.serialization.catalog import SchemaCatalog
+    from streams.serialization.registry import load_catalog
     from streams.store.outputs import read_alerts, read_all_predictions
 
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
     with console.status(f"reading {spec.topics(settings.namespace).predictions} ..."):
         collected = asyncio.run(read_all_predictions(settings, spec, catalog))
     preds = sorted(collected.predictions.values(), key=lambda p: (p.record["predict_ts"], p.offset))
@@ -297,10 +276,10 @@ def replay(ctx: click.Context, pipeline: Path, verify: bool) -> None:
 
     settings = settings_of(ctx)
     spec = load_spec(pipeline, settings.schemas_dir)
-    from streams.serialization.catalog import SchemaCatalog
+    from streams.serialization.registry import load_catalog
     from streams.store.replay import replay as run_replay
 
-    catalog = SchemaCatalog.load(settings.schemas_dir)
+    catalog = load_catalog(settings)
 
     def progress(stage: str, n: int) -> None:
         click.echo(f"{stage}: {n:,}", err=True)
@@ -423,6 +402,7 @@ cli.add_command(kafka)
 cli.add_command(models)
 for own_data_command in (init, check, tail):
     cli.add_command(own_data_command)
+cli.add_command(schemas)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from streams.messages import InMessage, OutMessage
 from streams.pipeline.lineage import Lineage
 from streams.pipeline.stage import DeadLetter, now_ms
 from streams.serialization.catalog import SchemaCatalog
-from streams.serialization.codec import encode_single_object
+from streams.serialization.codec import encode_framed
 from streams.spec import PipelineSpec
 from streams.state.checkpoint import Checkpoint, CheckpointError, Selection, select_unseen
 
@@ -98,6 +98,7 @@ class Featurization:
         self.vector_schema = catalog.record("feature_vector")
         self.feature_set = FeatureSet.from_spec(spec.features)
         self.features_topic = features_topic
+        self._vector_header = catalog.output_header(features_topic, self.vector_schema)
         self.dlq_topic = dlq_topic
         self.hold_new_partitions = hold_new_partitions
         self.held: dict[int, HeldPartition] = {}
@@ -309,7 +310,7 @@ class Featurization:
         message = OutMessage(
             self.features_topic,
             (key or lineage.event_id).encode(),
-            encode_single_object(self.vector_schema, vector),
+            encode_framed(self._vector_header, self.vector_schema, vector),
             out.to_headers(),
         )
         return Vector(msg, vector, out, message)

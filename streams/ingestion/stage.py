@@ -19,7 +19,7 @@ from streams.serialization.codec import (
     DEFAULT_MAX_EVENT_TIME_AHEAD,
     DEFAULT_MAX_ID_BYTES,
     EventDecoder,
-    encode_single_object,
+    encode_framed,
 )
 from streams.spec import PipelineSpec
 
@@ -79,6 +79,7 @@ class Ingestion:
         )
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
+        self._header = catalog.output_header(events_topic, self.reader)
 
     def process(self, batch: Sequence[InMessage]) -> StageResult:
         result = StageResult()
@@ -129,7 +130,7 @@ class Ingestion:
         )
         key_field = self.spec.key_field
         key = str(record[key_field]) if key_field else event_id
-        value = encode_single_object(self.reader, record)
+        value = encode_framed(self._header, self.reader, record)
         if len(value) > self.max_bytes:
             raise DecodeError(
                 "too_large",

@@ -341,10 +341,10 @@ def read_label(
 def _label_record(
     value: bytes | None, catalog: SchemaCatalog, label_schema: SchemaVersion
 ) -> dict[str, Any]:
-    """The label message as a record: Avro single-object or JSON."""
+    """The label message as a record: Avro (single-object or Confluent-framed) or JSON."""
     if not value:
         raise DecodeError("bad_label", "the label message has no value (empty or null)")
-    if value[:2] != SINGLE_OBJECT_MAGIC:
+    if value[:2] != SINGLE_OBJECT_MAGIC and value[0] != 0:
         return _json_label(value)
     try:
         _, record = decode_single_object(catalog, bytes(value), label_schema)

@@ -2,7 +2,9 @@
 
 Each builder returns the :class:`~streams.messages.OutMessage` of one record, in Avro
 single-object encoding with Riverline's own schemas (``schemas/riverline/``), so every
-writer of a kind of record writes it the same way.
+writer of a kind of record writes it the same way. Predictions on ``P.predictions``
+follow the catalog's output framing (Confluent framing with
+``RIVERLINE_OUTPUT_FORMAT=confluent``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from streams.models.lifecycle import Alert, AuditEntry, Served
 from streams.models.model import Prediction
 from streams.pipeline.lineage import Lineage
 from streams.serialization.catalog import SchemaCatalog
-from streams.serialization.codec import decode_single_object, encode_single_object
+from streams.serialization.codec import (
+    SINGLE_OBJECT_MAGIC,
+    decode_single_object,
+    encode_framed,
+    encode_single_object,
+)
 
 __all__ = ["LearningRecord", "RecordWriter"]
 
@@ -82,6 +89,11 @@ class RecordWriter:
         self.audit_topic = audit_topic
         self.learning_topic = learning_topic
         self._prediction = catalog.record("prediction")
+        # Only the champion's topic follows RIVERLINE_OUTPUT_FORMAT: shadows stay internal.
+        self._headers = {
+            True: catalog.output_header(predictions_topic, self._prediction),
+            False: SINGLE_OBJECT_MAGIC + self._prediction.fingerprint,
+        }
         self._alert = catalog.record("alert")
         self._audit = catalog.record("audit")
         self._learning = catalog.record("learning_record")
@@ -116,7 +128,7 @@ class RecordWriter:
         return OutMessage(
             self.predictions_topic if champion else self.shadow_topic,
             out.event_id.encode(),
-            encode_single_object(self._prediction, record),
+            encode_framed(self._headers[champion], self._prediction, record),
             out.to_headers(),
         )
 

@@ -9,6 +9,7 @@ Layout under the catalog root (``schemas/``)::
     schemas/riverline/<name>.v<N>.avsc   version N of that record (when it evolves)
     schemas/riverline/compat.toml        optional modes for Riverline's own records
     schemas/confluent-ids.toml           Confluent Schema Registry id -> subject/version
+                                         (deployments without a registry)
 
 Riverline's own records always come from the schemas Riverline ships
 (``streams.settings.bundled_path``), so a user's catalog folder needs no ``riverline/``.
@@ -26,6 +27,11 @@ the Avro single-object encoding (``C3 01`` + fingerprint) carries it; this match
 ``fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")`` hex for hex. Two versions
 whose only differences are docs, defaults, aliases or logical types share a
 fingerprint; a lookup by fingerprint then answers the latest such version.
+
+A catalog may be given a Schema Registry (:class:`RegistryIds`, built by
+:func:`streams.serialization.registry.load_catalog`): Confluent ids are then resolved by
+the registry, matched to a catalog version by fingerprint, and ``confluent-ids.toml`` is
+not used (its ids would clash with the registry's).
 """
 
 from __future__ import annotations
@@ -36,19 +42,20 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, DecodeError
 from streams.settings import bundled_path
 
 __all__ = [
     "CONFLUENT_IDS_FILE",
     "RIVERLINE_DIR",
     "CatalogError",
+    "RegistryIds",
     "SchemaCatalog",
     "SchemaVersion",
     "compute_fingerprint",
@@ -135,6 +142,21 @@ class SchemaVersion:
         )
 
 
+class RegistryIds(Protocol):
+    """What a catalog asks of a Schema Registry (:mod:`streams.serialization.registry`)."""
+
+    frames_outputs: bool
+    """Whether Riverline's own topics are written in Confluent framing."""
+
+    def fingerprint(self, schema_id: int) -> bytes:
+        """The fingerprint of a registered id's schema; raises DecodeError if unusable."""
+        ...
+
+    def register(self, subject: str, sv: SchemaVersion) -> int:
+        """The id of ``sv`` registered under ``subject`` (registered now if need be)."""
+        ...
+
+
 class SchemaCatalog:
     """All schema versions, loaded once at start-up (see the module docstring for layout)."""
 
@@ -143,9 +165,12 @@ class SchemaCatalog:
         versions: Iterator[SchemaVersion] | list[SchemaVersion],
         confluent_ids: dict[int, tuple[str, int]] | None = None,
         root: Path | None = None,
+        registry: RegistryIds | None = None,
     ) -> None:
         self.root = root
         """Directory the catalog was loaded from (None when built in memory)."""
+        self.registry = registry
+        """The Schema Registry that resolves Confluent ids, if any."""
         self._subjects: dict[str, dict[int, SchemaVersion]] = {}
         for sv in versions:
             per_subject = self._subjects.setdefault(sv.subject, {})
@@ -169,6 +194,8 @@ class SchemaCatalog:
                 self._by_fp[sv.fingerprint] = sv
                 self._by_subject_fp[(subject, sv.fingerprint)] = sv
         self._by_id: dict[int, SchemaVersion] = {}
+        if registry is not None:
+            confluent_ids = None
         for schema_id, (subject, version) in (confluent_ids or {}).items():
             try:
                 self._by_id[schema_id] = self.get(subject, version)
@@ -179,7 +206,7 @@ class SchemaCatalog:
                 ) from exc
 
     @classmethod
-    def load(cls, root: Path) -> SchemaCatalog:
+    def load(cls, root: Path, registry: RegistryIds | None = None) -> SchemaCatalog:
         """Load every schema under ``root`` (layout in the module docstring), with
         Riverline's own records from the schemas it ships (a user's folder needs none)."""
         root = Path(root)
@@ -199,7 +226,8 @@ class SchemaCatalog:
                 versions.extend(_load_subject(directory))
         shipped = _load_records(bundled_path("schemas") / RIVERLINE_DIR)
         versions.extend(_merge_records(shipped, own_records, root / RIVERLINE_DIR))
-        return cls(versions, _load_confluent_ids(root / CONFLUENT_IDS_FILE), root=root)
+        ids = _load_confluent_ids(root / CONFLUENT_IDS_FILE)
+        return cls(versions, ids, root=root, registry=registry)
 
     def subjects(self) -> list[str]:
         """Every subject, sorted (Riverline's own records are ``riverline.<name>``)."""
@@ -244,6 +272,48 @@ class SchemaCatalog:
         """The Confluent id mapped to a version, if any (the lowest when several are)."""
         ids = [i for i, v in self._by_id.items() if v == sv]
         return min(ids) if ids else None
+
+    def resolve_confluent_id(self, schema_id: int, subject: str | None = None) -> SchemaVersion:
+        """The catalog version a Confluent id stands for, preferring ``subject``'s versions.
+
+        Raises
+        ------
+        DecodeError
+            ``unknown_confluent_id`` (not mapped, or not registered),
+            ``schema_not_in_catalog`` (registered, but no catalog version has its
+            canonical form) or ``schema_registry_unavailable``.
+        """
+        if self.registry is None:
+            sv = self._by_id.get(schema_id)
+            if sv is None:
+                raise DecodeError(
+                    "unknown_confluent_id",
+                    f"Confluent schema id {schema_id} is not in {CONFLUENT_IDS_FILE}; add "
+                    f"it there, or set RIVERLINE_SCHEMA_REGISTRY_URL",
+                )
+            return sv
+        fp = self.registry.fingerprint(schema_id)
+        sv = self.by_fingerprint(fp, subject) if subject else self.by_fingerprint(fp)
+        if sv is None:
+            other = self.by_fingerprint(fp) if subject else None
+            where = f" (it is {other.label}, not a version of {subject!r})" if other else ""
+            raise DecodeError(
+                "schema_not_in_catalog",
+                f"Confluent schema id {schema_id} is registered, but its schema (fingerprint "
+                f"{fp.hex()}) is not in the catalog{where}; add it as "
+                f"schemas/{subject or '<subject>'}/v<N>.avsc",
+            )
+        return sv
+
+    def output_header(self, topic: str, sv: SchemaVersion) -> bytes:
+        """What precedes the Avro body of ``sv`` on Riverline's own ``topic``.
+
+        ``C3 01`` + fingerprint (single-object encoding), or with a registry that frames
+        outputs, ``00`` + the id of ``sv`` registered under ``<topic>-value``.
+        """
+        if self.registry is None or not self.registry.frames_outputs:
+            return b"\xc3\x01" + sv.fingerprint
+        return b"\x00" + self.registry.register(f"{topic}-value", sv).to_bytes(4, "big")
 
     def record(self, name: str) -> SchemaVersion:
         """The latest version of one of Riverline's own records, e.g. ``"prediction"``."""

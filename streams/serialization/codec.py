@@ -4,7 +4,8 @@ Wire formats on ``P.raw`` are detected per message:
 
 * ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint + body: Avro single-object.
 * ``00`` + 4-byte big-endian Confluent schema id + body: Confluent framing; ids map to
-  catalog versions through ``schemas/confluent-ids.toml``.
+  catalog versions through the Schema Registry, if the catalog has one, else through
+  ``schemas/confluent-ids.toml``.
 * anything else: a UTF-8 JSON object.
 
 A value that starts with either Avro magic but is too short to hold its header is
@@ -44,7 +45,11 @@ Decode failures raise :class:`~streams.errors.DecodeError` with a stable ``reaso
 ``wrong_type``, ``non_finite``, ``bad_enum``, ``bad_timestamp``, ``unknown_fingerprint``,
 ``unknown_confluent_id``, ``truncated``, ``trailing_bytes``, ``bad_union_index``,
 ``bad_enum_index``, ``oversized_collection``, ``invalid_avro``, ``bad_string``,
-``id_too_long``, ``bad_event_time``.
+``id_too_long``, ``bad_event_time``, ``schema_not_in_catalog``,
+``schema_registry_unavailable``.
+
+Riverline's own records (:func:`decode_single_object`) are read in either Avro framing,
+told apart by the first byte, so its readers follow ``RIVERLINE_OUTPUT_FORMAT``.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ __all__ = [
     "EventDecoder",
     "decode_single_object",
     "encode_confluent",
+    "encode_framed",
     "encode_single_object",
 ]
 
@@ -111,6 +117,8 @@ REASONS: Final = (
     "bad_string",
     "id_too_long",
     "bad_event_time",
+    "schema_not_in_catalog",
+    "schema_registry_unavailable",
 )
 
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
@@ -440,6 +448,9 @@ class EventDecoder:
         return reader
 
     def _confluent_reader(self, schema_id: int) -> AvroReader:
+        if self.catalog.registry is not None:
+            resolved = self.catalog.resolve_confluent_id(schema_id, self.subject)
+            return self._confluent_cached(schema_id, resolved)
         writer = self.catalog.by_confluent_id(schema_id)
         if writer is None or writer.subject != self.subject:
             where = f" (it maps to {writer.label}, not {self.subject!r})" if writer else ""
@@ -448,6 +459,9 @@ class EventDecoder:
                 f"Confluent schema id {schema_id} is not mapped to subject "
                 f"{self.subject!r}{where}; add it to schemas/confluent-ids.toml",
             )
+        return self._confluent_cached(schema_id, writer)
+
+    def _confluent_cached(self, schema_id: int, writer: SchemaVersion) -> AvroReader:
         reader = AvroReader(writer, self.latest, require_finite=True, max_items=self.max_items)
         self._by_id[schema_id] = reader
         return reader
@@ -467,13 +481,15 @@ def decode_single_object(
     max_items: int = DEFAULT_MAX_ITEMS,
     require_finite: bool = False,
 ) -> tuple[SchemaVersion, dict[str, Any]]:
-    """Decode an Avro single-object message; returns (writer version, record).
+    """Decode an Avro single-object (or Confluent-framed) message; returns (writer, record).
 
-    For Riverline's own topics. The record is resolved into ``reader`` (default: the
-    latest version of the writer's subject). Bounded and checked exactly as
-    :class:`EventDecoder` checks raw Avro, except that NaN and infinities are returned as
-    written unless ``require_finite`` (what Riverline wrote, it reads back faithfully;
-    finiteness of model inputs is enforced where events enter, on ``P.raw``).
+    For Riverline's own topics; a value starting with ``00`` is Confluent framing, its id
+    resolved by the catalog (:meth:`SchemaCatalog.resolve_confluent_id`). The record is
+    resolved into ``reader`` (default: the latest version of the writer's subject).
+    Bounded and checked exactly as :class:`EventDecoder` checks raw Avro, except that NaN
+    and infinities are returned as written unless ``require_finite`` (what Riverline
+    wrote, it reads back faithfully; finiteness of model inputs is enforced where events
+    enter, on ``P.raw``).
     """
     if not data:
         raise DecodeError("empty", "the message has no value (empty or null)")
@@ -481,32 +497,42 @@ def decode_single_object(
         raise DecodeError("too_large", f"the value is {len(data)} bytes, over {max_bytes}")
     if type(data) is not bytes:
         data = bytes(data)
-    if not data.startswith(SINGLE_OBJECT_MAGIC) and not SINGLE_OBJECT_MAGIC.startswith(data):
+    confluent = data[0] == 0
+    if not (
+        confluent or data.startswith(SINGLE_OBJECT_MAGIC) or SINGLE_OBJECT_MAGIC.startswith(data)
+    ):
         raise DecodeError(
-            "invalid_avro", "not Avro single-object encoding (does not start with C3 01)"
+            "invalid_avro", "not Avro single-object encoding (C3 01) nor Confluent framing (00)"
         )
-    if len(data) < _SINGLE_OBJECT_HEADER:
+    header = _CONFLUENT_HEADER if confluent else _SINGLE_OBJECT_HEADER
+    if len(data) < header:
         raise DecodeError(
-            "truncated",
-            f"Avro single-object message of {len(data)} bytes is shorter than its header",
+            "truncated", f"Avro message of {len(data)} bytes is shorter than its header"
         )
-    fp = data[2:_SINGLE_OBJECT_HEADER]
+    ident = data[:header]
     cache = _READERS.setdefault(catalog, {})
-    key = (fp, None if reader is None else reader.label, max_items, require_finite)
+    key = (ident, None if reader is None else reader.label, max_items, require_finite)
     avro = cache.get(key)
     if avro is None:
-        writer = catalog.by_fingerprint(fp)
-        if writer is None:
-            raise DecodeError(
-                "unknown_fingerprint",
-                f"schema fingerprint {fp.hex()} is not in the catalog",
-            )
+        writer = _writer_of(catalog, ident, reader)
         target = reader if reader is not None else catalog.latest(writer.subject)
-        if reader is not None:
-            writer = catalog.by_fingerprint(fp, reader.subject) or writer
         avro = AvroReader(writer, target, require_finite=require_finite, max_items=max_items)
         cache[key] = avro
-    return avro.writer, avro.read(data, _SINGLE_OBJECT_HEADER)
+    return avro.writer, avro.read(data, header)
+
+
+def _writer_of(catalog: SchemaCatalog, ident: bytes, reader: SchemaVersion | None) -> SchemaVersion:
+    """The writer version a message header names (reader's subject first)."""
+    subject = reader.subject if reader is not None else None
+    if ident[0] == 0:
+        return catalog.resolve_confluent_id(int.from_bytes(ident[1:], "big"), subject)
+    fp = ident[2:]
+    writer = (subject and catalog.by_fingerprint(fp, subject)) or catalog.by_fingerprint(fp)
+    if writer is None:
+        raise DecodeError(
+            "unknown_fingerprint", f"schema fingerprint {fp.hex()} is not in the catalog"
+        )
+    return writer
 
 
 #: Compiled writers by schema version; ``None`` where fastavro writes every record.
@@ -547,6 +573,13 @@ def encode_single_object(
     fastavro writes, by a writer compiled for the schema (:mod:`streams.serialization.avro_writer`).
     """
     return _encode(SINGLE_OBJECT_MAGIC + sv.fingerprint, sv, record, validate)
+
+
+def encode_framed(
+    header: bytes, sv: SchemaVersion, record: dict[str, Any], *, validate: bool = False
+) -> bytes:
+    """``header`` (from :meth:`SchemaCatalog.output_header`) + the Avro body of ``record``."""
+    return _encode(header, sv, record, validate)
 
 
 def encode_confluent(
