@@ -15,7 +15,7 @@ it measured (:mod:`benchmarks.render` quotes both).
 Sections that need Kafka take the cluster from ``options.settings``. The sections are
 ``ingest`` (:mod:`benchmarks.bench_ingest`), ``features``
 (:mod:`benchmarks.bench_features`), ``pipeline`` (:mod:`benchmarks.bench_pipeline`) and
-``decoupled`` (:mod:`benchmarks.bench_decoupled`); benchmarks/README.md has the method.
+``decoupled`` (:mod:`benchmarks.bench_decoupled`); docs/benchmark.md has the method.
 """
 
 from __future__ import annotations
