@@ -141,9 +141,16 @@ def _pipeline_notes(section: Mapping[str, Any]) -> str:
     cpu = section.get("latency_cpu") or {}
     if cpu.get("processes"):
         shares = ", ".join(f"{name} {share:.0%}" for name, share in cpu["processes"].items())
+        thread = cpu.get("thread") or {}
+        loop = (
+            f"; the worker's event-loop thread ran {thread['ran']:.0%} of the time and waited "
+            f"for a CPU {thread['waited_for_cpu']:.0%}"
+            if thread
+            else ""
+        )
         notes.append(
             f"CPU during Riverline's latency run ({cpu['seconds']:g} s, share of one core): "
-            f"{shares}; machine idle {cpu['machine_idle']:.0%}."
+            f"{shares}; machine idle {cpu['machine_idle']:.0%}{loop}."
         )
     stalls = section.get("machine_stalls") or {}
     for when, probe in stalls.items():
@@ -168,11 +175,20 @@ def _rows_table(section: Mapping[str, Any]) -> str:
     return _table(columns, body)
 
 
+def _scalars(values: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key value`` for each number or string, nested dicts' keys prefixed; lists left out."""
+    shown = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            shown += _scalars(value, f"{prefix}{key} ")
+        elif not isinstance(value, list) and value is not None:
+            shown.append(f"{prefix}{key} {_number(value)}")
+    return shown
+
+
 def _flat(name: str, values: Any) -> str:
     if isinstance(values, Mapping):
-        shown = ", ".join(
-            f"{k} {_number(v)}" for k, v in values.items() if not isinstance(v, dict | list)
-        )
+        shown = ", ".join(_scalars(values))
         return f"\n{name}: {shown}.\n" if shown else ""
     return f"\n{name}: {values}.\n" if values else ""
 
@@ -185,7 +201,7 @@ def _results(report: Mapping[str, Any], path: str) -> str:
             parts.append(_pipeline_table(section) + _pipeline_notes(section))
             continue
         parts.append(_rows_table(section))
-        for key in ("baseline", "ratios", "capacity"):
+        for key in ("baseline", "ratios", "learner", "staleness", "capacity"):
             parts.append(_flat(key, section.get(key)))
     return "".join(parts)
 
