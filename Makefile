@@ -28,7 +28,7 @@ help:
 	@echo "make kafka    download the Kafka broker jars (once)"
 	@echo "make lint     ruff and mypy"
 	@echo "make chaos    the chaos test at full size (100,000 events, 10 worker kills)"
-	@echo "make bench    the full benchmark (200,000 events; writes reports/bench.json)"
+	@echo "make bench    the full benchmark (200,000 events): benchmarks/results/<date>.json, docs' tables"
 
 venv install: $(STAMP)
 
@@ -82,10 +82,12 @@ test: $(STAMP) apt kafka
 	$(BIN)/riverline schemas check
 	RIVERLINE_DEV_MODE=1 $(BIN)/python -m pytest
 
-# The full benchmark: its own broker on free ports unless RIVERLINE_BOOTSTRAP is set.
+# The full benchmark: its own broker on free ports unless RIVERLINE_BOOTSTRAP is set. Its
+# report goes beside the docs (commit it), and the docs' tables are rendered from it.
 bench: $(STAMP) apt kafka
-	@mkdir -p reports
-	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --json reports/bench.json
+	@mkdir -p benchmarks/results
+	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --json benchmarks/results/$$(date -u +%F).json
+	$(BIN)/python -m benchmarks.render
 
 # The chaos tests at full size (make test: 10,000 events, 4,000 in exactly-once mode, a
 # 3 s burst).

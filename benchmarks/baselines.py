@@ -31,6 +31,13 @@ The kinds:
     What tutorials do: one per-event Faust agent, raw -> predictions, with ``json.loads``,
     per-card features in Python dicts, River ``predict_proba_one``/``learn_one`` and
     ``json.dumps``. No validation, no lineage, no checkpoints, no dead letters.
+
+Every Faust baseline gets the worker's client set-up, so the comparison is of the work
+done and not of the tuning: fetches wait at most ``fetch_max_wait_ms`` at the broker, the
+producer writes record batches of up to ``record_batch_bytes`` without lingering (Faust's
+default, as the worker), and the libraries log at warnings and up (:data:`_LOGGING`).
+What the floor and the naive pipeline do not get is Riverline's own code: the hand-over
+consumer, ``RawTopic`` and the batch loop (``empty`` has those).
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.messages import InMessage, OutMessage
 from streams.pipeline.stage import StageResult
 
-__all__ = ["CardHistory", "Forward", "main", "naive_features"]
+__all__ = ["CardHistory", "Forward", "faust_app", "main", "naive_features"]
 
 HOPS = ("events", "features", "predictions")
 #: Warnings and up from the libraries, named, as the worker logs them. Not
@@ -165,7 +172,12 @@ async def _run_raw(args: dict[str, Any]) -> None:
         await producer.stop()
 
 
-def _faust_app(args: dict[str, Any], name: str, **conf: Any) -> faust.App:
+def _faust_app(args: dict[str, Any], name: str) -> faust.App:
+    """A Faust app for one baseline, its clients set up as the worker's (agents/app.py)."""
+    # Imported here: the raw baseline, which has no Faust app, does not load it.
+    from agents.internals import use_fetch_max_wait
+
+    use_fetch_max_wait(int(args["fetch_max_wait_ms"]))
     return faust.App(
         f"{args['prefix']}.{name}",
         broker=";".join(f"kafka://{h}" for h in str(args["bootstrap"]).split(",")),
@@ -179,7 +191,7 @@ def _faust_app(args: dict[str, Any], name: str, **conf: Any) -> faust.App:
         datadir=str(args["datadir"]),
         web_enabled=False,
         autodiscover=False,
-        **conf,
+        producer_max_batch_size=int(args["record_batch_bytes"]),
     )
 
 
@@ -207,13 +219,12 @@ class Forward:
 def _empty_app(args: dict[str, Any]) -> faust.App:
     # Imported here: they bring in Riverline's settings (pydantic) and metrics, which would
     # count in the other baselines' peak RSS.
-    from agents.internals import RawTopic, use_fetch_max_wait, use_handover_consumer
+    from agents.internals import RawTopic, use_handover_consumer
     from agents.io import run_stage
     from streams.observability.metrics import WorkerMetrics
     from streams.trust.records import RecordSigner
 
-    use_fetch_max_wait(int(args["fetch_max_wait_ms"]))
-    app = _faust_app(args, "empty", producer_max_batch_size=int(args["record_batch_bytes"]))
+    app = _faust_app(args, "empty")
     use_handover_consumer(app)
     stage = Forward(tuple(f"{args['prefix']}.{h}" for h in HOPS))
     metrics = WorkerMetrics()
@@ -268,13 +279,18 @@ def _naive_app(args: dict[str, Any]) -> faust.App:
     return app
 
 
+def faust_app(kind: str, args: dict[str, Any]) -> faust.App:
+    """The Faust app of baseline ``kind`` (``empty``, ``floor`` or ``naive``), not started."""
+    return {"empty": _empty_app, "floor": _floor_app, "naive": _naive_app}[kind](args)
+
+
 def main(argv: list[str]) -> None:
     """Entry point: ``python -m benchmarks.baselines raw|empty|floor|naive ARGS_JSON``."""
     kind, args = argv[0], json.loads(argv[1])
     if kind == "raw":
         asyncio.run(_run_raw(args))
         return
-    app = {"empty": _empty_app, "floor": _floor_app, "naive": _naive_app}[kind](args)
+    app = faust_app(kind, args)
     worker = faust.Worker(app, loglevel="WARNING", logging_config=_LOGGING, quiet=True)
     worker.execute_from_commandline()
 

@@ -53,8 +53,14 @@ DESCRIBE: Final = {
         "Riverline's agent with empty stages: Faust set up as the worker, Riverline's "
         "micro-batches and record-batch sends, each message's bytes to the 3 output topics"
     ),
-    "floor": "Faust alone: 1 empty per-event agent, raw -> events + features + predictions",
-    "naive": "1 per-event Faust agent: json.loads, dict features, River predict/learn, json.dumps",
+    "floor": (
+        "Faust alone, its clients set up as the worker's: 1 empty per-event agent, "
+        "raw -> events + features + predictions"
+    ),
+    "naive": (
+        "1 per-event Faust agent, its clients set up as the worker's: json.loads, dict "
+        "features, River predict/learn, json.dumps"
+    ),
     "riverline": (
         "riverline worker (one-pass, sink process): validate + lineage + Avro, Numba "
         "features, River, Avro out"

@@ -3,7 +3,7 @@
 The pipeline section runs every contender (aiokafka, Riverline's agent with empty stages,
 the Faust floor, the naive agent and a real Riverline worker) on the same pre-produced
 topic, and the decoupled section serving workers beside one learner, so this keeps the
-benchmark from rotting; its numbers belong to the benchmark's own runs (README, Benchmark).
+benchmark from rotting; its numbers belong to the benchmark's own runs (docs/benchmark.md).
 """
 
 from __future__ import annotations

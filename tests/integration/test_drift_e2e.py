@@ -4,8 +4,10 @@
 10,000, width 1,000; Agrawal seed 42) flow through the worker; its Hoeffding tree learns
 prequentially and ADWIN watches its errors. The drift alerts on ``riverline.alerts`` say
 after how many labels they fired: the first is between 9,500 and 11,000 and none before
-9,000 (the issue's bounds). The drift metric counts them, and ``riverline report`` draws
-the drift marker on the learning curve (``drift_markers`` finds it in the run's records).
+9,000 (the issue's bounds), and they are where River alone (its tree and its ADWIN over
+the same stream, computed here) detects the drift. The drift metric counts them, and
+``riverline report`` draws the drift marker on the learning curve (``drift_markers``
+finds it in the run's records).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from river_offline import agrawal_drift_rows, drift_detections, quoted
 
 from streams.cli.workerproc import WorkerProcess
 from streams.ingestion.producer import produce_dataset
@@ -76,6 +79,10 @@ def test_agrawal_drift_is_alerted_where_it_happens(settings_factory, tmp_path: P
     assert labels, f"no drift alert; alerts: {alerts}"
     assert not [n for n in labels if n < 9_000], labels
     assert 9_500 <= labels[0] <= 11_000, labels
+    river = drift_detections(agrawal_drift_rows(N_EVENTS))
+    assert labels == river, f"live {labels}, River offline {river}"
+    readme = quoted(r"printed\s+`drift alerts after \[([\d, ]+)\] labels`")
+    assert readme == (", ".join(map(str, river)),)
     assert all(a["model"].startswith("agrawal-ht@") for a in drifts)
 
     counted = re.findall(
