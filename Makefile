@@ -80,7 +80,7 @@ test: $(STAMP) apt kafka
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/riverline schemas check
-	RIVERLINE_DEV_MODE=1 $(BIN)/python -m pytest
+	RIVERLINE_DEV_MODE=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The full benchmark: its own broker on free ports unless RIVERLINE_BOOTSTRAP is set. Its
 # report goes beside the docs (commit it), and the docs' tables are rendered from it.
@@ -89,7 +89,7 @@ bench: $(STAMP) apt kafka
 	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --json benchmarks/results/$$(date -u +%F).json
 	$(BIN)/python -m benchmarks.render
 
-# The chaos tests at full size (make test: 10,000 events, 4,000 in exactly-once mode, a
+# The chaos tests at full size (make test: 10,000 events, 2,500 in exactly-once mode, a
 # 3 s burst).
 chaos: $(STAMP) apt kafka
 	RIVERLINE_DEV_MODE=1 RIVERLINE_CHAOS_EVENTS=100000 RIVERLINE_CHAOS_EOS_EVENTS=100000 \

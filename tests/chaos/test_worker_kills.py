@@ -13,7 +13,7 @@ that preceded a kill. It reports loss and the duplicate rate.
 Size: 10,000 events over 1,000 keys in ``make test``; ``RIVERLINE_CHAOS_EVENTS=100000``
 (``make chaos``) runs the issue's 100,000.
 
-The same ten kills run again with ``RIVERLINE_GUARANTEE=exactly_once`` (4,000 events in
+The same ten kills run again with ``RIVERLINE_GUARANTEE=exactly_once`` (2,500 events in
 ``make test``, ``RIVERLINE_CHAOS_EOS_EVENTS``; 100,000 in ``make chaos``): there a
 ``read_committed`` consumer must find every output exactly once.
 
@@ -55,7 +55,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 N_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EVENTS", "10000"))
 #: The exactly-once run's size (``make chaos``: the same as the other's).
-EOS_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EOS_EVENTS", str(min(N_EVENTS, 4000))))
+EOS_EVENTS = int(os.environ.get("RIVERLINE_CHAOS_EOS_EVENTS", str(min(N_EVENTS, 2500))))
 N_KEYS = max(1, N_EVENTS // 10)
 N_KILLS = 10
 SEED = 99
