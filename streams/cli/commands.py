@@ -39,9 +39,10 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Where commands print their results.
-console = Console()
+# Long lines are not broken: paths and commands stay whole to copy (the terminal wraps).
+console = Console(soft_wrap=True)
 #: Where errors and warnings go.
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def one_line(exc: BaseException, bootstrap: str | None = None) -> str:

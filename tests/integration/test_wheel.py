@@ -244,7 +244,7 @@ def test_the_wheel_runs_a_users_pipeline_from_their_folder(
     checked = installed.run("--schemas-dir", "schemas", *USER_PIPELINE_CHECK, cwd=user)
     assert checked.returncode == 0, checked.stderr
     assert "mine.toml: no problems found" in checked.stdout
-    assert "phishing" not in checked.stdout  # the user's folder, not the examples
+    assert "ok spec mine" in checked.stdout  # the user's pipeline, from their folder
     settings = settings_factory(
         web_port=free_port(),
         schemas_dir=user / "schemas",

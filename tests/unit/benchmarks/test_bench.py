@@ -38,7 +38,7 @@ def quick_report() -> dict:
 
 def test_quick_ingest_section_compares_every_format_with_fastavro(quick_report: dict) -> None:
     assert list(quick_report["sections"]) == ["ingest"]
-    assert list(SECTIONS) == ["ingest", "features", "pipeline", "decoupled"]
+    assert list(SECTIONS) == ["ingest", "features", "pipeline", "decoupled", "guarantees"]
     assert quick_report["quick"] is True
     ingest = quick_report["sections"]["ingest"]
     assert ingest["schema"].startswith("phishing/v1/")
