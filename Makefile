@@ -1,4 +1,4 @@
-# Riverline: `make demo` and `make test` work on a fresh machine (see README Quickstart).
+# Riverline: `make demo` and `make test` work on a fresh machine (see README, "Two commands").
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 

@@ -64,7 +64,7 @@ def bundled_path(name: str) -> Path:
 
 
 #: Record batches of the worker's producer (agents.io.send_all): a full micro-batch goes
-#: out in fewer, larger produce requests than with Faust's 16 KiB (see README, Benchmark).
+#: out in fewer, larger produce requests than with Faust's 16 KiB (see docs/benchmark.md, Method).
 PRODUCER_BATCH_BYTES = 256 * 1024
 
 #: Room for key, headers and framing beyond a raw message's value, in Riverline's topics.

@@ -34,7 +34,7 @@ def kafka_fetch(ctx: click.Context) -> None:
     "--secure",
     is_flag=True,
     help="SASL/SCRAM-SHA-256 with ACLs for the principals admin, producer, consumer and "
-    "riverline (see README, 'Securing a deployment').",
+    "riverline (see docs/security.md).",
 )
 @click.option(
     "--pipeline",

@@ -81,8 +81,8 @@ def test_agrawal_drift_is_alerted_where_it_happens(settings_factory, tmp_path: P
     assert 9_500 <= labels[0] <= 11_000, labels
     river = drift_detections(agrawal_drift_rows(N_EVENTS))
     assert labels == river, f"live {labels}, River offline {river}"
-    readme = quoted(r"printed\s+`drift alerts after \[([\d, ]+)\] labels`")
-    assert readme == (", ".join(map(str, river)),)
+    docs = quoted(r"printed\s+`drift alerts after \[([\d, ]+)\] labels`", "docs/concepts.md")
+    assert docs == (", ".join(map(str, river)),)
     assert all(a["model"].startswith("agrawal-ht@") for a in drifts)
 
     counted = re.findall(

@@ -7,7 +7,7 @@ the worker, as River's ``delay=50`` reveals it: the label of event i - 50 is joi
 worker says so on ``/models``) after event i - 1 is predicted and before event i is sent.
 The champion's accuracy and ROC AUC, joined with the labels, then equal River's
 ``progressive_val_score(..., delay=50)`` over the same events, computed here; the
-README's figure is River's over the whole dataset. Then the admin API refuses
+figure docs/concepts.md quotes is River's over the whole dataset. Then the admin API refuses
 missing and weak tokens, and ``riverline models promote`` and ``rollback`` change the
 model that the next predictions carry, with audit records.
 """
@@ -208,8 +208,10 @@ def test_delayed_labels_give_river_delay_50_scores(delayed, live: Live) -> None:
     print(f"\ndelay-{DELAY}, {len(events)} events, live: {live_scores}; River offline: {river}")
     assert live_scores == pytest.approx(river, abs=1e-12)
     whole = progressive_scores(phishing_rows, logistic_regression, delay=DELAY)
-    readme = quoted(r"sent 50 events late, the live accuracy is ([\d.]+%), as River's")
-    assert readme == (f"{whole['accuracy']:.2%}",)
+    docs = quoted(
+        r"sent 50 events late, the live accuracy is ([\d.]+%), as River's", "docs/concepts.md"
+    )
+    assert docs == (f"{whole['accuracy']:.2%}",)
     assert {r["model"] for r in records} == {"phishing-lr@1"}
     body = _get(live, "/models", VIEWER)[1]
     assert body["pipelines"]["phishing"]["labels"]["joined"] == len(events) - DELAY

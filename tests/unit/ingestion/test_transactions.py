@@ -110,7 +110,7 @@ def test_spec_keys_features_by_card_and_models_them(spec: PipelineSpec) -> None:
     assert spec.model.target == "is_fraud"
     assert raw_inputs(spec) == ("amount", "card_limit")
     assert set(spec.model.inputs) - set(raw_inputs(spec)) <= set(fs.outputs)
-    # Every feature kind appears once (the README's examples come from this file).
+    # Every feature kind appears once (docs/concepts.md's examples come from this file).
     kinds = sorted(d["kind"] for d in fs.to_spec()["derived"])
     assert kinds == sorted(
         [

@@ -1,4 +1,5 @@
-"""The README's dead-letter tables name every reason the decoder and label reader raise."""
+"""The dead-letter tables of docs/concepts.md name every reason the decoder and label reader
+raise."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def _section(text: str, heading: str) -> str:
     return text[start : end if end != -1 else None]
 
 
-def test_readme_lists_every_dead_letter_reason() -> None:
-    section = _section((REPO_ROOT / "README.md").read_text(), "### Dead letters")
+def test_concepts_page_lists_every_dead_letter_reason() -> None:
+    section = _section((REPO_ROOT / "docs" / "concepts.md").read_text(), "### Dead letters")
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     documented = [name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])]
     assert len(documented) == len(set(documented)), "a reason is listed twice"
