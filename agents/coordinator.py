@@ -349,7 +349,7 @@ class Coordinator:
                 return
             try:
                 await self.settle()
-                if self.transactions is not None and not await self._abort_or_fenced():
+                if self.transactions is not None and not await self._abort_or_fenced(exc):
                     return
                 self.state.forget()
                 await self._resume(self.app.consumer.assignment(), seek_all=True)
@@ -388,12 +388,12 @@ class Coordinator:
         if self.transactions.open:
             await self.transactions.abort()
 
-    async def _abort_or_fenced(self) -> bool:
+    async def _abort_or_fenced(self, exc: BaseException) -> bool:
         """Before a restore: abort the open transaction. False if this worker was fenced:
         the partitions' new owner has them; nothing more until they are assigned here
         again (or, if still assigned after a while, the watchdog takes over again)."""
         assert self.transactions is not None
-        await self.transactions.abort()
+        await self.transactions.fail(exc)
         if self.transactions.fenced and self._fenced_at is None:
             self._fenced_at = time.monotonic()
             why = "fenced: another worker started with this pipeline's transactional id"

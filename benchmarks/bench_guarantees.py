@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from benchmarks.contenders import PeakRss, riverline_settings
 from benchmarks.events import bench_events, event_keys
 from benchmarks.kafka_io import Topic, cluster, ensure, produce
-from benchmarks.latency import event_id, offered_rate
+from benchmarks.latency import event_id, offered_rate, quantiles_ms
 from benchmarks.options import BenchOptions, say
 from streams.cli.workerproc import WorkerProcess
 from streams.errors import RiverlineError
@@ -188,13 +187,7 @@ async def _latency(
         latencies = [max(0.0, w.arrived[k] - ts) for k, ts in sent.items() if k in w.arrived]
     if len(latencies) < count:
         raise RiverlineError(f"{who} latency: {count - len(latencies):,} offered events missing")
-    qs = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
-        "offered_per_s": round(rate),
-        "events": len(latencies),
-        **{f"p{q}_ms": round(qs[q - 1], 1) for q in (50, 95, 99)},
-        "max_ms": round(max(latencies), 1),
-    }
+    return {"offered_per_s": round(rate), "events": len(latencies), **quantiles_ms(latencies)}
 
 
 def _report(options: BenchOptions, spec: PipelineSpec, results: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from benchmarks.options import BenchOptions, say
 from streams.errors import RiverlineError
 from streams.spec import PipelineSpec
 
-__all__ = ["event_id", "latency_over", "measure_latency", "offered_rate"]
+__all__ = ["event_id", "latency_over", "measure_latency", "offered_rate", "quantiles_ms"]
 
 
 def offered_rate(options: BenchOptions, riverline: dict[str, Any]) -> float:
@@ -86,11 +86,18 @@ async def measure_latency(
     latencies = [max(0.0, float(ts - sent[eid])) for eid, ts in came.items()]
     if len(latencies) < count:
         raise RiverlineError(f"{who} latency: {count - len(latencies):,} offered events missing")
-    qs = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "offered_per_s": round(rate),
         "load": options.latency_load,
         "events": len(latencies),
+        **quantiles_ms(latencies),
+    }
+
+
+def quantiles_ms(latencies: Sequence[float]) -> dict[str, float]:
+    """p50, p95, p99 and the maximum of latencies in milliseconds, to 0.1 ms."""
+    qs = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
         "p50_ms": round(qs[49], 1),
         "p95_ms": round(qs[94], 1),
         "p99_ms": round(qs[98], 1),

@@ -18,19 +18,15 @@ Each event's key is its ``key_field`` value (its id when the spec has no key fie
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from streams.ingestion.inference import avro_name
+from streams.ingestion.producer import send_paced
 from streams.ingestion.user_files import Row, csv_coercer
-from streams.kafka.auth import client_kwargs
 from streams.pipeline.stage import now_ms
 from streams.settings import Settings
 from streams.spec import PipelineSpec
@@ -105,43 +101,25 @@ async def produce_file(
     ``rate`` is events per second (None: as fast as the broker takes them);
     ``on_sent(n)`` is called with the running count every 100 events and at the end.
     """
-    topic = spec.topics(settings.namespace).raw
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.effective_bootstrap,
-        linger_ms=5,
-        acks="all",
-        **client_kwargs(settings),
-    )
-    await producer.start()
-    started = time.perf_counter()
-    sent = 0
-    try:
-        pending = []
+
+    def messages() -> Iterator[tuple[None, bytes, bytes]]:
         for event in events:
-            if limit is not None and sent >= limit:
-                break
-            if rate:
-                ahead = started + sent / rate - time.perf_counter()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
             key = event.get(spec.key_field) if spec.key_field else None
             key = event[spec.id_field] if key is None else key
-            value = json.dumps(event, default=str).encode()
-            pending.append(await producer.send(topic, value=value, key=str(key).encode()))
-            sent += 1
-            if on_sent and sent % 100 == 0:
-                on_sent(sent)
-            if len(pending) >= 1000:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-        await producer.flush()
-    finally:
-        await producer.stop()
+            yield None, str(key).encode(), json.dumps(event, default=str).encode()
+
+    def sent_one(_: None, count: int) -> None:
+        if on_sent and count % 100 == 0:
+            on_sent(count)
+
+    topic = spec.topics(settings.namespace).raw
+    sent, seconds = await send_paced(
+        settings, topic, messages(), rate=rate, limit=limit, on_sent=sent_one
+    )
     if on_sent:
         on_sent(sent)
     report.sent = sent
-    report.seconds = time.perf_counter() - started
+    report.seconds = seconds
     return report
 
 

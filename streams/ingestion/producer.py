@@ -6,9 +6,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
@@ -21,7 +21,9 @@ from streams.serialization.codec import encode_single_object
 from streams.settings import Settings
 from streams.spec import PipelineSpec
 
-__all__ = ["ProduceReport", "dataset_events", "produce_dataset"]
+__all__ = ["ProduceReport", "dataset_events", "produce_dataset", "send_paced"]
+
+T = TypeVar("T")
 
 WIRE_FORMATS = ("json", "avro")
 
@@ -78,8 +80,40 @@ async def produce_dataset(
     if not name:
         raise RiverlineError(f"pipeline {spec.name} names no dataset; pass --dataset.")
     run_id = run_id or uuid.uuid4().hex[:8]
-    topic = spec.topics(settings.namespace).raw
     schema = catalog.latest(spec.subject)
+
+    def messages() -> Iterator[tuple[str, bytes, bytes]]:
+        for event in dataset_events(spec, name, run_id, now_ms()):
+            if wire_format == "json":
+                value = json.dumps(event).encode()
+            else:
+                value = encode_single_object(schema, event)
+            key = str(event[spec.key_field]) if spec.key_field else str(event[spec.id_field])
+            yield str(event[spec.id_field]), key.encode(), value
+
+    def sent_one(event_id: str, _count: int) -> None:
+        if on_sent:
+            on_sent(event_id, now_ms())
+
+    topic = spec.topics(settings.namespace).raw
+    sent, seconds = await send_paced(
+        settings, topic, messages(), rate=rate, limit=limit, on_sent=sent_one
+    )
+    return ProduceReport(sent, seconds, run_id)
+
+
+async def send_paced(
+    settings: Settings,
+    topic: str,
+    messages: Iterable[tuple[T, bytes, bytes]],
+    *,
+    rate: float | None = None,
+    limit: int | None = None,
+    on_sent: Callable[[T, int], None] | None = None,
+) -> tuple[int, float]:
+    """Send ``(tag, key, value)`` messages to ``topic``, at ``rate`` per second (None: as
+    fast as the broker takes them), at most ``limit``; ``on_sent(tag, count)`` after each
+    send. Returns how many were sent and the seconds it took."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.effective_bootstrap,
         linger_ms=5,
@@ -91,22 +125,17 @@ async def produce_dataset(
     sent = 0
     try:
         pending = []
-        for event in dataset_events(spec, name, run_id, now_ms()):
+        for tag, key, value in messages:
             if limit is not None and sent >= limit:
                 break
             if rate:
                 ahead = started + sent / rate - time.perf_counter()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-            if wire_format == "json":
-                value = json.dumps(event).encode()
-            else:
-                value = encode_single_object(schema, event)
-            key = str(event[spec.key_field]) if spec.key_field else str(event[spec.id_field])
-            pending.append(await producer.send(topic, value=value, key=key.encode()))
+            pending.append(await producer.send(topic, value=value, key=key))
             sent += 1
             if on_sent:
-                on_sent(str(event[spec.id_field]), now_ms())
+                on_sent(tag, sent)
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
                 pending = []
@@ -114,4 +143,4 @@ async def produce_dataset(
         await producer.flush()
     finally:
         await producer.stop()
-    return ProduceReport(sent, time.perf_counter() - started, run_id)
+    return sent, time.perf_counter() - started

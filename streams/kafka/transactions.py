@@ -154,6 +154,16 @@ class Transactions:
         self._open = False
         self.committed += 1
 
+    async def fail(self, exc: BaseException) -> None:
+        """After ``exc`` broke the open transaction: abort it, or, if ``exc`` says another
+        producer took this transactional id, mark this one fenced (it must not restart:
+        that would fence the new owner)."""
+        if isinstance(exc, ProducerFenced) or isinstance(exc.__cause__, ProducerFenced):
+            self.fenced = True
+            self._open = False
+            return
+        await self.abort()
+
     async def abort(self) -> None:
         """Abort the open transaction, if any: nothing sent in it becomes visible."""
         if not self._open or self._producer is None:

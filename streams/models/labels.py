@@ -27,6 +27,7 @@ from streams.serialization.codec import (
     SINGLE_OBJECT_MAGIC,
     decode_single_object,
 )
+from streams.serialization.json_coercion import describe_value
 
 __all__ = [
     "LABEL_REASONS",
@@ -369,7 +370,9 @@ def _json_label(value: bytes) -> dict[str, Any]:
     except ValueError as exc:  # syntax, or an integer of more digits than Python reads
         raise DecodeError("bad_label", f"the label is not valid JSON: {exc}") from exc
     if type(obj) is not dict:
-        raise DecodeError("bad_label", f"a JSON label is an object {_JSON_FORM}, got {_kind(obj)}")
+        raise DecodeError(
+            "bad_label", f"a JSON label is an object {_JSON_FORM}, got {describe_value(obj)}"
+        )
     if "label" not in obj:
         raise DecodeError("bad_label", f'the JSON object has no "label": send {_JSON_FORM}')
     return obj
@@ -397,7 +400,7 @@ def _label_event_id(field: Any, key: bytes | None, max_id_bytes: int) -> str:
     else:
         raise DecodeError(
             "bad_event_id",
-            f"field 'event_id': expected the event id as a string, got {_kind(field)}",
+            f"field 'event_id': expected the event id as a string, got {describe_value(field)}",
         )
     _check_text(event_id, where)
     size = len(event_id) if event_id.isascii() else len(event_id.encode("utf-8"))
@@ -413,14 +416,18 @@ def _label_event_id(field: Any, key: bytes | None, max_id_bytes: int) -> str:
 def _checked_label(label: Any, task: str, max_id_bytes: int) -> Any:
     kind = type(label)
     if label is None or kind is list or kind is dict:
-        raise DecodeError("label_type", f"field 'label': {_EXPECTED[task]}; got {_kind(label)}")
+        raise DecodeError(
+            "label_type", f"field 'label': {_EXPECTED[task]}; got {describe_value(label)}"
+        )
     if kind is float and not math.isfinite(label):
         raise DecodeError(
             "non_finite", f"field 'label': {label} is not allowed (must be a finite number)"
         )
     checked = _TASK_LABELS.get(task, _refused)(label, kind, max_id_bytes)
     if checked is _REFUSED:
-        raise DecodeError("label_type", f"field 'label': {_EXPECTED[task]}; got {_kind(label)}")
+        raise DecodeError(
+            "label_type", f"field 'label': {_EXPECTED[task]}; got {describe_value(label)}"
+        )
     return checked
 
 
@@ -483,21 +490,3 @@ def _check_text(text: str, where: str) -> None:
             f"{where}: holds a lone UTF-16 surrogate (U+{ord(text[exc.start]):04X} at "
             f"character {exc.start}), which UTF-8 cannot encode",
         ) from exc
-
-
-def _kind(value: Any) -> str:
-    """A JSON value's type as a producer would name it, with short scalars shown."""
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        text = repr(value)
-        return f"number {text if len(text) <= 40 else text[:37] + '...'}"
-    if isinstance(value, str):
-        return f"string {json.dumps(value if len(value) <= 40 else value[:37] + '...')}"
-    if isinstance(value, list):
-        return f"array of {len(value)} items"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

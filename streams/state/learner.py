@@ -25,11 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams.errors import RiverlineError
 from streams.kafka.reading import records_to_end
+from streams.kafka.transactions import FencedError, Transactions
 from streams.messages import OutMessage
 from streams.models.artifacts import (
     CHUNK_BYTES,
@@ -56,10 +57,6 @@ from streams.trust.records import RecordSigner
 __all__ = ["FencedError", "LearnerState", "Publication", "Publisher"]
 
 log = logging.getLogger("riverline.learner")
-
-
-class FencedError(RiverlineError):
-    """Another learner took over this pipeline: this one must not publish again."""
 
 
 @dataclass(frozen=True)
@@ -305,28 +302,22 @@ class Publisher:
     ) -> None:
         self.transactional_id = transactional_id
         self.signer = signer
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            transactional_id=transactional_id,
-            enable_idempotence=True,
-            acks="all",
-            max_request_size=max_request_size,
-            **client_kwargs,
+        self._transactions = Transactions(
+            bootstrap, transactional_id, client_kwargs, max_request_size=max_request_size
         )
-        self._started = False
         self._lock = asyncio.Lock()  # one transaction at a time
-        #: Set once a transaction was fenced: the producer is unusable from then on.
-        self.fenced = False
+
+    @property
+    def fenced(self) -> bool:
+        """Another learner started since: the producer is unusable from then on."""
+        return self._transactions.fenced
 
     async def start(self) -> None:
         """Start (and so fence any earlier producer with the same transactional id)."""
-        await self._producer.start()
-        self._started = True
+        await self._transactions.start()
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await self._producer.stop()
+        await self._transactions.stop()
 
     async def publish(
         self,
@@ -344,46 +335,46 @@ class Publisher:
             If another learner started since: nothing of this transaction is visible.
         """
         async with self._lock:
-            if self.fenced:
-                raise FencedError(f"{self.transactional_id}: this learner was fenced")
+            transactions = self._transactions
             try:
-                await self._transaction(records, offsets, group, tombstones)
-            except ProducerFenced as exc:
-                self.fenced = True
-                raise FencedError(
-                    f"another learner started with the transactional id "
-                    f"{self.transactional_id}; this one stops publishing."
-                ) from exc
-            except KafkaError as exc:
-                raise RiverlineError(f"publishing failed: {type(exc).__name__}: {exc}") from exc
-
-    async def _transaction(
-        self,
-        records: Sequence[OutMessage],
-        offsets: Mapping[TopicPartition, int],
-        group: str,
-        tombstones: Sequence[tuple[str, bytes]],
-    ) -> None:
-        producer = self._producer
-        async with producer.transaction():
-            futures = []
-            for out in records:
-                headers = self.signer.sign(out.topic, out.key, out.value, out.headers)
-                futures.append(
-                    await producer.send(out.topic, value=out.value, key=out.key, headers=headers)
+                if not transactions.started and not transactions.fenced:
+                    await transactions.start()  # stopped after an abort that failed
+                await transactions.begin()
+                await self._send(records, tombstones)
+                await transactions.commit(
+                    {(tp.topic, tp.partition): o for tp, o in offsets.items()}, group
                 )
-            for topic, key in tombstones:
-                headers = self.signer.sign(topic, key, None)
-                futures.append(await producer.send(topic, value=None, key=key, headers=headers))
-            failed = [
-                r
-                for r in await asyncio.gather(*futures, return_exceptions=True)
-                if isinstance(r, BaseException)
-            ]
-            if failed:
-                raise failed[0]
-            if offsets:
-                await producer.send_offsets_to_transaction(dict(offsets), group)
+            except BaseException as exc:
+                await transactions.fail(exc)
+                if transactions.fenced:
+                    raise FencedError(
+                        f"another learner started with the transactional id "
+                        f"{self.transactional_id}; this one stops publishing."
+                    ) from exc
+                if isinstance(exc, KafkaError):
+                    raise RiverlineError(f"publishing failed: {type(exc).__name__}: {exc}") from exc
+                raise
+
+    async def _send(
+        self, records: Sequence[OutMessage], tombstones: Sequence[tuple[str, bytes]]
+    ) -> None:
+        producer = self._transactions.producer
+        futures = []
+        for out in records:
+            headers = self.signer.sign(out.topic, out.key, out.value, out.headers)
+            futures.append(
+                await producer.send(out.topic, value=out.value, key=out.key, headers=headers)
+            )
+        for topic, key in tombstones:
+            headers = self.signer.sign(topic, key, None)
+            futures.append(await producer.send(topic, value=None, key=key, headers=headers))
+        failed = [
+            r
+            for r in await asyncio.gather(*futures, return_exceptions=True)
+            if isinstance(r, BaseException)
+        ]
+        if failed:
+            raise failed[0]
 
 
 def _versions_named(state: bytes) -> list[tuple[str, int]]:

@@ -176,11 +176,8 @@ def test_exactly_once_worker_sigkilled_ten_times_publishes_each_output_once(
     assert verdict.feature_duplicates == 0
     assert verdict.prediction_duplicates == 0
     assert verdict.features_differ == [], verdict.features_differ[:5]
-    dead = read_all(rig.settings, rig.settings.topic("riverline.dlq"))
-    sources = [
-        (r.headers.get("rl.error.partition"), r.headers.get("rl.error.offset")) for r in dead
-    ]
-    assert len(sources) == len(set(sources)), "a dead letter was published twice"
+    # Every event is valid: a dead letter would be a repeat or a loss in disguise.
+    assert read_all(rig.settings, rig.settings.topic("riverline.dlq")) == []
     _assert_models_equal_an_uninterrupted_run(rig)
 
 
