@@ -43,6 +43,7 @@ from faultkit import (
     NAME,
     Producer,
     Rig,
+    Verdict,
     end_offsets,
     feature_checkpoints,
     make_events,
@@ -143,9 +144,7 @@ def test_worker_sigkilled_ten_times_loses_nothing(
         f"\nchaos: {N_EVENTS} events, {N_KEYS} keys, {N_KILLS} SIGKILLs at "
         f"{[(k['kind'], k['at']) for k in kills]} in {elapsed:.0f} s\n{verdict.summary()}"
     )
-    assert verdict.lost == [], f"{len(verdict.lost)} events lost, e.g. {verdict.lost[:5]}"
-    assert verdict.gaps == {}
-    assert verdict.unaccounted_raw == []
+    _assert_nothing_lost(verdict)
     assert verdict.features_differ == [], verdict.features_differ[:5]
     _assert_models_equal_an_uninterrupted_run(rig)
 
@@ -169,9 +168,7 @@ def test_exactly_once_worker_sigkilled_ten_times_publishes_each_output_once(
         f"\nchaos, exactly once: {EOS_EVENTS} events, {N_KILLS} SIGKILLs at "
         f"{[(k['kind'], k['at']) for k in kills]} in {elapsed:.0f} s\n{verdict.summary()}"
     )
-    assert verdict.lost == [], f"{len(verdict.lost)} events lost, e.g. {verdict.lost[:5]}"
-    assert verdict.gaps == {}
-    assert verdict.unaccounted_raw == []
+    _assert_nothing_lost(verdict)
     assert verdict.ingest_duplicates == 0
     assert verdict.feature_duplicates == 0
     assert verdict.prediction_duplicates == 0
@@ -179,6 +176,14 @@ def test_exactly_once_worker_sigkilled_ten_times_publishes_each_output_once(
     # Every event is valid: a dead letter would be a repeat or a loss in disguise.
     assert read_all(rig.settings, rig.settings.topic("riverline.dlq")) == []
     _assert_models_equal_an_uninterrupted_run(rig)
+
+
+def _assert_nothing_lost(verdict: Verdict) -> None:
+    """Every valid event predicted, no card's sequence with a gap, every raw offset on
+    ``P.events`` or the dead-letter topic."""
+    assert verdict.lost == [], f"{len(verdict.lost)} events lost, e.g. {verdict.lost[:5]}"
+    assert verdict.gaps == {}
+    assert verdict.unaccounted_raw == []
 
 
 def _assert_models_equal_an_uninterrupted_run(rig: Rig) -> None:
