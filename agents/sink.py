@@ -61,6 +61,8 @@ class SinkAgent(ConsumerRebalanceListener):
         self.spec = spec
         topics = spec.topics(settings.namespace)
         kinds = sink_topics(spec, settings.namespace, settings.topic("riverline.dlq"))
+        #: Topics whose records must carry Riverline's MAC: all but the users' labels.
+        self.signed_topics = frozenset(t for t, kind in kinds.items() if kind != "labels")
         self.sink = OfflineSink(
             spec,
             catalog,
@@ -68,11 +70,10 @@ class SinkAgent(ConsumerRebalanceListener):
             kinds=kinds,
             block_size=settings.sink_block_size,
             dead_letter_sources={topics.raw, topics.events, topics.features, topics.predictions},
+            verified=self.signed_topics,
         )
         self.topics = sorted(kinds)
         self.signer = RecordSigner(settings.signing_key_bytes())
-        #: Topics whose records must carry Riverline's MAC: all but the users' labels.
-        self.signed_topics = frozenset(t for t, kind in kinds.items() if kind != "labels")
         self.rejected = 0
         self.group = settings.topic(f"riverline-sink.{spec.name}")
         self.lock = asyncio.Lock()

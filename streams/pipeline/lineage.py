@@ -88,16 +88,28 @@ class Lineage:
         return new
 
     def to_headers(self) -> list[tuple[str, bytes]]:
+        # An event's outputs share all but the feature set and model: those headers are
+        # encoded once, kept beside the fields, and carried over by with_features/with_model.
+        shared = self.__dict__.get("_encoded")
+        if shared is None:
+            shared = self.__dict__["_encoded"] = (
+                (
+                    (EVENT_ID, self.event_id.encode()),
+                    (SCHEMA, self.schema.encode()),
+                    (SOURCE, self.source.encode()),
+                ),
+                (
+                    (PIPELINE, self.pipeline.encode()),
+                    (EVENT_TS, str(self.event_ts).encode()),
+                    (INGEST_TS, str(self.ingest_ts).encode()),
+                    (RAW_TS, str(self.raw_ts).encode()),
+                ),
+            )
         return [
-            (EVENT_ID, self.event_id.encode()),
-            (SCHEMA, self.schema.encode()),
-            (SOURCE, self.source.encode()),
+            *shared[0],
             (FEATURES, self.features.encode()),
             (MODEL, self.model.encode()),
-            (PIPELINE, self.pipeline.encode()),
-            (EVENT_TS, str(self.event_ts).encode()),
-            (INGEST_TS, str(self.ingest_ts).encode()),
-            (RAW_TS, str(self.raw_ts).encode()),
+            *shared[1],
         ]
 
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 from streams.features.stage import Featurization, Vector
@@ -231,7 +232,8 @@ def _trusted(msg: InMessage) -> InMessage:
 
 
 def _size(out: OutMessage) -> int:
-    """Bytes of a message as the broker counts it, near enough: key, value, headers, and
-    room for the record's own fields and its ``rl.mac``."""
-    headers = sum(len(k) + len(v) for k, v in out.headers)
+    """Bytes of a message as the broker counts it, near enough: key, value, headers (their
+    names' characters and values' bytes), and room for the record's own fields and its
+    ``rl.mac``."""
+    headers = sum(map(len, chain.from_iterable(out.headers)))
     return len(out.key or b"") + len(out.value) + headers + _RECORD_OVERHEAD

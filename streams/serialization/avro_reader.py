@@ -60,16 +60,21 @@ class AvroReader:
             named = reader.parsed.get("__named_schemas", {})
             self.reorder = _Reorderer(named).build(reader.parsed)
 
-    def read(self, data: bytes, offset: int) -> dict[str, Any]:
-        """The record whose body starts at ``data[offset]``; DecodeError if it is unsound."""
+    def read(self, data: bytes, offset: int, *, bounded: bool = True) -> dict[str, Any]:
+        """The record whose body starts at ``data[offset]``; DecodeError if it is unsound.
+
+        ``bounded=False`` skips the walk that bounds sizes and nesting before fastavro
+        reads: only for records whose MAC the caller verified (Riverline wrote them).
+        """
         end = len(data)
-        limits = [self.max_items, MAX_RECURSION] if self.needs_limits else None
-        pos = walk(self.plan, data, offset, end, limits)
-        if pos != end:
-            raise DecodeError(
-                "trailing_bytes",
-                f"{end - pos} bytes follow the end of the {self.writer.label} record",
-            )
+        if bounded:
+            limits = [self.max_items, MAX_RECURSION] if self.needs_limits else None
+            pos = walk(self.plan, data, offset, end, limits)
+            if pos != end:
+                raise DecodeError(
+                    "trailing_bytes",
+                    f"{end - pos} bytes follow the end of the {self.writer.label} record",
+                )
         fo = BytesIO(data)
         fo.seek(offset)
         try:

@@ -480,6 +480,7 @@ def decode_single_object(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_items: int = DEFAULT_MAX_ITEMS,
     require_finite: bool = False,
+    signed: bool = False,
 ) -> tuple[SchemaVersion, dict[str, Any]]:
     """Decode an Avro single-object (or Confluent-framed) message; returns (writer, record).
 
@@ -489,7 +490,9 @@ def decode_single_object(
     Bounded and checked exactly as :class:`EventDecoder` checks raw Avro, except that NaN
     and infinities are returned as written unless ``require_finite`` (what Riverline
     wrote, it reads back faithfully; finiteness of model inputs is enforced where events
-    enter, on ``P.raw``).
+    enter, on ``P.raw``). ``signed=True``: the caller verified the record's ``rl.mac``, so
+    Riverline wrote these bytes and the walk that bounds hostile sizes is skipped (fastavro
+    still has to consume exactly the body; ``require_finite`` keeps the walk).
     """
     if not data:
         raise DecodeError("empty", "the message has no value (empty or null)")
@@ -518,7 +521,7 @@ def decode_single_object(
         target = reader if reader is not None else catalog.latest(writer.subject)
         avro = AvroReader(writer, target, require_finite=require_finite, max_items=max_items)
         cache[key] = avro
-    return avro.writer, avro.read(data, header)
+    return avro.writer, avro.read(data, header, bounded=require_finite or not signed)
 
 
 def _writer_of(catalog: SchemaCatalog, ident: bytes, reader: SchemaVersion | None) -> SchemaVersion:

@@ -66,11 +66,15 @@ class OfflineSink:
         kinds: dict[str, str],
         block_size: int = 10_000,
         dead_letter_sources: Collection[str] | None = None,
+        verified: Collection[str] = (),
     ) -> None:
         """``kinds`` maps topic name to store kind (events, features, predictions, ...).
 
         The dead-letter topic is shared by every pipeline: with ``dead_letter_sources``
         only dead letters whose ``rl.error.topic`` is one of these topics are kept.
+        ``verified``: the topics whose records the caller passes only once their
+        ``rl.mac`` verified; their values are read without the bounds walk hostile
+        bytes need (:func:`~streams.serialization.codec.decode_single_object`).
         """
         self.dead_letter_sources = (
             frozenset(dead_letter_sources) if dead_letter_sources is not None else None
@@ -79,6 +83,7 @@ class OfflineSink:
         self.catalog = catalog
         self.store = store
         self.kinds = kinds
+        self.verified = frozenset(verified)
         self.block_size = block_size
         self._blocks: dict[tuple[str, int], _Block] = {}
         self._finished: list[tuple[str, int, _Block]] = []  # complete, not written yet
@@ -110,12 +115,13 @@ class OfflineSink:
             "rl_model": lineage.model,
             "rl_pipeline": lineage.pipeline,
         }
+        signed = msg.topic in self.verified
         try:
             if kind == "events":
-                _, record = decode_single_object(self.catalog, msg.value or b"")
+                _, record = decode_single_object(self.catalog, msg.value or b"", signed=signed)
             else:
                 _, record = decode_single_object(
-                    self.catalog, msg.value or b"", self._schemas[kind]
+                    self.catalog, msg.value or b"", self._schemas[kind], signed=signed
                 )
         except DecodeError as exc:
             row["decode_error"] = str(exc)

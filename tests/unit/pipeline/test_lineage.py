@@ -100,3 +100,15 @@ def test_a_dead_letter_reads_back_riverlines_own_error_headers() -> None:
     out = DeadLetter("ingest", "not_json", "bad", "p/v1").to_message(original, "dlq")
 
     assert lineage_headers(out.headers)["rl.error.class"] == "not_json"
+
+
+def test_headers_of_derived_lineages_name_their_own_feature_set_and_model() -> None:
+    base = Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3)
+    first = base.to_headers()  # encodes the shared headers once, for the copies too
+    featured = base.with_features("fs@9")
+    both = featured.with_model("m@1")
+    assert (dict(first)["rl.features"], dict(first)["rl.model"]) == (b"", b"")
+    assert dict(featured.to_headers())["rl.features"] == b"fs@9"
+    assert Lineage.from_headers(both.to_headers()) == both
+    assert both.to_headers() == Lineage(*dataclasses.astuple(both)).to_headers()
+    assert base == Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3)

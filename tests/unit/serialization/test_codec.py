@@ -873,3 +873,27 @@ def test_extreme_numbers_in_json(clicks: EventDecoder) -> None:
         "field 'score': integer too large for a double",
     )
     assert clicks.decode(None, json.dumps(click(count=-0.0)).encode()).record["count"] == 0
+
+
+def test_a_signed_record_decodes_as_the_bounded_read_does_and_must_still_end_exactly() -> None:
+    from streams.serialization.codec import decode_single_object, encode_single_object
+    from streams.settings import REPO_ROOT
+
+    catalog = SchemaCatalog.load(REPO_ROOT / "schemas")
+    alert = catalog.record("alert")
+    record = {
+        "alert_id": "a1",
+        "kind": "drift",
+        "severity": "WARNING",
+        "pipeline": "p",
+        "model": None,
+        "message": "m",
+        "details": {"k": "v"},
+        "event_id": None,
+        "ts": 1,
+    }
+    value = encode_single_object(alert, record)
+    assert decode_single_object(catalog, value, signed=True) == decode_single_object(catalog, value)
+    for bad in (value + b"\x00", value[:-1]):
+        with pytest.raises(DecodeError):
+            decode_single_object(catalog, bad, signed=True)

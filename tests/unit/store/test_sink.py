@@ -230,3 +230,28 @@ def test_a_sink_that_lost_its_partition_unnoticed_drops_none_of_the_new_owners_r
     stale.flush()  # the paused sink wakes up and flushes what it holds of block 4-7
     table = OfflineStore(url).read("predictions")
     assert sorted(table.column("_offset").to_pylist()) == list(range(10))
+
+
+def test_verified_topics_store_the_same_rows_and_still_refuse_a_short_record(tmp_path) -> None:
+    messages = [_prediction(o) for o in range(4)]
+    cut = messages[3].value[:-3]
+    messages[3] = InMessage(*[cut if f == "value" else getattr(messages[3], f) for f in _FIELDS])
+    rows = {}
+    for verified in ((), ("phishing.predictions",)):
+        folder = tmp_path / str(len(verified))
+        sink = OfflineSink(
+            SPEC,
+            CATALOG,
+            OfflineStore(folder),
+            kinds={"phishing.predictions": "predictions"},
+            verified=verified,
+        )
+        sink.add(messages)
+        sink.flush()
+        rows[verified] = OfflineStore(folder).read("predictions").to_pylist()
+    assert rows[()] == rows[("phishing.predictions",)]
+    # The short one is stored by its lineage alone: its fields could not be read.
+    assert [r["predict_ts"] for r in rows[()]] == [TS, TS, TS, None]
+
+
+_FIELDS = ("topic", "partition", "offset", "key", "value", "timestamp_ms", "headers")

@@ -84,3 +84,22 @@ def test_the_built_in_key_needs_development_mode() -> None:
     assert dev.signing_key_bytes() == DEV_SIGNING_KEY.encode()
     own = Settings.from_env(signing_key="0f" * 32, dev_mode=False)
     assert own.signing_key_bytes() == b"0f" * 32
+
+
+def test_the_mac_is_hmac_sha256_of_the_documented_layout_under_the_derived_key() -> None:
+    # The layout is a format: records already on the topics must keep verifying.
+    import hashlib
+    import hmac
+    import struct
+
+    headers = [*HEADERS, ("rl.model", b""), ("ü", b"\x00\xff")]
+    fields = [b"p.predictions", b"", b"value"]
+    lengths = [13, -1, 5]
+    for name, data in headers:
+        fields += [name.encode(), data]
+        lengths += [len(name.encode()), len(data)]
+    key = hmac.digest(b"a key of this deployment", b"riverline/record-mac/v1", "sha256")
+    layout = struct.pack(f">{len(lengths)}i", *lengths) + b"".join(fields)
+    expected = hmac.new(key, layout, hashlib.sha256).hexdigest().encode()
+    assert SIGNER.mac("p.predictions", None, b"value", [*headers, (MAC_HEADER, b"x")]) == expected
+    assert SIGNER.sign("p.predictions", None, b"value", headers)[-1] == (MAC_HEADER, expected)
