@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.serialization.avro_writer import Unsupported, compile_writer
+from streams.serialization.avro_writer import Unsupported, _KeyCache, compile_writer
 from streams.serialization.catalog import SchemaCatalog, SchemaVersion
 from streams.serialization.codec import SINGLE_OBJECT_MAGIC, EncodeError, encode_single_object
 from streams.settings import REPO_ROOT
@@ -94,23 +94,150 @@ def test_every_catalog_schema_compiles(sv: SchemaVersion) -> None:
 @given(data=st.data())
 def test_compiled_bytes_are_fastavros(sv: SchemaVersion, data: st.DataObject) -> None:
     record = data.draw(values(sv.parsed, {}))
-    try:
-        expected = fastavro_body(sv.parsed, record)
-    except ValueError:  # e.g. 2**31 in ["null", "int"]: no branch takes it
-        with pytest.raises(Unsupported):
-            compiled_body(sv.parsed, record)
+    if assert_same_as_fastavro(sv.parsed, record) is None:
         with pytest.raises(EncodeError):
             encode_single_object(sv, record)
-        return
+
+
+def assert_same_as_fastavro(parsed: Any, record: Any) -> bytes | None:
+    """The compiled writer's body is fastavro's, or neither writes it (then ``None``)."""
     try:
-        got = compiled_body(sv.parsed, record)
+        expected = fastavro_body(parsed, record)
+    except ValueError:  # e.g. 2**31 in ["null", "int"]: no branch takes it
+        with pytest.raises(Unsupported):
+            compiled_body(parsed, record)
+        return None
+    try:
+        got = compiled_body(parsed, record)
     except Unsupported:
         # Allowed only where the value is out of the writer's range: float32 overflow.
         assert any(
             isinstance(v, float) and math.isfinite(v) and abs(v) > 3.4e38 for v in _leaves(record)
         ), record
-        return
+        return expected
     assert got == expected
+    return got
+
+
+#: Shapes the catalog does not have: other roots, unions whose int branch depends on the
+#: value's range, named types used twice, containers of containers.
+SHAPES: dict[str, Any] = {
+    "int-root": "int",
+    "float-root": "float",
+    "union-root": ["null", "int", "float"],
+    "float-before-int": ["float", "int", "string"],
+    "int-long-double": ["int", "long", "double", "bytes"],
+    "float-then-double": ["null", "float", "double"],
+    "array-of-unions": {"type": "array", "items": ["null", "int", "float", "boolean"]},
+    "map-of-arrays": {"type": "map", "values": {"type": "array", "items": "double"}},
+    "named-twice": {
+        "type": "record",
+        "name": "Outer",
+        "fields": [
+            {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B_2"]}},
+            {"name": "again", "type": "Kind"},
+            {"name": "id", "type": {"type": "fixed", "name": "Id", "size": 4}},
+            {
+                "name": "inner",
+                "type": {
+                    "type": "record",
+                    "name": "Inner",
+                    "fields": [{"name": "ids", "type": {"type": "array", "items": "Id"}}],
+                },
+            },
+            {"name": "inners", "type": {"type": "map", "values": "Inner"}},
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("schema", SHAPES.values(), ids=SHAPES.keys())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_other_shapes_are_written_as_fastavro_does(schema: Any, data: st.DataObject) -> None:
+    parsed = fastavro.parse_schema(schema)
+    assert_same_as_fastavro(parsed, data.draw(values(parsed, {})))
+
+
+#: Field names fastavro's parse_schema accepts that are not identifiers.
+ODD_NAMES: list[Any] = ['a"b', "x\n", "'); import os; ('", "\\", "ü", "class", "", 5]
+
+
+def test_any_field_name_fastavro_accepts_is_only_a_constant_in_the_source() -> None:
+    fields = [{"name": name, "type": ["null", "long"]} for name in ODD_NAMES]
+    parsed = fastavro.parse_schema({"type": "record", "name": "Odd", "fields": fields})
+    record = {name: i for i, name in enumerate(ODD_NAMES)}
+    assert assert_same_as_fastavro(parsed, record) is not None
+    writer = compile_writer(parsed)
+    assert writer is not None
+    assert "import os" not in writer.source.replace(repr(ODD_NAMES[2]), "")
+    del record["class"]
+    with pytest.raises(Unsupported):
+        writer.write(record, bytearray())
+
+
+class Label(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ("long", True),  # bool is not int, as fastavro's validators say
+        ("long", Count(3)),  # nor is a subclass
+        ("long", 2**63),
+        ("int", 1.0),
+        ("double", "1"),
+        ("float", False),
+        ("boolean", 1),
+        ("null", 0),
+        ("string", b"x"),
+        ("bytes", "x"),
+        (["null", "int"], 2**31),  # no branch takes it
+        (["null", "long"], 2**63),
+        (["null", "double"], True),
+        ({"type": "enum", "name": "E", "symbols": ["A"]}, "B"),
+        ({"type": "enum", "name": "E", "symbols": ["A"]}, Label("A")),
+        ({"type": "fixed", "name": "F", "size": 2}, b"abc"),
+        ({"type": "array", "items": "long"}, (1, 2)),
+        ({"type": "map", "values": "long"}, {Label("k"): 1}),
+        ({"type": "map", "values": "long"}, {1: 1}),
+        ({"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}, {}),
+    ],
+)
+def test_values_it_does_not_take_are_unsupported(schema: Any, value: Any) -> None:
+    writer = compile_writer(fastavro.parse_schema(schema))
+    assert writer is not None
+    with pytest.raises(Unsupported):
+        writer.write(value, bytearray())
+
+
+def test_a_subclassed_map_key_is_unsupported_even_once_its_text_is_cached() -> None:
+    writer = compile_writer(fastavro.parse_schema({"type": "map", "values": "long"}))
+    assert writer is not None
+    writer.write({"k": 1}, bytearray())
+    with pytest.raises(Unsupported):
+        writer.write({Label("k"): 1}, bytearray())
+
+
+def test_the_key_cache_stops_growing_at_its_limit_and_still_writes_every_key() -> None:
+    parsed = fastavro.parse_schema({"type": "map", "values": "long"})
+    record = {f"k{i}": i for i in range(_KeyCache.limit + 50)}
+    first = assert_same_as_fastavro(parsed, record)
+    writer = compile_writer(parsed)
+    assert writer is not None
+    for _ in range(2):  # once filling the cache, once past it
+        out = bytearray()
+        writer.write(record, out)
+        assert bytes(out) == first
+    cache = _KeyCache()
+    for key in record:
+        cache.store(key)
+    assert len(cache.encoded) == _KeyCache.limit
 
 
 def _leaves(value: Any) -> list[Any]:
