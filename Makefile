@@ -83,10 +83,14 @@ test: $(STAMP) apt kafka
 	RIVERLINE_DEV_MODE=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The full benchmark: its own broker on free ports unless RIVERLINE_BOOTSTRAP is set. Its
-# report goes beside the docs (commit it), and the docs' tables are rendered from it.
+# report goes beside the docs (commit it), and the docs' tables are rendered from it. The
+# stages section measures STAGES_BEFORE's stages beside this checkout's (the commit before
+# the stages' cost cut).
+STAGES_BEFORE ?= 66922b3
 bench: $(STAMP) apt kafka
 	@mkdir -p benchmarks/results
-	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --json benchmarks/results/$$(date -u +%F).json
+	RIVERLINE_DEV_MODE=1 $(BIN)/riverline bench --stages-before $(STAGES_BEFORE) \
+	    --json benchmarks/results/$$(date -u +%F).json
 	$(BIN)/python -m benchmarks.render
 
 # The chaos tests at full size (make test: 10,000 events, 2,500 in exactly-once mode, a

@@ -36,6 +36,7 @@ from benchmarks.bench_features import features_section
 from benchmarks.bench_guarantees import guarantees_section
 from benchmarks.bench_ingest import ingest_section
 from benchmarks.bench_pipeline import pipeline_section
+from benchmarks.bench_stages import stages_section
 from benchmarks.options import CONTENDERS, BenchOptions
 from streams.errors import RiverlineError
 from streams.settings import REPO_ROOT
@@ -47,6 +48,7 @@ __all__ = ["CONTENDERS", "SECTIONS", "BenchOptions", "checkout_commit", "cpu_mod
 SECTIONS: dict[str, Callable[[BenchOptions], dict[str, Any]]] = {
     "ingest": ingest_section,
     "features": features_section,
+    "stages": stages_section,
     "pipeline": pipeline_section,
     "decoupled": decoupled_section,
     "guarantees": guarantees_section,

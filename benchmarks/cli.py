@@ -70,8 +70,15 @@ def _pipeline_options(fn: F) -> F:
     "sections",
     multiple=True,
     help=(
-        "Run only these sections (ingest, features, pipeline, decoupled, guarantees); default: all."
+        "Run only these sections (ingest, features, stages, pipeline, decoupled, guarantees); "
+        "default: all."
     ),
+)
+@click.option(
+    "--stages-before",
+    default=None,
+    metavar="REV",
+    help="Measure this git revision's stages beside this checkout's (the stages section).",
 )
 @_pipeline_options
 @click.pass_context
@@ -81,6 +88,7 @@ def bench(
     quick: bool,
     json_path: Path | None,
     sections: tuple[str, ...],
+    stages_before: str | None,
     events: int | None,
     partitions: int,
     contenders: tuple[str, ...],
@@ -99,6 +107,7 @@ def bench(
         partitions=partitions,
         latency_load=latency_load,
         contenders=contenders or CONTENDERS,
+        stages_before=stages_before,
         progress=lambda line: console.print(line, highlight=False),
     )
     report = run_bench(options, list(sections) or None)

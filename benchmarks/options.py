@@ -37,6 +37,8 @@ class BenchOptions:
     latency_for: float | None = None
     """Seconds of offered load in the latency run (default 30; 3 with ``quick``)."""
     latency_events: int = 20_000
+    stages_before: str | None = None
+    """A revision whose stages the ``stages`` section measures beside this checkout's."""
     drain_timeout: float = 1800.0
     progress: Callable[[str], None] | None = None
     progress_every: float = 5.0

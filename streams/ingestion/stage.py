@@ -115,7 +115,7 @@ class Ingestion:
         decoded = self.decoder.decode(msg.key, msg.value, now_ms=ingest_ts)
         record = decoded.record
         event_id = str(record[self.spec.id_field])
-        lineage = Lineage(
+        lineage = Lineage.of(
             event_id=event_id,
             schema=decoded.writer.label,
             source=msg.source,

@@ -36,6 +36,7 @@ not used (its ids would clash with the registry's).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -108,7 +109,7 @@ class SchemaVersion:
         """The fingerprint as 16 hex digits, in wire (little-endian) byte order."""
         return self.fingerprint.hex()
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         """``subject/v<N>/<fingerprint_hex>``: the ``rl.schema`` lineage header value."""
         return f"{self.subject}/v{self.version}/{self.fingerprint_hex}"

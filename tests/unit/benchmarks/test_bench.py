@@ -14,6 +14,7 @@ from benchmarks.baselines import CardHistory, naive_features
 from benchmarks.bench import SECTIONS, BenchOptions, run_bench
 from benchmarks.bench_ingest import INGEST_FORMATS
 from benchmarks.bench_pipeline import spec_with_partitions
+from benchmarks.bench_stages import STAGES
 from benchmarks.decoupled import decoupled_spec, learn_rate
 from benchmarks.events import synthetic_events
 from streams.cli.main import cli
@@ -38,7 +39,7 @@ def quick_report() -> dict:
 
 def test_quick_ingest_section_compares_every_format_with_fastavro(quick_report: dict) -> None:
     assert list(quick_report["sections"]) == ["ingest"]
-    assert list(SECTIONS) == ["ingest", "features", "pipeline", "decoupled", "guarantees"]
+    assert list(SECTIONS) == ["ingest", "features", "stages", "pipeline", "decoupled", "guarantees"]
     assert quick_report["quick"] is True
     ingest = quick_report["sections"]["ingest"]
     assert ingest["schema"].startswith("phishing/v1/")
@@ -164,3 +165,26 @@ def test_bench_refuses_unknown_contenders_and_loads_out_of_range(
     result = CliRunner().invoke(riverline, ["bench", "--quick", "--section", "pipeline", *args])
     assert result.exit_code == 1
     assert message in " ".join(result.output.split())  # the console wraps long lines
+
+
+def test_quick_stages_section_times_every_stage_in_memory() -> None:
+    options = BenchOptions(Settings.from_env(bootstrap=None), quick=True)
+    stages = run_bench(options, ["stages"])["sections"]["stages"]
+    assert stages["title"].startswith("stages: transactions@")
+    assert [row["stage"] for row in stages["rows"]] == list(STAGES)
+    assert all(row["us_per_event"] > 0 for row in stages["rows"])
+
+
+def test_the_stages_of_another_revision_are_measured_beside_this_checkouts() -> None:
+    options = BenchOptions(Settings.from_env(bootstrap=None), quick=True, stages_before="HEAD")
+    stages = run_bench(options, ["stages"])["sections"]["stages"]
+    assert stages["before"] == "HEAD"
+    for row in stages["rows"]:
+        assert row["before_us"] > 0
+        assert row["after_us"] > 0
+        assert row["after_over_before"] == round(row["after_us"] / row["before_us"], 2)
+    with pytest.raises(RiverlineError, match="no-such-revision"):
+        run_bench(
+            BenchOptions(options.settings, quick=True, stages_before="no-such-revision"),
+            ["stages"],
+        )

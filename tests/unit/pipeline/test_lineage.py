@@ -112,3 +112,12 @@ def test_headers_of_derived_lineages_name_their_own_feature_set_and_model() -> N
     assert Lineage.from_headers(both.to_headers()) == both
     assert both.to_headers() == Lineage(*dataclasses.astuple(both)).to_headers()
     assert base == Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3)
+
+
+def test_of_makes_what_the_constructor_makes() -> None:
+    made = Lineage.of("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3)
+    assert made == Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3)
+    assert hash(made) == hash(Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3))
+    assert made.to_headers() == Lineage("e1", "s/v1/ab", "t.raw:0:7", "p@1", 1, 2, 3).to_headers()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.event_id = "e2"  # type: ignore[misc]
