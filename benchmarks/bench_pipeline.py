@@ -157,7 +157,7 @@ def _ratios_and_goals(results: dict[str, Any]) -> tuple[dict[str, float], dict[s
     ratios: dict[str, float] = {}
     goals: dict[str, Any] = {}
     d = results.get("riverline", {}).get("events_per_s")
-    for kind, goal in (("floor", 0.7), ("naive", 1.0), ("raw", None), ("empty", None)):
+    for kind, goal in (("floor", 0.7), ("naive", 2.0), ("raw", None), ("empty", 0.8)):
         if d and kind in results:
             ratio = round(d / results[kind]["events_per_s"], 3)
             ratios[f"riverline/{kind}"] = ratio
@@ -166,6 +166,9 @@ def _ratios_and_goals(results: dict[str, Any]) -> tuple[dict[str, float], dict[s
     latency = results.get("riverline", {}).get("latency")
     if latency:
         goals["p99 <= 25 ms"] = latency["p99_ms"] <= 25.0
+    over = latency_over(results, "empty")
+    if over:
+        goals["p99 over empty <= 3 ms"] = over["p99_ms"] <= 3.0
     return ratios, goals
 
 
