@@ -201,7 +201,7 @@ def _results(report: Mapping[str, Any], path: str) -> str:
             parts.append(_pipeline_table(section) + _pipeline_notes(section))
             continue
         parts.append(_rows_table(section))
-        for key in ("baseline", "ratios", "learner", "staleness", "capacity"):
+        for key in ("before", "baseline", "ratios", "learner", "staleness", "capacity"):
             parts.append(_flat(key, section.get(key)))
     return "".join(parts)
 
