@@ -82,9 +82,6 @@ def _append_long(n: int, out: bytearray) -> None:
 
 def _long(n: int) -> bytes:
     """Zigzag varint of a 64-bit ``int`` (as Avro ``int`` and ``long``)."""
-    small = _SMALL.get(n)
-    if small is not None:
-        return small
     out = bytearray()
     _append_long(n, out)
     return bytes(out)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from streams.errors import RiverlineError
 
@@ -58,37 +58,19 @@ def _message(
     """The bytes a MAC covers: every field's length (-1 for none), then the fields.
 
     The lengths come first, all in one ``struct`` call, so no two different records
-    give the same bytes. ``headers`` must not hold ``rl.mac``.
+    give the same bytes.
     """
     fields: list[bytes] = [topic.encode(), key or b"", value or b""]
+    lengths = [len(fields[0]), -1 if key is None else len(fields[1])]
+    lengths.append(-1 if value is None else len(fields[2]))
     for name, data in headers:
-        encoded = _NAMES.get(name)
-        if encoded is None:
-            encoded = _name_bytes(name)
-        fields += (encoded, data)
-    lengths = list(map(len, fields))
-    if key is None:
-        lengths[1] = -1
-    if value is None:
-        lengths[2] = -1
-    n = len(lengths)
-    pack = _PACKS.get(n)
-    if pack is None:
-        pack = _PACKS[n] = struct.Struct(f">{n}i").pack
-    return pack(*lengths) + b"".join(fields)
-
-
-#: Header names as UTF-8 (Riverline's are a few dozen) and length packers by field count.
-_NAMES: dict[str, bytes] = {}
-_PACKS: dict[int, Callable[..., bytes]] = {}
-_CACHED_NAMES = 1024
-
-
-def _name_bytes(name: str) -> bytes:
-    encoded = name.encode()
-    if len(_NAMES) < _CACHED_NAMES:
-        _NAMES[name] = encoded
-    return encoded
+        if name != MAC_HEADER:
+            encoded = name.encode()
+            fields.append(encoded)
+            fields.append(data)
+            lengths.append(len(encoded))
+            lengths.append(len(data))
+    return struct.pack(f">{len(lengths)}i", *lengths) + b"".join(fields)
 
 
 class RecordSigner:
@@ -118,8 +100,7 @@ class RecordSigner:
         headers: Iterable[tuple[str, bytes]],
     ) -> bytes:
         """The hex MAC of a record; ``rl.mac`` headers among ``headers`` are left out."""
-        kept = [(name, data) for name, data in headers if name != MAC_HEADER]
-        return self._mac(_message(topic, key, value, kept))
+        return self._mac(_message(topic, key, value, headers))
 
     def sign(
         self,
@@ -130,7 +111,7 @@ class RecordSigner:
     ) -> list[tuple[str, bytes]]:
         """``headers`` with the record's ``rl.mac`` appended (any earlier one dropped)."""
         kept = [(name, data) for name, data in headers if name != MAC_HEADER]
-        kept.append((MAC_HEADER, self._mac(_message(topic, key, value, kept))))
+        kept.append((MAC_HEADER, self.mac(topic, key, value, kept)))
         return kept
 
     def verify(
@@ -150,4 +131,4 @@ class RecordSigner:
                 rest.append((name, data or b""))
         if len(found) != 1:
             return False
-        return hmac.compare_digest(found[0], self._mac(_message(topic, key, value, rest)))
+        return hmac.compare_digest(found[0], self.mac(topic, key, value, rest))
