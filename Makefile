@@ -33,11 +33,14 @@ help:
 venv install: $(STAMP)
 
 # The locked versions first (hashes checked), then Riverline itself, editable, without
-# letting pip pick other versions.
+# letting the installer pick other versions. pip installs the locked uv, and uv the rest:
+# it fetches and unpacks in parallel (bytecode compiled, as pip does).
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes -r $(LOCK)
-	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
+	@awk '/^uv==/{p=1} p{print} p && !/\\$$/{p=0}' $(LOCK) > $(VENV)/uv.lock.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes -r $(VENV)/uv.lock.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode --require-hashes -r $(LOCK)
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode --no-deps -e .
 	@touch $@
 
 # Newest versions within pyproject.toml's ranges, keeping the locked ones that still fit

@@ -7,9 +7,9 @@ It owns everything that keeps a pipeline's state, outputs and committed offsets 
   restored, batches wait (:class:`agents.io.AssignmentGate`);
 * **the lock**: a batch, a checkpoint, a restore and an admin action never interleave;
 * **the schedule**: a checkpoint every ``checkpoint_every`` events or ``checkpoint_interval``
-  seconds, taken between two batches and written while the next ones run, then the
-  offsets it reflects committed (one at a time); on revocation and at shutdown, written
-  before returning;
+  seconds, taken between two batches (or by a timer when no batch comes) and written
+  while the next ones run, then the offsets it reflects committed (one at a time); on
+  revocation and at shutdown, written before returning;
 * **the watchdog**: a partition that stops moving with events waiting is sought back
   (:class:`agents.io.StallWatch`);
 * **recovery**: a batch that fails as a whole (not one message: those are dead letters)
@@ -121,12 +121,13 @@ class Coordinator:
         app.on_partitions_revoked.connect(cast(Any, self.on_revoked))
         app.on_before_shutdown.connect(cast(Any, self.on_shutdown))
         app.timer(interval=2.0, name=f"{self.pipeline}.coordinator.watchdog")(self.watchdog)
+        idle = max(0.05, settings.effective_checkpoint_interval / 2)
+        app.timer(interval=idle, name=f"{self.pipeline}.coordinator.idle")(self.checkpoint_idle)
 
     def _transactions(
         self, app: faust.App, settings: Settings, state: PipelineState
     ) -> Transactions:
-        """Exactly-once mode: the producer that outputs and checkpoints go through, and
-        a timer that commits when events stop coming (see :meth:`commit_idle`)."""
+        """Exactly-once mode: the producer that outputs and checkpoints go through."""
         transactions = Transactions(
             settings.effective_bootstrap,
             transactional_id(settings, self.pipeline),
@@ -135,8 +136,6 @@ class Coordinator:
             timeout_ms=transaction_timeout_ms(settings),
         )
         state.store.transactions = transactions
-        interval = max(0.05, settings.effective_checkpoint_interval / 2)
-        app.timer(interval=interval, name=f"{self.pipeline}.coordinator.commit")(self.commit_idle)
         return transactions
 
     @property
@@ -317,10 +316,7 @@ class Coordinator:
                 await self._save("snapshot")
             return
         if self.schedule.due() and not self.writing:
-            prepared = self._prepare("snapshot")
-            self._writing = asyncio.create_task(
-                self._write_in_background(prepared), name=f"{self.pipeline}.checkpoint"
-            )
+            self._write_later("snapshot")
 
     async def recover(self, exc: BaseException, kind: str = "batch") -> None:
         """Restore the pipeline from its last checkpoint after a failed batch.
@@ -407,13 +403,25 @@ class Coordinator:
             await self._take_over()  # the watchdog's take-over, or after a failed abort
         return True
 
-    async def commit_idle(self) -> None:
-        """Timer: commit the open transaction when it is due and no batch came to do it,
-        so the outputs of the last events before a pause become visible."""
-        assert self.transactions is not None
-        if self._closed or not self.transactions.open or self.lock.locked():
+    async def checkpoint_idle(self) -> None:
+        """Timer: the checkpoint that is due when no batch came to take it (the events
+        stopped, or came while the previous checkpoint was being written), so state and
+        committed offsets never stay behind a quiet input. In exactly-once mode it commits
+        the open transaction: the outputs of the last events before a pause become visible.
+        """
+        if self._closed or self.lock.locked() or self.writing or not self.gate.is_open:
             return
-        if not (self.gate.is_open and self.healthy and self.schedule.due()):
+        if not self.schedule.due():
+            return
+        if self.transactions is None:
+            # A checkpoint that failed is retried on the schedule, events or not.
+            if set(self.down) - {"checkpoint"}:
+                return
+            async with self.lock:
+                if not (self._closed or self.writing) and self.schedule.due():
+                    self._write_later("snapshot")
+            return
+        if not (self.transactions.open and self.healthy):
             return
         async with self.lock:
             if self.transactions.open and self.schedule.due():
@@ -439,6 +447,13 @@ class Coordinator:
         prepared = self.state.prepare(note)
         self.schedule.done()
         return prepared
+
+    def _write_later(self, note: str) -> None:
+        """At least once: take a checkpoint now and write it while the next batches run."""
+        prepared = self._prepare(note)
+        self._writing = asyncio.create_task(
+            self._write_in_background(prepared), name=f"{self.pipeline}.checkpoint"
+        )
 
     async def _save(self, note: str) -> None:
         """A checkpoint written before returning (revocation, shutdown)."""

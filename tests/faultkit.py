@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.cli.workerproc import WorkerProcess
 from streams.features.engine import FeatureSet
@@ -156,6 +157,7 @@ class Rig:
                     f"worker died while waiting for {what}: {self.worker.log_path}"
                 )
             if time.monotonic() >= deadline:
+                self.worker.dump()  # what it waits on, into its log
                 try:
                     status: Any = self.worker.get_json("/status.json", timeout=2.0)
                 except (OSError, ValueError):
@@ -308,6 +310,21 @@ def end_total(settings: Settings, topic: str) -> int:
         return sum(end_offsets(settings, topic).values())
     except Exception:  # the broker may be down in a fault test: "not yet"
         return -1
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def committed(settings: Settings, topic: str) -> dict[int, int]:
+    """The offsets the worker's group has committed on ``topic``, by partition."""
+    return asyncio.run(_committed(settings.effective_bootstrap, settings.topic("riverline"), topic))
 
 
 class Producer(threading.Thread):

@@ -94,6 +94,12 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait()
 
+    def dump(self, settle: float = 1.0) -> None:
+        """Ask a running worker to log what it waits on (SIGUSR1), for a stuck test."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(settle)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

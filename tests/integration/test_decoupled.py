@@ -79,10 +79,19 @@ def _learned(learners: dict[str, WorkerProcess]) -> int:
     return 0 if active is None else int(_learner_status(learners[active]).get("learned", 0))
 
 
+#: The processes of the test running now: on a timeout, each logs what it waits on.
+_RUNNING: dict[str, WorkerProcess] = {}
+
+
 def _wait(what: str, done: Any, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            seen = {}
+            for name, worker in _RUNNING.items():
+                seen[name] = _learner_status(worker) if worker.role == "learn" else {}
+                worker.dump(settle=0.2)
+            raise AssertionError(f"timed out waiting for {what}; learners {seen}")
         time.sleep(0.25)
 
 
@@ -124,6 +133,8 @@ def _served(rig: Rig) -> list[ServedSet]:
 
 
 def _start(workers: dict[str, WorkerProcess]) -> None:
+    _RUNNING.clear()
+    _RUNNING.update(workers)
     for worker in workers.values():
         worker.start()
 

@@ -6,7 +6,10 @@ crashes outside any batch. The pipeline must go down visibly (alert, failure cou
 restore its last checkpoint, come back up, and in the end have predicted every event with
 the features of an uninterrupted run.
 
-A second test takes a pipeline over its checkpoint limit: the checkpoint cannot be
+Events that stop short of a checkpoint's count are checkpointed and committed within its
+interval all the same: no later batch has to come.
+
+Another test takes a pipeline over its checkpoint limit: the checkpoint cannot be
 written, and the worker says so (``/ready`` 503, an alert) instead of silently not
 committing, while events go on being predicted.
 """
@@ -15,12 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import Producer, make_events, make_rig, verify
+from faultkit import (
+    Producer,
+    committed,
+    end_offsets,
+    make_events,
+    make_rig,
+    produce_all,
+    verify,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.store.outputs import read_alerts
@@ -32,6 +44,7 @@ N_EVENTS = 3000
 #: Loaded by the worker's interpreter at start (the test puts it first on PYTHONPATH).
 SITECUSTOMIZE = """
 import os
+import time
 from pathlib import Path
 
 import agents.io
@@ -131,6 +144,29 @@ def test_a_failed_batch_and_a_crashed_agent_are_recovered_from_the_last_checkpoi
     assert verdict.gaps == {}
     assert verdict.unaccounted_raw == []
     assert verdict.features_differ == []
+
+
+def test_a_quiet_input_is_checkpointed_and_committed_within_the_interval(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    rig = make_rig(settings_factory, tmp_path, checkpoint_every=10**9, checkpoint_interval=3.0)
+    events = make_events(150, keys=50, seed=13)
+    rig.worker.start()
+    try:
+        rig.worker.wait_ready()
+        time.sleep(3.0)  # the first batch's checkpoint is due at once
+        produce_all(rig.settings, rig.raw, events[:100])
+        rig.wait_for(lambda: rig.processed() >= 100, "the first events")
+        # Within the interval of that checkpoint: the last batch before a quiet input.
+        produce_all(rig.settings, rig.raw, events[100:])
+        rig.wait_drained(len(events))
+        ends = end_offsets(rig.settings, rig.raw)
+        rig.wait_for(
+            lambda: committed(rig.settings, rig.raw) == ends, "the raw offsets committed", 30
+        )
+    finally:
+        assert rig.worker.stop() == 0
+    assert verify(rig, events).lost == []
 
 
 def test_a_checkpoint_over_its_limit_takes_the_pipeline_down_loudly(

@@ -4,31 +4,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from faultkit import Producer, Rig, make_events, make_rig, read_all, verify
+from faultkit import Producer, Rig, committed, make_events, make_rig, read_all, verify
 
 pytestmark = pytest.mark.integration
 
 N_EVENTS = 4000
 RATE = 200.0  # events/s: 20 s of production, so SIGTERM lands while events flow
 EXIT_WITHIN = 10.0
-
-
-async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
 
 
 def test_sigterm_checkpoints_commits_and_exits_0_within_10_s(
@@ -74,10 +62,7 @@ def test_sigterm_checkpoints_commits_and_exits_0_within_10_s(
         assert sum(stopped.checkpoints.values()) == features_written
         # The features stage reads (and Riverline commits) P.raw.
         read = rig.raw
-        committed = asyncio.run(
-            _committed(rig.settings.effective_bootstrap, rig.settings.topic("riverline"), read)
-        )
-        assert committed == stopped.checkpoints
+        assert committed(rig.settings, read) == stopped.checkpoints
 
         worker.start()
         worker.wait_ready()
