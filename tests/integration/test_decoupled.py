@@ -34,6 +34,7 @@ from streams.models.records import LearningRecord
 from streams.models.registry import ModelRegistry
 from streams.settings import Settings
 from streams.state.feed import ServedSet, served_key
+from streams.store.offline import OfflineStore
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +116,19 @@ def _log_inputs(rig: Rig) -> list[LearningRecord]:
     return out
 
 
+def _stored_all(rig: Rig, events: list[dict[str, Any]]) -> bool:
+    """The shared offline store has every event's row, features and prediction."""
+    store = OfflineStore((rig.root / "store").as_uri())
+    wanted = {str(e["event_id"]) for e in events}
+    try:
+        for kind in ("events", "features", "predictions"):
+            if not wanted <= set(store.read(kind, "seqs").column("event_id").to_pylist()):
+                return False
+    except (OSError, KeyError, ValueError):  # nothing stored yet
+        return False
+    return True
+
+
 def _offline(records: list[LearningRecord]) -> Any:
     model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
     for r in records:
@@ -176,6 +190,8 @@ def test_serving_and_learning_survive_their_processes(settings_factory: Any, tmp
         rig.wait_drained(N_EVENTS)
         unique = len(_log_inputs(rig))
         _wait("the learner to learn the whole log", lambda: _learned(learners) >= unique)
+        # The sinks run at idle priority: behind the predictions, not in their way.
+        _wait("the offline store to hold every event", lambda: _stored_all(rig, events))
         serving = servers["serve-2"].get_json("/status.json")["pipelines"]["seqs"]["serving"]
     finally:
         for worker in everyone.values():
