@@ -414,7 +414,7 @@ class Coordinator:
         if not self.schedule.due():
             return
         if self.transactions is None:
-            # A checkpoint that failed is retried on the schedule, events or not.
+            # Down only because the last checkpoint failed: this one may fit again.
             if set(self.down) - {"checkpoint"}:
                 return
             async with self.lock:

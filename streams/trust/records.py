@@ -58,18 +58,17 @@ def _message(
     """The bytes a MAC covers: every field's length (-1 for none), then the fields.
 
     The lengths come first, all in one ``struct`` call, so no two different records
-    give the same bytes.
+    give the same bytes. ``headers`` must not hold ``rl.mac``.
     """
     fields: list[bytes] = [topic.encode(), key or b"", value or b""]
     lengths = [len(fields[0]), -1 if key is None else len(fields[1])]
     lengths.append(-1 if value is None else len(fields[2]))
     for name, data in headers:
-        if name != MAC_HEADER:
-            encoded = name.encode()
-            fields.append(encoded)
-            fields.append(data)
-            lengths.append(len(encoded))
-            lengths.append(len(data))
+        encoded = name.encode()
+        fields.append(encoded)
+        fields.append(data)
+        lengths.append(len(encoded))
+        lengths.append(len(data))
     return struct.pack(f">{len(lengths)}i", *lengths) + b"".join(fields)
 
 
@@ -100,7 +99,8 @@ class RecordSigner:
         headers: Iterable[tuple[str, bytes]],
     ) -> bytes:
         """The hex MAC of a record; ``rl.mac`` headers among ``headers`` are left out."""
-        return self._mac(_message(topic, key, value, headers))
+        kept = ((name, data) for name, data in headers if name != MAC_HEADER)
+        return self._mac(_message(topic, key, value, kept))
 
     def sign(
         self,
@@ -111,7 +111,7 @@ class RecordSigner:
     ) -> list[tuple[str, bytes]]:
         """``headers`` with the record's ``rl.mac`` appended (any earlier one dropped)."""
         kept = [(name, data) for name, data in headers if name != MAC_HEADER]
-        kept.append((MAC_HEADER, self.mac(topic, key, value, kept)))
+        kept.append((MAC_HEADER, self._mac(_message(topic, key, value, kept))))
         return kept
 
     def verify(
@@ -131,4 +131,4 @@ class RecordSigner:
                 rest.append((name, data or b""))
         if len(found) != 1:
             return False
-        return hmac.compare_digest(found[0], self.mac(topic, key, value, rest))
+        return hmac.compare_digest(found[0], self._mac(_message(topic, key, value, rest)))

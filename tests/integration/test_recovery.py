@@ -165,7 +165,8 @@ def test_a_quiet_input_is_checkpointed_and_committed_within_the_interval(
             lambda: committed(rig.settings, rig.raw) == ends, "the raw offsets committed", 30
         )
     finally:
-        assert rig.worker.stop() == 0
+        code = rig.worker.stop()
+    assert code == 0
     assert verify(rig, events).lost == []
 
 
